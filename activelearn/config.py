@@ -1,0 +1,78 @@
+"""Typed schema of the Hydra configuration.
+
+Every scalar setting lives in one of these dataclasses, registered in Hydra's
+ConfigStore as the base of `conf/config.yaml`, so a misspelled override or a value
+of the wrong type fails when the config is composed, not rounds later.
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class DataConfig:
+    raw_dir: str = "data/raw"  # labeled images: <raw_dir>/<class>/<file>
+    pool_dir: str = "data/pool"  # unlabeled images, nested folders allowed
+    test_dir: str = "data/test"  # fixed held-out set: <test_dir>/<class>/<file>
+    manifest: str = "data/manifest.csv"  # state of every pool sample
+    image_size: list[int] = field(default_factory=lambda: [32, 32])  # height, width
+    channels: int = 3  # 1 = grayscale, 3 = RGB
+    test_fraction: float = 0.2  # of the first labeled set, when test_dir is empty
+    demo: Optional[str] = None  # bundled dataset written into the layout when raw_dir is empty
+    seed_per_class: int = 2  # demo only: labeled images per class to start with
+    pool_labels: str = "data/pool_labels.csv"  # demo only: answers for the simulated annotator
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn"
+    filters: list[int] = field(default_factory=lambda: [32, 64])  # one conv block each
+    dense_units: int = 128
+    dropout: float = 0.3
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    # Train for at least this many optimizer steps (and epochs), so a tiny labeled set
+    # still gets a model worth scoring with: 20 images are one step per epoch.
+    min_steps: int = 300
+    min_epochs: int = 10
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "entropy"
+    batch_size: int = 10  # images queued per round
+    candidates: int = 1000  # most uncertain samples handed to diversity selectors
+    mc_samples: int = 0  # Monte-Carlo dropout passes; 0 = one deterministic pass
+    cold_start: str = "random"  # round 0 without a model: random | kcenter
+
+
+@dataclass
+class LabelingConfig:
+    kind: str = "simulated"  # simulated | labelstudio
+    error_rate: float = 0.0  # simulated: share of answers flipped to a wrong class
+    url: str = "http://127.0.0.1:8080"  # labelstudio: server URL; token from LABEL_STUDIO_API_KEY
+    project_title: str = "activelearn"
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///mlruns.db"  # MLflow tracking URI; relative paths are in the workspace
+    experiment: str = "activelearn"
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    labeling: LabelingConfig = field(default_factory=LabelingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    workspace: str = "."  # the campaign's folder: data/, model/, dvc.yaml, rounds/
+    seed: int = 0
+    round: Optional[int] = None
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="schema", node=Config)

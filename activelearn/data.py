@@ -1,0 +1,192 @@
+"""Image folders, the one preprocessing function, and the fixed test split.
+
+Layout: labeled images in `<raw>/<class>/<file>`, the fixed held-out set in
+`<test>/<class>/<file>`, unlabeled images anywhere under `<pool>/`. A pool sample's
+id is its path relative to the pool folder (POSIX separators): stable as long as the
+file stays put, and readable by the people who label it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+# Truncated files must fail loudly, not decode as half-grey images.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class UnreadableImage(ValueError):
+    """An image file that cannot be decoded; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a file becomes a model input; stored with the model so every consumer matches."""
+
+    image_size: tuple[int, int]  # height, width
+    channels: int  # 1 = grayscale, 3 = RGB
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (*self.image_size, self.channels)
+
+    def to_dict(self) -> dict:
+        return {"image_size": list(self.image_size), "channels": self.channels}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        return cls(image_size=tuple(d["image_size"]), channels=int(d["channels"]))
+
+
+def preprocess(source: str | Path | bytes | BinaryIO, prep: Preprocessing) -> np.ndarray:
+    """Decode one image of any common format, mode and size into a float32 array.
+
+    First frame of animations; 16-bit and float images rescaled to 8-bit range;
+    alpha composited on white; then converted to gray or RGB, resized to
+    `prep.image_size` and scaled to [0, 1]. Shape: (height, width, channels).
+    Training, scoring and serving all call this function.
+    """
+    name = source if isinstance(source, (str, Path)) else "<bytes>"
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        with Image.open(source) as img:
+            img.seek(0)
+            img.load()
+            img = _to_8bit(img)
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img.alpha_composite(rgba)
+            img = img.convert("L" if prep.channels == 1 else "RGB")
+            height, width = prep.image_size
+            img = img.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(img, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise UnreadableImage(f"{name}: not a readable image ({err})") from err
+    if array.ndim == 2:
+        array = array[..., None]
+    return array
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer/float modes to 8-bit grayscale, keeping the full range."""
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    high = 65535.0 if img.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+    return Image.fromarray(np.clip(values / high * 255.0, 0, 255).astype(np.uint8))
+
+
+def list_files(root: str | Path) -> list[Path]:
+    """Every non-hidden file under `root`, recursively, in a stable order."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def sample_id(path: str | Path, pool_root: str | Path) -> str:
+    """The stable id of a pool image: its path relative to the pool, POSIX separators."""
+    return Path(path).relative_to(pool_root).as_posix()
+
+
+def class_folders(root: str | Path) -> dict[str, list[Path]]:
+    """`{class name: [files]}` of a `<root>/<class>/<file>` folder."""
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    return {
+        d.name: list_files(d)
+        for d in sorted(root.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+    }
+
+
+@dataclass
+class LabeledArrays:
+    x: np.ndarray  # [n, height, width, channels] float32
+    y: np.ndarray  # [n] int class indices into class_names
+    paths: list[str]
+    rejected: list[tuple[str, str]]  # (file, reason)
+
+
+def load_labeled(root: str | Path, class_names: list[str], prep: Preprocessing) -> LabeledArrays:
+    """Decode a class-folder tree; unreadable files are skipped, logged and returned."""
+    xs, ys, paths, rejected = [], [], [], []
+    index = {name: i for i, name in enumerate(class_names)}
+    for name, files in class_folders(root).items():
+        for path in files:
+            try:
+                xs.append(preprocess(path, prep))
+            except UnreadableImage as err:
+                log.warning("skipped %s", err)
+                rejected.append((str(path), str(err)))
+                continue
+            ys.append(index[name])
+            paths.append(str(path))
+    x = np.stack(xs) if xs else np.zeros((0, *prep.input_shape), np.float32)
+    return LabeledArrays(x, np.asarray(ys, dtype=np.int64), paths, rejected)
+
+
+def split_test_set(raw_dir: str | Path, test_dir: str | Path, fraction: float, seed: int) -> int:
+    """Move a stratified, seeded `fraction` of the labeled set into the test folder, once.
+
+    Does nothing when the test folder already holds images: the held-out set is fixed
+    when the campaign starts, so every round is measured on the same images.
+    Returns the number of files moved.
+    """
+    test_dir = Path(test_dir)
+    if list_files(test_dir):
+        return 0
+    if not 0 < fraction < 1:
+        raise ValueError(
+            f"data.test_fraction={fraction}: must be between 0 and 1 to draw a test set "
+            f"from {raw_dir}, or put a fixed test set into {test_dir}/<class>/"
+        )
+    rng = random.Random(seed)
+    moved = 0
+    for name, files in class_folders(raw_dir).items():
+        files = list(files)
+        rng.shuffle(files)
+        take = int(round(len(files) * fraction))
+        if len(files) > 1:
+            take = min(max(take, 1), len(files) - 1)  # every class on both sides
+        for path in files[:take]:
+            target = test_dir / name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, target)
+            moved += 1
+    log.info("fixed the test set: moved %d labeled images to %s", moved, test_dir)
+    return moved
+
+
+def class_names_of(*roots: str | Path) -> list[str]:
+    """The sorted union of class folder names under the given roots."""
+    return sorted({name for root in roots for name in class_folders(root)})
+
+
+def batched(items: Iterable, size: int) -> Iterable[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

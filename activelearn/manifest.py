@@ -1,0 +1,119 @@
+"""The manifest: the state of every pool sample, in one CSV file written atomically.
+
+States: `pool` (waiting), `queued` (sent to annotators in `round`), `labeled` (answered
+in `round` with `label`), `rejected` (unreadable or refused, with `reason`).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from activelearn.data import Preprocessing, UnreadableImage, list_files, preprocess, sample_id
+
+log = logging.getLogger(__name__)
+
+STATES = ("pool", "queued", "labeled", "rejected")
+
+
+@dataclass
+class Sample:
+    sample_id: str
+    state: str = "pool"
+    round: int | None = None
+    label: str | None = None
+    reason: str | None = None
+
+
+class Manifest:
+    """All pool samples by id; `save` replaces the file in one rename, never half-written."""
+
+    def __init__(self, path: str | Path, samples: dict[str, Sample] | None = None):
+        self.path = Path(path)
+        self.samples: dict[str, Sample] = samples or {}
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        path = Path(path)
+        samples = {}
+        if path.exists():
+            with path.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    sample = Sample(
+                        sample_id=row["sample_id"],
+                        state=row["state"],
+                        round=int(row["round"]) if row["round"] else None,
+                        label=row["label"] or None,
+                        reason=row["reason"] or None,
+                    )
+                    if sample.state not in STATES:
+                        raise ValueError(
+                            f"{path}: sample {sample.sample_id!r} has unknown state "
+                            f"{sample.state!r}; expected one of {STATES}"
+                        )
+                    samples[sample.sample_id] = sample
+        return cls(path, samples)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        columns = [f.name for f in fields(Sample)]
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".manifest-", suffix=".csv")
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                for sample in self.samples.values():
+                    writer.writerow({k: "" if v is None else v for k, v in asdict(sample).items()})
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def in_state(self, state: str) -> list[str]:
+        return [s.sample_id for s in self.samples.values() if s.state == state]
+
+    def counts(self) -> dict[str, int]:
+        counted = Counter(s.state for s in self.samples.values())
+        return {state: counted.get(state, 0) for state in STATES}
+
+    def set_state(
+        self,
+        sample_id: str,
+        state: str,
+        *,
+        round: int | None = None,
+        label: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown sample state {state!r}; expected one of {STATES}")
+        self.samples[sample_id] = Sample(sample_id, state, round, label, reason)
+
+    def sync_pool(self, pool_dir: str | Path, prep: Preprocessing) -> dict[str, int]:
+        """Add pool files not yet listed; files that do not decode are recorded as rejected.
+
+        Only new files are decoded, so a rerun over a large pool costs one directory walk.
+        Returns counts of what was added.
+        """
+        added = Counter()
+        for path in list_files(pool_dir):
+            sid = sample_id(path, pool_dir)
+            if sid in self.samples:
+                continue
+            try:
+                preprocess(path, prep)
+            except UnreadableImage as err:
+                log.warning("pool image rejected: %s", err)
+                self.set_state(sid, "rejected", reason=str(err))
+                added["rejected"] += 1
+                continue
+            self.set_state(sid, "pool")
+            added["pool"] += 1
+        return dict(added)

@@ -1,0 +1,205 @@
+"""The classifier behind a small protocol: fit, predict_proba, features, evaluate, save, load.
+
+This is the one module that imports TensorFlow for training; everything else in the
+package, the DVC stages and the serving app included, goes through `Classifier`.
+A saved model is a BentoML model (Keras file plus class names and preprocessing in its
+metadata) exported to a single `.bentomodel` file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from activelearn.config import ModelConfig
+from activelearn.data import Preprocessing
+
+log = logging.getLogger(__name__)
+
+BENTO_NAME = "classifier"
+KERAS_FILE = "model.keras"
+HISTORY_POINTS = 20  # training-history rows logged per fit
+
+
+def _bentoml():
+    """Import bentoml with a project-local store and no usage tracking."""
+    os.environ.setdefault("BENTOML_HOME", str(Path(".bentoml").resolve()))
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    import bentoml
+
+    return bentoml
+
+
+def build_network(n_classes: int, prep: Preprocessing, cfg: ModelConfig):
+    """A small CNN: conv blocks, then a dense feature layer, then softmax."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=prep.input_shape, name="image")
+    x = inputs
+    for filters in cfg.filters:
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D(2, padding="same")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(cfg.dropout)(x)
+    x = layers.Dense(cfg.dense_units, activation="relu", name="features")(x)
+    x = layers.Dropout(cfg.dropout)(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=cfg.name)
+
+
+def training_epochs(n_samples: int, cfg: ModelConfig) -> int:
+    """Epochs giving at least `cfg.min_steps` optimizer steps and `cfg.min_epochs` epochs."""
+    steps_per_epoch = max(1, math.ceil(n_samples / cfg.batch_size))
+    return max(cfg.min_epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+
+
+class Classifier:
+    """A trained (or untrained) Keras network with its class names and preprocessing."""
+
+    def __init__(self, network, class_names: list[str], prep: Preprocessing, version: str):
+        self.network = network
+        self.class_names = list(class_names)
+        self.prep = prep
+        self.version = version
+
+    @classmethod
+    def build(
+        cls,
+        class_names: list[str],
+        prep: Preprocessing,
+        cfg: ModelConfig,
+        seed: int,
+        version: str = "dev",
+    ) -> Classifier:
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        return cls(build_network(len(class_names), prep, cfg), class_names, prep, version)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, cfg: ModelConfig, seed: int) -> list[dict]:
+        """Train from scratch on (x, y); returns the history at up to HISTORY_POINTS points.
+
+        The data are shuffled and repeated as one stream, so a tiny labeled set gets its
+        floor of optimizer steps without paying Keras's per-epoch overhead each time.
+        """
+        import keras
+        import tensorflow as tf
+
+        if len(x) == 0:
+            raise ValueError("no labeled images to train on: add images to the labeled folder")
+        keras.utils.set_random_seed(seed)
+        self.network.compile(
+            optimizer=keras.optimizers.Adam(cfg.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        epochs = training_epochs(len(x), cfg)
+        total_steps = epochs * math.ceil(len(x) / cfg.batch_size)
+        points = min(HISTORY_POINTS, total_steps)
+        stream = (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+            .repeat()
+            .batch(cfg.batch_size)
+            .prefetch(2)
+        )
+        log.info("training on %d images: %d epochs, %d steps", len(x), epochs, total_steps)
+        history = self.network.fit(
+            stream, epochs=points, steps_per_epoch=math.ceil(total_steps / points), verbose=0
+        )
+        steps_per_point = math.ceil(total_steps / points)
+        return [
+            {
+                "step": (i + 1) * steps_per_point,
+                **{k: float(v[i]) for k, v in history.history.items()},
+            }
+            for i in range(points)
+        ]
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities, shape [n, classes]."""
+        if len(x) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        return np.asarray(self.network.predict(x, batch_size=batch_size, verbose=0))
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
+        """Accuracy, macro precision/recall/F1, per-class scores and the confusion matrix."""
+        return classification_report(y, self.predict_proba(x).argmax(axis=1), self.class_names)
+
+    def save(self, path: str | Path) -> str:
+        """Save as a BentoML model tagged `classifier:<version>` and export it to `path`."""
+        bentoml = _bentoml()
+        tag = f"{BENTO_NAME}:{self.version}"
+        try:
+            bentoml.models.delete(tag)  # retraining a round replaces its model
+        except bentoml.exceptions.NotFound:
+            pass
+        metadata = {"class_names": self.class_names, "preprocessing": self.prep.to_dict()}
+        with bentoml.models.create(
+            tag, labels={"framework": "keras"}, metadata=metadata
+        ) as bento_model:
+            self.network.save(bento_model.path_of(KERAS_FILE))
+        path = Path(path).resolve()  # bentoml reads relative paths against its own root
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        bentoml.models.export_model(tag, str(path))
+        return tag
+
+    @classmethod
+    def load(cls, path: str | Path) -> Classifier:
+        """Load an exported `.bentomodel` file; the file, not the local store, is the truth."""
+        import keras
+
+        bentoml = _bentoml()
+        path = Path(path).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"no model at {path}: train one first (dvc repro)")
+        try:
+            bento_model = bentoml.models.import_model(str(path))
+        except bentoml.exceptions.BentoMLException as err:
+            if "already exists" not in str(err):
+                raise
+            # The store holds a model with this tag: replace it with the file's.
+            tag = str(err).split("'")[1] if "'" in str(err) else None
+            if tag is None:
+                raise
+            bentoml.models.delete(tag)
+            bento_model = bentoml.models.import_model(str(path))
+        meta = bento_model.info.metadata
+        network = keras.models.load_model(bento_model.path_of(KERAS_FILE))
+        return cls(
+            network,
+            meta["class_names"],
+            Preprocessing.from_dict(meta["preprocessing"]),
+            bento_model.tag.version,
+        )
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    labels = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }

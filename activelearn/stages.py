@@ -1,0 +1,141 @@
+"""DVC stage entry points: `python -m activelearn.stages prepare|train|evaluate`.
+
+Each stage reads `params.yaml` in the working directory (written from the Hydra config
+by the round loop, or edited by hand) into the same typed schema as the app, and calls
+the same functions as the rest of the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from activelearn.config import Config
+from activelearn.data import Preprocessing, class_names_of, load_labeled
+
+log = logging.getLogger(__name__)
+
+PARAMS = Path("params.yaml")
+PREPARED = Path("prepared")
+MODEL_FILE = Path("model/classifier.bentomodel")
+EVALUATION = Path("evaluation")
+METRICS = EVALUATION / "metrics.json"
+
+
+def load_params(path: Path = PARAMS) -> Config:
+    """params.yaml merged onto the schema: unknown keys and wrong types fail here."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path.resolve()} not found: run `python -m activelearn` once, or write it"
+        )
+    merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    return OmegaConf.to_object(merged)
+
+
+def model_version(cfg: Config) -> str:
+    """The round tag that names the model in BentoML, MLflow and Label Studio."""
+    return f"round-{cfg.round or 0}"
+
+
+def preprocessing(cfg: Config) -> Preprocessing:
+    return Preprocessing(tuple(cfg.data.image_size), cfg.data.channels)
+
+
+def prepare(cfg: Config) -> None:
+    """Decode the labeled and test folders into arrays; unreadable files are listed."""
+    prep = preprocessing(cfg)
+    class_names = class_names_of(cfg.data.raw_dir, cfg.data.test_dir)
+    if not class_names:
+        raise SystemExit(
+            f"no class folders in {cfg.data.raw_dir}/ or {cfg.data.test_dir}/: put labeled "
+            f"images in {cfg.data.raw_dir}/<class>/, or run `python -m activelearn.datasets digits`"
+        )
+    PREPARED.mkdir(exist_ok=True)
+    rejected = []
+    for split, root in (("train", cfg.data.raw_dir), ("test", cfg.data.test_dir)):
+        arrays = load_labeled(root, class_names, prep)
+        np.savez_compressed(PREPARED / f"{split}.npz", x=arrays.x, y=arrays.y)
+        rejected += [(split, path, reason) for path, reason in arrays.rejected]
+        log.info("%s: %d images from %s", split, len(arrays.y), root)
+    (PREPARED / "classes.json").write_text(json.dumps(class_names))
+    with (PREPARED / "rejected.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("split", "path", "reason"), *rejected])
+    if rejected:
+        log.warning(
+            "%d unreadable labeled/test files skipped, listed in %s",
+            len(rejected),
+            PREPARED / "rejected.csv",
+        )
+
+
+def _arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(PREPARED / f"{split}.npz") as f:
+        return f["x"], f["y"]
+
+
+def train(cfg: Config) -> None:
+    """Train from scratch on the labeled set and export the BentoML model."""
+    from activelearn.model import Classifier
+
+    class_names = json.loads((PREPARED / "classes.json").read_text())
+    x, y = _arrays("train")
+    classifier = Classifier.build(
+        class_names, preprocessing(cfg), cfg.model, cfg.seed, version=model_version(cfg)
+    )
+    history = classifier.fit(x, y, cfg.model, cfg.seed)
+    tag = classifier.save(MODEL_FILE)
+    EVALUATION.mkdir(exist_ok=True)
+    _write_csv(EVALUATION / "history.csv", history)
+    log.info("saved %s to %s", tag, MODEL_FILE)
+
+
+def evaluate(cfg: Config) -> dict:
+    """Score the model on the fixed test set; write metrics, report and confusion plot."""
+    from activelearn.model import Classifier
+
+    classifier = Classifier.load(MODEL_FILE)
+    x, y = _arrays("test")
+    _, y_train = _arrays("train")
+    report = classifier.evaluate(x, y)
+    metrics = {
+        key: report[key] for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+    } | {"test_images": int(len(y)), "labeled_images": int(len(y_train))}
+    EVALUATION.mkdir(exist_ok=True)
+    METRICS.write_text(json.dumps(metrics, indent=2))
+    (EVALUATION / "report.json").write_text(json.dumps(report, indent=2))
+    predicted = classifier.predict_proba(x).argmax(axis=1)
+    names = classifier.class_names
+    _write_csv(
+        EVALUATION / "confusion.csv",
+        [{"actual": names[a], "predicted": names[p]} for a, p in zip(y, predicted, strict=True)],
+    )
+    log.info("test accuracy %.4f, macro F1 %.4f", metrics["accuracy"], metrics["macro_f1"])
+    return metrics
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="DVC stage entry points")
+    parser.add_argument("stage", choices=STAGES)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    STAGES[args.stage](load_params())
+
+
+if __name__ == "__main__":
+    main()

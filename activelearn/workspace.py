@@ -1,0 +1,104 @@
+"""A campaign workspace: the folder with data/, model/, dvc.yaml and params.yaml.
+
+`run_pipeline(cfg)` is the main job for now: it sets the workspace up (git + DVC,
+demo data, the fixed test split, the pool manifest), writes params.yaml from the
+Hydra config and retrains through `dvc repro`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from activelearn.config import Config
+from activelearn.data import list_files, split_test_set
+from activelearn.manifest import Manifest
+from activelearn.stages import METRICS, PARAMS, preprocessing
+
+log = logging.getLogger(__name__)
+
+PIPELINE = (
+    Path(__file__).resolve().parents[1] / "dvc.yaml"
+)  # the project's, copied into new workspaces
+
+
+class PipelineFailed(RuntimeError):
+    """`dvc repro` exited non-zero; its output has been shown."""
+
+
+def _run(*cmd: str, cwd: Path) -> None:
+    # Stage commands call `python`: make it this interpreter.
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    subprocess.run(cmd, cwd=cwd, env=env, check=True)
+
+
+def init_workspace(ws: Path) -> None:
+    """Make `ws` its own git + DVC repository with the pipeline, if it is not one yet."""
+    ws.mkdir(parents=True, exist_ok=True)
+    if not (ws / ".git").exists() and not (ws / ".dvc").is_dir():
+        _run("git", "init", "-q", cwd=ws)
+    if not (ws / ".dvc").is_dir():
+        _run(sys.executable, "-m", "dvc", "init", "-q", cwd=ws)
+        _run(sys.executable, "-m", "dvc", "config", "core.analytics", "false", cwd=ws)
+    if not (ws / "dvc.yaml").exists():
+        shutil.copyfile(PIPELINE, ws / "dvc.yaml")
+
+
+def prepare_data(cfg: Config) -> dict[str, int]:
+    """Demo data if asked for, the fixed test split and the pool manifest (run in the workspace)."""
+    data = cfg.data
+    if data.demo and not list_files(data.raw_dir):
+        from activelearn.datasets import write_digits
+
+        write_digits(
+            ".",
+            seed=cfg.seed,
+            per_class=data.seed_per_class,
+            test_fraction=data.test_fraction,
+            raw_dir=data.raw_dir,
+            pool_dir=data.pool_dir,
+            test_dir=data.test_dir,
+            pool_labels=data.pool_labels,
+        )
+    if not list_files(data.raw_dir) and not list_files(data.test_dir):
+        raise SystemExit(
+            f"no labeled images in {Path(data.raw_dir).resolve()}: put them in "
+            f"{data.raw_dir}/<class>/<file>, or use the demo data (data=digits)"
+        )
+    split_test_set(data.raw_dir, data.test_dir, data.test_fraction, cfg.seed)
+    manifest = Manifest.load(data.manifest)
+    added = manifest.sync_pool(data.pool_dir, preprocessing(cfg))
+    manifest.save()
+    counts = manifest.counts()
+    log.info("pool manifest: %s (new: %s)", counts, added or "none")
+    return counts
+
+
+def write_params(cfg: Config) -> None:
+    """The DVC params of the workspace: the parts of the config the stages read."""
+    conf = OmegaConf.structured(cfg)
+    params = {key: conf[key] for key in ("data", "model", "seed", "round")}
+    PARAMS.write_text(OmegaConf.to_yaml(OmegaConf.create(params)))
+
+
+def run_pipeline(cfg: Config) -> dict:
+    """Set the workspace up and retrain through `dvc repro`; returns the test metrics."""
+    ws = Path(cfg.workspace).resolve()
+    init_workspace(ws)
+    with contextlib.chdir(ws):
+        prepare_data(cfg)
+        write_params(cfg)
+        try:
+            _run(sys.executable, "-m", "dvc", "repro", cwd=ws)
+        except subprocess.CalledProcessError as err:
+            raise PipelineFailed(f"`dvc repro` failed in {ws} (exit {err.returncode})") from err
+        return json.loads(METRICS.read_text())

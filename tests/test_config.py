@@ -1,0 +1,78 @@
+"""Every config group composes; typos fail at composition; the CLI stays light."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from activelearn.config import Config, register_configs
+from tests.conftest import CONF_DIR
+
+GROUPS = ["data", "model", "strategy", "labeling", "tracking", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def compose_config(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
+)
+def test_every_group_option_composes_to_the_schema(group, option):
+    config = OmegaConf.to_object(compose_config([f"{group}={option}"]))
+    assert isinstance(config, Config)
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert options(group), f"conf/{group}/ has no options"
+
+
+def test_defaults_are_the_demo():
+    config = OmegaConf.to_object(compose_config([]))
+    assert config.data.demo == "digits"
+    assert config.labeling.kind == "simulated"
+    assert config.tracking.uri.startswith("sqlite:///")
+
+
+@pytest.mark.parametrize(
+    "override", ["model.dropuot=0.5", "data.channels=three", "strategy=nonexistent", "sed=1"]
+)
+def test_bad_override_fails_at_composition(override):
+    with pytest.raises(ConfigCompositionException):
+        compose_config([override])
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "activelearn", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"]])
+def test_cli_help_and_cfg_do_not_import_tensorflow(args):
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert "tensorflow" not in imported and "keras" not in imported
+    if args == ["--cfg", "job"]:
+        assert "strategy:" in result.stdout and "image_size:" in result.stdout
+
+
+def test_cli_misspelled_override_exits_nonzero_naming_the_key():
+    result = run_cli("model.dropuot=0.5")
+    assert result.returncode != 0
+    assert "dropuot" in result.stderr

@@ -1,0 +1,157 @@
+"""The data layer on generated images of every format and mode, and on broken files."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from activelearn.data import (
+    Preprocessing,
+    UnreadableImage,
+    class_names_of,
+    list_files,
+    load_labeled,
+    preprocess,
+    split_test_set,
+)
+from activelearn.manifest import Manifest
+from tests.conftest import write_class_folders
+
+GRAY = Preprocessing((8, 8), 1)
+RGB = Preprocessing((8, 8), 3)
+
+
+def gradient(mode: str, size=(20, 13)) -> Image.Image:
+    """A left-to-right ramp from black to white in the given mode."""
+    ramp = np.tile(np.linspace(0, 1, size[0]), (size[1], 1))
+    if mode == "I;16":
+        return Image.fromarray((ramp * 65535).astype(np.uint16))
+    img = Image.fromarray((ramp * 255).astype(np.uint8))
+    if mode == "RGBA":
+        img = img.convert("RGBA")
+        img.putalpha(255)
+        return img
+    return img.convert(mode)
+
+
+FORMATS = {"png": "PNG", "jpg": "JPEG", "bmp": "BMP", "gif": "GIF", "webp": "WEBP"}
+MODES = ["L", "RGB", "RGBA", "P", "I;16"]
+
+
+def cases():
+    for ext, fmt in FORMATS.items():
+        for mode in MODES:
+            if mode == "I;16" and ext != "png":
+                continue  # only PNG stores 16-bit here
+            if mode in ("RGBA", "P") and ext == "jpg":
+                continue  # JPEG has neither alpha nor a palette
+            yield ext, fmt, mode
+
+
+@pytest.mark.parametrize("ext,fmt,mode", list(cases()))
+@pytest.mark.parametrize("prep", [GRAY, RGB], ids=["gray", "rgb"])
+def test_every_format_and_mode_gives_the_same_tensor(tmp_path, ext, fmt, mode, prep):
+    path = tmp_path / f"img.{ext}"
+    gradient(mode).save(path, format=fmt)
+    x = preprocess(path, prep)
+    assert x.shape == (8, 8, prep.channels) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    # The ramp survives every format: dark on the left, bright on the right.
+    assert x[:, 0].mean() < 0.2 and x[:, -1].mean() > 0.8
+
+
+def test_gif_uses_the_first_frame(tmp_path):
+    black, white = Image.new("L", (6, 6), 0), Image.new("L", (6, 6), 255)
+    black.save(tmp_path / "anim.gif", save_all=True, append_images=[white])
+    assert preprocess(tmp_path / "anim.gif", GRAY).max() == 0.0
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert preprocess(tmp_path / "clear.png", RGB).min() == 1.0
+
+
+def test_bytes_and_paths_decode_alike(tmp_path):
+    gradient("RGB").save(tmp_path / "a.png")
+    assert np.array_equal(
+        preprocess(tmp_path / "a.png", RGB), preprocess((tmp_path / "a.png").read_bytes(), RGB)
+    )
+
+
+def write_broken_files(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image")
+    good = folder / "good.png"
+    gradient("L", (64, 64)).save(good)
+    (folder / "truncated.png").write_bytes(good.read_bytes()[:60])
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"garbage" * 10)
+    return {"empty.png", "notes.txt", "truncated.png", "corrupt.jpg"}
+
+
+def test_broken_files_raise_a_named_error(tmp_path):
+    for name in write_broken_files(tmp_path):
+        with pytest.raises(UnreadableImage, match=name):
+            preprocess(tmp_path / name, GRAY)
+
+
+def test_load_labeled_skips_and_reports_broken_files(tmp_path):
+    write_class_folders(tmp_path, per_class=3, n_classes=2)
+    broken = write_broken_files(tmp_path / "class1")
+    names = class_names_of(tmp_path)
+    arrays = load_labeled(tmp_path, names, GRAY)
+    assert names == ["class0", "class1"]
+    assert arrays.x.shape == (7, 8, 8, 1)  # 3 + 3 patterns + good.png
+    assert sorted(arrays.y.tolist()) == [0, 0, 0, 1, 1, 1, 1]
+    assert {p.rsplit("/", 1)[-1] for p, _ in arrays.rejected} == broken
+
+
+def test_manifest_records_pool_and_rejects_and_survives_a_reload(tmp_path):
+    pool = tmp_path / "pool"
+    write_class_folders(pool / "nested", per_class=2, n_classes=2)
+    broken = write_broken_files(pool / "incoming")
+    manifest = Manifest(tmp_path / "manifest.csv")
+    added = manifest.sync_pool(pool, GRAY)
+    assert added == {"pool": 5, "rejected": len(broken)}
+    manifest.save()
+
+    again = Manifest.load(tmp_path / "manifest.csv")
+    assert again.counts() == {"pool": 5, "queued": 0, "labeled": 0, "rejected": 4}
+    assert "nested/class0/s0-000.png" in again.samples  # id = pool-relative POSIX path
+    rejected = again.samples["incoming/empty.png"]
+    assert rejected.state == "rejected" and "empty.png" in rejected.reason
+    assert again.sync_pool(pool, GRAY) == {}  # nothing new, nothing decoded twice
+
+
+def test_manifest_save_leaves_old_file_when_writing_fails(tmp_path):
+    manifest = Manifest(tmp_path / "manifest.csv")
+    manifest.set_state("a.png", "pool")
+    manifest.save()
+    before = (tmp_path / "manifest.csv").read_text()
+    manifest.samples["b.png"] = object()  # not a Sample: writing fails midway
+    with pytest.raises(TypeError):
+        manifest.save()
+    assert (tmp_path / "manifest.csv").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.csv"]  # no temp file left
+
+
+def test_test_set_is_drawn_once_and_never_redrawn(tmp_path):
+    raw, test = tmp_path / "raw", tmp_path / "test"
+    write_class_folders(raw, per_class=10, n_classes=3)
+    assert split_test_set(raw, test, 0.2, seed=0) == 6
+    fixed = [p.relative_to(test) for p in list_files(test)]
+    assert len(fixed) == 6 and {p.parts[0] for p in fixed} == {"class0", "class1", "class2"}
+
+    write_class_folders(raw, per_class=10, n_classes=3, seed=1)  # new labels arrive
+    assert split_test_set(raw, test, 0.2, seed=0) == 0
+    assert [p.relative_to(test) for p in list_files(test)] == fixed
+    assert not {p.relative_to(raw) for p in list_files(raw)} & set(fixed)
+
+
+def test_test_split_is_seeded(tmp_path):
+    picks = []
+    for run in range(2):
+        raw, test = tmp_path / f"raw{run}", tmp_path / f"test{run}"
+        write_class_folders(raw, per_class=10, n_classes=2)
+        split_test_set(raw, test, 0.3, seed=7)
+        picks.append([p.relative_to(test) for p in list_files(test)])
+    assert picks[0] == picks[1]

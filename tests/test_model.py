@@ -1,0 +1,69 @@
+"""The model protocol on tiny generated data: it learns, and the BentoML file round-trips."""
+
+import numpy as np
+import pytest
+
+from activelearn.config import ModelConfig
+from activelearn.data import Preprocessing, class_names_of, load_labeled
+from activelearn.model import Classifier, training_epochs
+from tests.conftest import write_class_folders
+
+PREP = Preprocessing((12, 12), 1)
+
+
+@pytest.fixture
+def trained(tmp_path, bentoml_home, tiny_model_cfg):
+    write_class_folders(tmp_path / "train", per_class=12, seed=0)
+    write_class_folders(tmp_path / "test", per_class=6, seed=1)
+    names = class_names_of(tmp_path / "train")
+    train = load_labeled(tmp_path / "train", names, PREP)
+    test = load_labeled(tmp_path / "test", names, PREP)
+    classifier = Classifier.build(names, PREP, tiny_model_cfg, seed=0, version="round-3")
+    history = classifier.fit(train.x, train.y, tiny_model_cfg, seed=0)
+    return classifier, history, test
+
+
+def test_training_length_has_a_floor_of_optimizer_steps():
+    cfg = ModelConfig(batch_size=32, min_steps=300, min_epochs=10)
+    assert training_epochs(20, cfg) == 300  # one step per epoch
+    assert training_epochs(3200, cfg) == 10  # 100 steps per epoch, min_epochs rules
+    assert training_epochs(640, cfg) == 15
+
+
+def test_fit_learns_the_patterns_and_evaluate_reports_them(trained):
+    classifier, history, test = trained
+    assert 0 < len(history) <= 20 and history[-1]["step"] >= 40  # the floor of steps
+    report = classifier.evaluate(test.x, test.y)
+    assert report["accuracy"] >= 0.9
+    assert set(report["per_class"]) == {"class0", "class1", "class2"}
+    assert np.array(report["confusion_matrix"]).sum() == len(test.y)
+    probas = classifier.predict_proba(test.x)
+    assert probas.shape == (18, 3) and np.allclose(probas.sum(axis=1), 1, atol=1e-5)
+
+
+def test_bentoml_export_and_import_give_identical_predictions(trained, tmp_path, bentoml_home):
+    classifier, _, test = trained
+    path = tmp_path / "model" / "classifier.bentomodel"
+    assert classifier.save(path) == "classifier:round-3"
+    loaded = Classifier.load(path)
+    assert loaded.version == "round-3"
+    assert loaded.class_names == classifier.class_names and loaded.prep == PREP
+    assert np.array_equal(loaded.predict_proba(test.x), classifier.predict_proba(test.x))
+
+
+def test_load_prefers_the_file_over_a_stale_store_entry(trained, tmp_path, tiny_model_cfg):
+    classifier, _, test = trained
+    path = tmp_path / "classifier.bentomodel"
+    classifier.save(path)
+    # Another model under the same tag lands in the store; the file must still win.
+    other = Classifier.build(
+        classifier.class_names, PREP, tiny_model_cfg, seed=5, version="round-3"
+    )
+    other.save(tmp_path / "other.bentomodel")
+    loaded = Classifier.load(path)
+    assert np.array_equal(loaded.predict_proba(test.x), classifier.predict_proba(test.x))
+
+
+def test_load_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="classifier.bentomodel"):
+        Classifier.load(tmp_path / "classifier.bentomodel")

@@ -1,0 +1,66 @@
+"""`dvc repro` end to end in a temporary git repo on tiny generated data (real DVC)."""
+
+import contextlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from activelearn.config import Config, DataConfig
+from activelearn.data import list_files
+from activelearn.manifest import Manifest
+from activelearn.workspace import run_pipeline, write_params
+from tests.conftest import write_class_folders
+
+pytestmark = pytest.mark.integration
+
+
+def dvc_status(ws) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_repro_trains_evaluates_and_reruns_only_changed_stages(
+    tmp_path, bentoml_home, tiny_model_cfg
+):
+    ws = tmp_path / "campaign"
+    write_class_folders(ws / "data" / "raw", per_class=15)
+    write_class_folders(ws / "data" / "pool" / "batch1", per_class=4, seed=3)
+    (ws / "data" / "pool" / "broken.png").write_bytes(b"\x89PNG not really")
+    cfg = Config(
+        data=DataConfig(image_size=[12, 12], channels=1, test_fraction=0.2),
+        model=tiny_model_cfg,
+        workspace=str(ws),
+    )
+
+    metrics = run_pipeline(cfg)
+    assert metrics["accuracy"] >= 0.8
+    assert metrics["test_images"] == 9 and metrics["labeled_images"] == 36
+    assert (ws / "dvc.lock").is_file() and (ws / "model" / "classifier.bentomodel").is_file()
+    assert (ws / "evaluation" / "confusion.csv").read_text().startswith("actual,predicted")
+    manifest = Manifest.load(ws / "data" / "manifest.csv")
+    assert manifest.counts()["pool"] == 12
+    assert manifest.samples["broken.png"].state == "rejected"
+    assert dvc_status(ws) == {}  # everything up to date
+
+    test_set = list_files(ws / "data" / "test")
+    prepared = (ws / "prepared" / "train.npz").stat().st_mtime_ns
+    model = (ws / "model" / "classifier.bentomodel").read_bytes()
+
+    cfg.model.dense_units = 24  # one training param changes
+    with contextlib.chdir(ws):
+        write_params(cfg)
+    assert set(dvc_status(ws)) == {"train"}  # prepare is untouched by a model param
+
+    run_pipeline(cfg)
+    assert (ws / "prepared" / "train.npz").stat().st_mtime_ns == prepared
+    assert (ws / "model" / "classifier.bentomodel").read_bytes() != model
+    assert list_files(ws / "data" / "test") == test_set  # never redrawn
+    assert dvc_status(ws) == {}
