@@ -41,11 +41,11 @@ class ModelConfig:
 
 @dataclass
 class StrategyConfig:
-    name: str = "entropy"
+    name: str = "hybrid"
     batch_size: int = 10  # images queued per round
     candidates: int = 1000  # most uncertain samples handed to diversity selectors
     mc_samples: int = 0  # Monte-Carlo dropout passes; 0 = one deterministic pass
-    cold_start: str = "random"  # round 0 without a model: random | kcenter
+    cold_start: str = "random"  # round 0 without a model: random | kcenter | typiclust
 
 
 @dataclass
@@ -54,6 +54,15 @@ class LabelingConfig:
     error_rate: float = 0.0  # simulated: share of answers flipped to a wrong class
     url: str = "http://127.0.0.1:8080"  # labelstudio: server URL; token from LABEL_STUDIO_API_KEY
     project_title: str = "activelearn"
+    # labelstudio: project id, pool storage, views and task ids per round (no secrets)
+    state_file: str = "rounds/labelstudio.json"
+    document_root: Optional[str] = None  # the server's local-files root; None = the pool's parent
+    vote: str = "majority"  # several annotations per task: majority (> half) | unanimous
+    skipped: str = "pool"  # cancelled/skipped tasks: pool (back to the pool) | exclude
+    annotations_per_task: int = 1  # Label Studio's overlap: answers wanted per task
+    timeout: float = 60.0  # seconds per request
+    retries: int = 4  # transient failures (5xx, 429, timeouts) retried this often
+    backoff: float = 1.0  # seconds before the first retry, doubled each time
 
 
 @dataclass
@@ -63,13 +72,25 @@ class TrackingConfig:
 
 
 @dataclass
+class CampaignConfig:
+    rounds: int = 0  # > 0: run this many rounds unattended (simulated annotator)
+    budget: int = 400  # stop once this many labels have been spent
+    min_answered: float = 1.0  # share of the previous queue answered before a round goes on
+    stop_set: int = 200  # unlabeled pool samples on which consecutive models are compared
+    stop_agreement: float = 0.99  # stop when consecutive models agree this much ...
+    stop_patience: int = 2  # ... this many rounds in a row (0 = never stop early)
+    git_commit: bool = True  # commit and tag `round-N` in the workspace's git history
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    workspace: str = "."  # the campaign's folder: data/, model/, dvc.yaml, rounds/
+    campaign: CampaignConfig = field(default_factory=CampaignConfig)
+    workspace: str = "campaign"  # the campaign's own git + DVC repo: data/, model/, rounds/
     seed: int = 0
     round: Optional[int] = None
 

@@ -110,7 +110,11 @@ class Classifier:
         )
         log.info("training on %d images: %d epochs, %d steps", len(x), epochs, total_steps)
         history = self.network.fit(
-            stream, epochs=points, steps_per_epoch=math.ceil(total_steps / points), verbose=0
+            stream,
+            epochs=points,
+            steps_per_epoch=math.ceil(total_steps / points),
+            shuffle=False,
+            verbose=0,
         )
         steps_per_point = math.ceil(total_steps / points)
         return [
@@ -126,6 +130,31 @@ class Classifier:
         if len(x) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         return np.asarray(self.network.predict(x, batch_size=batch_size, verbose=0))
+
+    def predict_with_features(
+        self, x: np.ndarray, mc_samples: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and penultimate-layer features of one batch.
+
+        Probabilities are [n, classes], or [n, classes, T] with `mc_samples` = T > 0:
+        T Monte-Carlo dropout passes in which the layers before the first dropout run
+        once and only the rest runs T times (the same distribution as T full passes with
+        dropout on, for a fraction of the cost when the convolutions come first).
+        """
+        passes = self._passes()
+        x = np.asarray(x, np.float32)
+        if mc_samples <= 0:
+            features, probas = passes.deterministic(x)
+            return probas.numpy(), features.numpy()
+        hidden = passes.head(x)
+        features, _ = passes.deterministic_tail(hidden)
+        samples = [passes.stochastic_tail(hidden) for _ in range(mc_samples)]
+        return np.stack([p.numpy() for p in samples], axis=-1), features.numpy()
+
+    def _passes(self) -> _Passes:
+        if getattr(self, "_cached_passes", None) is None:
+            self._cached_passes = _Passes(self.network)
+        return self._cached_passes
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
         """Accuracy, macro precision/recall/F1, per-class scores and the confusion matrix."""
@@ -178,6 +207,42 @@ class Classifier:
             Preprocessing.from_dict(meta["preprocessing"]),
             bento_model.tag.version,
         )
+
+
+class _Passes:
+    """Compiled forward passes of a chain-shaped network, split at its first dropout."""
+
+    def __init__(self, network):
+        import keras
+        import tensorflow as tf
+
+        layers = network.layers
+        first = next(
+            (i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.Dropout)),
+            None,
+        )
+        if first is None:
+            raise ValueError(f"model {network.name!r} has no dropout layer for MC dropout")
+        features = network.get_layer("features").output
+        deterministic = keras.Model(network.inputs, [features, network.output])
+        head = keras.Model(network.inputs, layers[first].input)
+
+        tail = layers[first:]
+        if any(isinstance(layer, keras.layers.BatchNormalization) for layer in tail):
+            raise ValueError("MC dropout needs a tail without batch normalization")
+        hidden_in = keras.Input(shape=head.output.shape[1:])
+        hidden = hidden_in
+        for layer in tail:
+            hidden = layer(hidden)
+            if layer.name == "features":
+                feature_out = hidden
+        tail_model = keras.Model(hidden_in, [feature_out, hidden])
+
+        self.deterministic = tf.function(lambda x: deterministic(x, training=False))
+        self.head = tf.function(lambda x: head(x, training=False))
+        self.deterministic_tail = tf.function(lambda h: tail_model(h, training=False))
+        # training=True switches dropout on; the tail has nothing else that it changes.
+        self.stochastic_tail = tf.function(lambda h: tail_model(h, training=True)[1])
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:

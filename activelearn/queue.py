@@ -1,0 +1,39 @@
+"""A round's queue: the selected samples, most informative first (`rounds/<N>/queue.jsonl`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class QueueItem:
+    sample_id: str  # pool-relative POSIX path
+    rank: int  # 1 = most informative
+    predicted: str | None  # the model's class; None at a cold start without a model
+    confidence: float | None  # the model's probability of `predicted`
+    score: float  # the strategy's score, higher = more informative
+    scores: dict[str, float] = field(default_factory=dict)  # every measure computed
+
+
+def write_queue(path: str | Path, items: list[QueueItem]) -> None:
+    """Write the queue in one rename, so a killed round never leaves half a queue."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".queue-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            for item in items:
+                f.write(json.dumps(asdict(item)) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_queue(path: str | Path) -> list[QueueItem]:
+    with Path(path).open() as f:
+        return [QueueItem(**json.loads(line)) for line in f if line.strip()]

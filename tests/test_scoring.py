@@ -1,0 +1,189 @@
+"""The streaming scorer on a generated pool with broken files, and cheap MC dropout."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from activelearn.config import StrategyConfig
+from activelearn.data import Preprocessing, class_names_of, load_labeled
+from activelearn.manifest import Manifest
+from activelearn.model import Classifier
+from activelearn.queue import read_queue
+from activelearn.scoring import score_and_select, stream_pool
+from tests.conftest import write_class_folders
+
+PREP = Preprocessing((12, 12), 1)
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    from activelearn.config import ModelConfig
+
+    root = tmp_path_factory.mktemp("train")
+    write_class_folders(root, per_class=10)
+    names = class_names_of(root)
+    data = load_labeled(root, names, PREP)
+    cfg = ModelConfig(filters=[8], dense_units=16, dropout=0.3, min_steps=40, min_epochs=2)
+    model = Classifier.build(names, PREP, cfg, seed=0)
+    model.fit(data.x, data.y, cfg, seed=0)
+    return model, data.x
+
+
+@pytest.fixture
+def pool(tmp_path):
+    pool_dir = tmp_path / "pool"
+    write_class_folders(pool_dir, per_class=20, seed=5)
+    (pool_dir / "class0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    manifest = Manifest(tmp_path / "manifest.csv")
+    manifest.sync_pool(pool_dir, Preprocessing((4, 4), 1))  # broken.png: rejected here
+    manifest.set_state("class0/broken.png", "pool")  # pretend it went bad after the scan
+    manifest.set_state("class1/s5-000.png", "labeled", round=0, label="class1")
+    manifest.set_state("class1/s5-001.png", "queued", round=0)
+    manifest.set_state("class2/s5-000.png", "rejected", reason="earlier")
+    return pool_dir, manifest
+
+
+def read_scores(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_entropy_queue_is_the_most_uncertain_and_skips_what_is_taken(tmp_path, classifier, pool):
+    model, labeled_x = classifier
+    pool_dir, manifest = pool
+    result = score_and_select(
+        model,
+        manifest,
+        pool_dir,
+        StrategyConfig(name="entropy", batch_size=7),
+        tmp_path / "rounds" / "1",
+        labeled_x=labeled_x,
+        prep=PREP,
+        seed=0,
+        batch_size=8,
+    )
+    queue = read_queue(tmp_path / "rounds" / "1" / "queue.jsonl")
+    assert [q.sample_id for q in queue] == [q.sample_id for q in result.queue]
+    assert [q.rank for q in queue] == list(range(1, 8))
+
+    rows = read_scores(tmp_path / "rounds" / "1" / "scores.csv")
+    ids = {r["sample_id"] for r in rows}
+    assert len(rows) == 60 - 3  # labeled, queued and rejected samples are not scored
+    assert not ids & {"class1/s5-000.png", "class1/s5-001.png", "class2/s5-000.png"}
+    assert "class0/broken.png" not in ids
+    assert manifest.samples["class0/broken.png"].state == "rejected"
+    assert "broken.png" in manifest.samples["class0/broken.png"].reason
+
+    by_entropy = sorted(rows, key=lambda r: -float(r["entropy"]))
+    top = {r["sample_id"] for r in by_entropy[:7]}
+    assert {q.sample_id for q in queue} == top
+    assert all(q.predicted in model.class_names and 0 < q.confidence <= 1 for q in queue)
+    summary = json.loads((tmp_path / "rounds" / "1" / "queue_summary.json").read_text())
+    assert sum(summary["class_mix"].values()) == 7 and summary["unreadable"] == 1
+
+
+@pytest.mark.parametrize("name", ["ranked_batch", "cluster_margin", "hybrid", "typiclust"])
+def test_diversity_strategies_queue_distinct_pool_samples(tmp_path, classifier, pool, name):
+    model, labeled_x = classifier
+    pool_dir, manifest = pool
+    result = score_and_select(
+        model,
+        manifest,
+        pool_dir,
+        StrategyConfig(name=name, batch_size=6, candidates=20),
+        tmp_path / "r",
+        labeled_x=labeled_x,
+        prep=PREP,
+        seed=1,
+        batch_size=16,
+    )
+    picked = [q.sample_id for q in result.queue]
+    assert len(picked) == 6 == len(set(picked))
+    assert set(picked) <= set(manifest.in_state("pool"))
+
+
+@pytest.mark.parametrize("cold_start", ["random", "kcenter"])
+def test_cold_start_without_a_model(tmp_path, pool, cold_start):
+    pool_dir, manifest = pool
+    cfg = StrategyConfig(batch_size=5, cold_start=cold_start)
+    picks = [
+        [
+            q.sample_id
+            for q in score_and_select(
+                None,
+                manifest,
+                pool_dir,
+                cfg,
+                tmp_path / f"r{seed}",
+                labeled_x=None,
+                prep=PREP,
+                seed=seed,
+            ).queue
+        ]
+        for seed in (0, 0, 1)
+    ]
+    assert len(picks[0]) == 5 and picks[0] == picks[1]  # seeded
+    assert picks[0] != picks[2] or cold_start == "kcenter"
+    assert all(
+        q is None
+        for q in [
+            json.loads(line)["predicted"]
+            for line in (tmp_path / "r0" / "queue.jsonl").read_text().splitlines()
+        ]
+    )
+
+
+def test_mc_strategy_without_samples_is_a_clear_error(tmp_path, classifier, pool):
+    model, labeled_x = classifier
+    with pytest.raises(ValueError, match="mc_samples"):
+        score_and_select(
+            model,
+            pool[1],
+            pool[0],
+            StrategyConfig(name="bald"),
+            tmp_path,
+            labeled_x=labeled_x,
+            prep=PREP,
+            seed=0,
+        )
+
+
+def test_bald_with_mc_samples_scores_every_sample(tmp_path, classifier, pool):
+    model, labeled_x = classifier
+    result = score_and_select(
+        model,
+        pool[1],
+        pool[0],
+        StrategyConfig(name="bald", mc_samples=5, batch_size=4),
+        tmp_path,
+        labeled_x=labeled_x,
+        prep=PREP,
+        seed=0,
+    )
+    rows = read_scores(tmp_path / "scores.csv")
+    assert {"bald", "variation_ratio"} <= set(rows[0])
+    top = {r["sample_id"] for r in sorted(rows, key=lambda r: -float(r["bald"]))[:4]}
+    assert {q.sample_id for q in result.queue} == top
+
+
+def test_cheap_mc_dropout_matches_full_passes_in_distribution(classifier):
+    model, x = classifier
+    cheap, _ = model.predict_with_features(x, mc_samples=300)
+    full = np.stack([np.asarray(model.network(x, training=True)) for _ in range(300)], axis=-1)
+    assert cheap.shape == full.shape == (len(x), 3, 300)
+    assert np.abs(cheap.mean(-1) - full.mean(-1)).mean() < 0.02
+    assert np.abs(cheap.std(-1).mean() - full.std(-1).mean()) < 0.02
+    assert cheap.std(-1).mean() > 0.001  # really stochastic
+    deterministic, _ = model.predict_with_features(x)
+    assert np.allclose(deterministic, model.predict_proba(x), atol=1e-5)
+
+
+def test_stream_pool_keeps_order_and_reports_unreadable(tmp_path):
+    write_class_folders(tmp_path, per_class=5, n_classes=1)
+    (tmp_path / "class0" / "bad.png").write_bytes(b"")
+    ids = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
+    batches = list(stream_pool(ids, tmp_path, PREP, batch_size=2, workers=2))
+    assert [i for b in batches for i in b.ids] == [i for i in ids if "bad" not in i]
+    assert [sid for b in batches for sid, _ in b.unreadable] == ["class0/bad.png"]
