@@ -12,8 +12,19 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The demo: simulated-annotator campaigns on the digits, entropy against random over
+# seeds, then the comparison table. Bigger: make demo ROUNDS=20 SEEDS=0,1,2,3,4
+ROUNDS ?= 6
+SEEDS ?= 0,1,2
+STRATEGIES ?= entropy,random
+SWEEP := multirun/demo
+
 demo: $(STAMP)
-	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m activelearn
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m activelearn -m campaign.rounds=$(ROUNDS) \
+		strategy=$(STRATEGIES) seed=$(SEEDS) hydra.sweep.dir=$(SWEEP)
+	$(PY) -m activelearn.report $(SWEEP) --target 0.9 0.95
+	@echo "Learning curves: $(SWEEP)/report/learning_curves.png"
+	@echo "MLflow UI of one campaign: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(SWEEP)/0/campaign/mlruns.db"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -23,4 +34,4 @@ test: lint
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest
 
 clean:
-	rm -rf prepared model evaluation outputs .bentoml rounds mlruns.db
+	rm -rf campaign outputs multirun

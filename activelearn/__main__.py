@@ -1,9 +1,20 @@
-"""`python -m activelearn [overrides]`: the Hydra entry point; thin by design."""
+"""`python -m activelearn [overrides]`: the Hydra entry point; thin by design.
+
+python -m activelearn                     retrain the workspace through dvc repro
+python -m activelearn round=N             run (or finish) round N of the campaign
+python -m activelearn campaign.rounds=R   R rounds unattended, simulated annotator
+python -m activelearn -m campaign.rounds=R strategy=entropy,random seed=0,1,2
+                                          one independent campaign per job
+"""
 
 import logging
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from activelearn.config import Config, register_configs
 
@@ -16,18 +27,45 @@ register_configs()
 def main(cfg) -> None:
     from omegaconf import OmegaConf
 
+    from activelearn.rounds import RoundBlocked, run_campaign, run_round
     from activelearn.workspace import PipelineFailed, run_pipeline
 
     config: Config = OmegaConf.to_object(cfg)
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # each job its own campaign, apart from the rest
+        config = replace(config, workspace=str(Path(hydra_cfg.runtime.output_dir) / "campaign"))
     try:
-        metrics = run_pipeline(config)
-    except PipelineFailed as err:
+        if config.campaign.rounds > 0:
+            states = run_campaign(config)
+            print(campaign_summary(states))
+        elif config.round is not None:
+            state = run_round(config)
+            print(round_summary(state))
+        else:
+            metrics = run_pipeline(config)
+            print(
+                f"test accuracy {metrics['accuracy']:.4f} (macro F1 {metrics['macro_f1']:.4f}) "
+                f"on {metrics['test_images']} test images, "
+                f"trained on {metrics['labeled_images']} labels"
+            )
+    except (RoundBlocked, PipelineFailed) as err:
         log.error("%s", err)
         sys.exit(1)
-    print(
-        f"test accuracy {metrics['accuracy']:.4f} (macro F1 {metrics['macro_f1']:.4f}) "
-        f"on {metrics['test_images']} test images, trained on {metrics['labeled_images']} labels"
+
+
+def round_summary(state: dict) -> str:
+    phases = state["phases"]
+    metrics = phases.get("train", {}).get("metrics")
+    accuracy = f"test accuracy {metrics['accuracy']:.4f}, " if metrics else "cold start, "
+    select = phases.get("select", {})
+    queued = (
+        "stopped: " + select["reason"] if select.get("stop") else f"{select.get('queued')} queued"
     )
+    return f"round {state['round']}: {accuracy}{phases['train']['labeled']} labels, {queued}"
+
+
+def campaign_summary(states: list[dict]) -> str:
+    return "\n".join(round_summary(s) for s in states) or "campaign already finished"
 
 
 if __name__ == "__main__":

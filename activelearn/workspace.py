@@ -30,6 +30,17 @@ PIPELINE = (
 )  # the project's, copied into new workspaces
 
 
+# Run state that is not part of a round's commit (DVC adds its own outs to .gitignore).
+WORKSPACE_GITIGNORE = """\
+/rounds/*/state.json
+/rounds/*/scores.csv
+/rounds/*/*.tmp
+/mlruns.db
+/mlartifacts/
+/.bentoml/
+"""
+
+
 class PipelineFailed(RuntimeError):
     """`dvc repro` exited non-zero; its output has been shown."""
 
@@ -46,11 +57,16 @@ def init_workspace(ws: Path) -> None:
     ws.mkdir(parents=True, exist_ok=True)
     if not (ws / ".git").exists() and not (ws / ".dvc").is_dir():
         _run("git", "init", "-q", cwd=ws)
+        _run("git", "config", "user.name", "activelearn", cwd=ws)
+        _run("git", "config", "user.email", "activelearn@localhost", cwd=ws)
     if not (ws / ".dvc").is_dir():
         _run(sys.executable, "-m", "dvc", "init", "-q", cwd=ws)
         _run(sys.executable, "-m", "dvc", "config", "core.analytics", "false", cwd=ws)
     if not (ws / "dvc.yaml").exists():
         shutil.copyfile(PIPELINE, ws / "dvc.yaml")
+    ignore = ws / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text(WORKSPACE_GITIGNORE)
 
 
 def prepare_data(cfg: Config) -> dict[str, int]:
@@ -97,8 +113,13 @@ def run_pipeline(cfg: Config) -> dict:
     with contextlib.chdir(ws):
         prepare_data(cfg)
         write_params(cfg)
-        try:
-            _run(sys.executable, "-m", "dvc", "repro", cwd=ws)
-        except subprocess.CalledProcessError as err:
-            raise PipelineFailed(f"`dvc repro` failed in {ws} (exit {err.returncode})") from err
+        repro(ws)
         return json.loads(METRICS.read_text())
+
+
+def repro(ws: Path) -> None:
+    """`dvc repro` in the workspace: only stages whose deps or params changed run."""
+    try:
+        _run(sys.executable, "-m", "dvc", "repro", "-q", cwd=ws)
+    except subprocess.CalledProcessError as err:
+        raise PipelineFailed(f"`dvc repro` failed in {ws} (exit {err.returncode})") from err

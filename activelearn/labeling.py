@@ -1,0 +1,131 @@
+"""The labeling side: one interface, two implementations (people in Label Studio, or a
+simulated annotator), and the one function that turns answers into labeled data.
+
+The round loop pushes a queue and later collects answers; it never knows who answered.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from activelearn.faults import kill_point
+from activelearn.manifest import Manifest
+from activelearn.queue import QueueItem
+
+log = logging.getLogger(__name__)
+
+# What became of a queued sample.
+ACCEPTED = "accepted"  # label taken into the labeled set
+SKIPPED = "skipped"  # cancelled/skipped by the annotator: back to the pool
+DISAGREEMENT = "disagreement"  # annotators disagree (or tie): left out, listed
+UNKNOWN_LABEL = "unknown_label"  # a class the project does not know: rejected
+DELETED = "deleted"  # the task vanished from the labeling tool: back to the pool
+OPEN = "open"  # not answered yet
+
+
+@dataclass
+class Answer:
+    sample_id: str
+    status: str  # one of the constants above
+    label: str | None = None
+    detail: str = ""  # who/what, for the report: task id, the votes, the unknown label
+
+
+class Annotator(Protocol):
+    def push(self, round: int, queue: list[QueueItem], rescored: Sequence[QueueItem] = ()) -> None:
+        """Send a round's queue to annotators; pushing the same queue twice adds nothing.
+
+        `rescored`: this round's predictions for samples still open from earlier rounds.
+        """
+
+    def collect(self, round: int, queue: list[QueueItem], round_dir: Path) -> list[Answer]:
+        """One Answer per queued sample. Raw exports are written to `round_dir` first."""
+
+
+class SimulatedAnnotator:
+    """Answers from a labels file (CSV: pool-relative path, label), optionally flipping
+    a share `error_rate` of answers to another class, like a careless annotator."""
+
+    def __init__(
+        self,
+        labels_file: str | Path,
+        class_names: list[str],
+        error_rate: float = 0.0,
+        seed: int = 0,
+    ):
+        self.labels_file = Path(labels_file)
+        if not self.labels_file.is_file():
+            raise FileNotFoundError(
+                f"labels file {self.labels_file} not found: the simulated annotator needs "
+                "`path,label` rows for the pool (the demo dataset writes one)"
+            )
+        with self.labels_file.open(newline="") as f:
+            self.truth = {row["path"]: row["label"] for row in csv.DictReader(f)}
+        self.class_names = class_names
+        self.error_rate = error_rate
+        self.seed = seed
+
+    def push(self, round: int, queue: list[QueueItem], rescored: Sequence[QueueItem] = ()) -> None:
+        pass  # the oracle needs no tasks
+
+    def collect(self, round: int, queue: list[QueueItem], round_dir: Path) -> list[Answer]:
+        rng = random.Random(f"{self.seed}-{round}")  # same answers when a round is rerun
+        answers = []
+        for item in queue:
+            label = self.truth.get(item.sample_id)
+            if label is None:
+                answers.append(Answer(item.sample_id, SKIPPED, detail="not in the labels file"))
+                continue
+            if rng.random() < self.error_rate:
+                label = rng.choice([c for c in self.class_names if c != label] or [label])
+            answers.append(Answer(item.sample_id, ACCEPTED, label))
+        return answers
+
+
+def apply_answers(
+    answers: list[Answer],
+    manifest: Manifest,
+    pool_dir: str | Path,
+    raw_dir: str | Path,
+    round: int,
+) -> dict[str, int]:
+    """Copy accepted images into `raw_dir/<label>/` and record every outcome in the manifest.
+
+    Idempotent: a sample already labeled keeps its first label and is not copied twice.
+    The manifest is saved once, atomically, after the copies, so a kill in between
+    leaves images that a rerun recognises (same target path) and no half-written state.
+    """
+    counts = Counter()
+    for answer in answers:
+        current = manifest.samples.get(answer.sample_id)
+        if current is not None and current.state in ("labeled", "rejected"):
+            counts["unchanged"] += 1
+            continue
+        if answer.status == ACCEPTED:
+            source = Path(pool_dir) / answer.sample_id
+            target = Path(raw_dir) / answer.label / answer.sample_id.replace("/", "__")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                tmp = target.with_name(f".{target.name}.tmp")
+                shutil.copyfile(source, tmp)
+                tmp.replace(target)
+            manifest.set_state(answer.sample_id, "labeled", round=round, label=answer.label)
+        elif answer.status == UNKNOWN_LABEL:
+            manifest.set_state(answer.sample_id, "rejected", round=round, reason=answer.detail)
+        elif answer.status in (SKIPPED, DELETED):
+            manifest.set_state(answer.sample_id, "pool")
+        elif answer.status == DISAGREEMENT:
+            manifest.set_state(answer.sample_id, "rejected", round=round, reason=answer.detail)
+        # OPEN: stays queued
+        counts[answer.status] += 1
+    kill_point("ingest:before-manifest")
+    manifest.save()
+    return dict(counts)

@@ -1,0 +1,217 @@
+"""Figures of a round, and the report of a sweep of campaigns.
+
+    python -m activelearn.report multirun/<date>/<time> [--target 0.9 0.95]
+
+reads every campaign of a Hydra sweep (one workspace per job) and writes
+`report/learning_curves.png`, `report/summary.csv` and `report/summary.md` in the sweep
+folder: per strategy, labels needed to reach each target accuracy, area under the
+learning curve and final accuracy (mean ± spread over seeds); and logs them to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from activelearn import plots
+from activelearn.config import Config
+from activelearn.data import preprocess
+from activelearn.queue import QueueItem
+
+log = logging.getLogger(__name__)
+
+
+def round_figures(
+    n: int, cfg: Config, queue: list[QueueItem], curve: list[tuple[int, float]]
+) -> list[Path]:
+    """PNG figures of round `n` in `rounds/<n>/` (run in the workspace)."""
+    out = Path("rounds") / str(n)
+    figures = []
+    report = Path("evaluation/report.json")
+    if report.exists():
+        data = json.loads(report.read_text())
+        names = list(data["per_class"])
+        figures.append(
+            plots.confusion_matrix(data["confusion_matrix"], names, out / "confusion_matrix.png")
+        )
+    scores = out / "scores.csv"
+    if scores.exists():
+        with scores.open() as f:
+            confidence = np.array([float(r["confidence"]) for r in csv.DictReader(f)])
+        if len(confidence):
+            queued = [1 - q.confidence for q in queue if q.confidence is not None]
+            figures.append(
+                plots.histogram(
+                    1 - confidence,
+                    np.array(queued),
+                    "uncertainty (1 - confidence)",
+                    out / "pool_uncertainty.png",
+                )
+            )
+    if queue:
+        from activelearn.stages import preprocessing
+
+        prep = preprocessing(cfg)
+        images = [preprocess(Path(cfg.data.pool_dir) / q.sample_id, prep) for q in queue[:64]]
+        captions = [
+            f"#{q.rank} {q.predicted} {q.confidence:.2f}" if q.predicted else f"#{q.rank}"
+            for q in queue[:64]
+        ]
+        figures.append(plots.image_grid(images, captions, out / "queue.png"))
+    if curve:
+        labels, accuracy = zip(*curve, strict=True)
+        figures.append(
+            plots.learning_curves(
+                {"this campaign": [(x, [y]) for x, y in zip(labels, accuracy, strict=True)]},
+                out / "learning_curve.png",
+            )
+        )
+    return figures
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def campaign_curve(workspace: Path) -> list[tuple[int, float]]:
+    """(labels, test accuracy) of every trained round of one campaign workspace."""
+    points = []
+    for state_file in sorted(
+        (workspace / "rounds").glob("*/state.json"), key=lambda p: int(p.parent.name)
+    ):
+        metrics = json.loads(state_file.read_text())["phases"].get("train", {}).get("metrics")
+        if metrics:
+            points.append((metrics["labeled_images"], metrics["accuracy"]))
+    return points
+
+
+def labels_to_reach(curve: list[tuple[int, float]], target: float) -> float:
+    """Labels at the first round reaching `target`; NaN if it never does."""
+    return next((float(x) for x, y in curve if y >= target), float("nan"))
+
+
+def area_under_curve(curve: list[tuple[int, float]], budget: tuple[int, int]) -> float:
+    """Mean accuracy over the label budget [lo, hi], interpolated between rounds."""
+    if not curve:
+        return float("nan")
+    x, y = map(np.asarray, zip(*curve, strict=True))
+    grid = np.arange(budget[0], budget[1] + 1)
+    return float(np.interp(grid, x, y).mean())
+
+
+def summarize(curves: dict[str, list[list[tuple[int, float]]]], targets: list[float]) -> list[dict]:
+    """One row per strategy: mean and spread over seeds of each figure of merit."""
+    lo = max(min(x for c in cs for x, _ in c[:1]) for cs in curves.values())
+    hi = min(max(x for c in cs for x, _ in c[-1:]) for cs in curves.values())
+    rows = []
+    for name, runs in sorted(curves.items()):
+        row = {"strategy": name, "seeds": len(runs)}
+        figures = {f"labels_to_{t:g}": [labels_to_reach(c, t) for c in runs] for t in targets}
+        figures["auc"] = [area_under_curve(c, (lo, hi)) for c in runs]
+        figures["final_accuracy"] = [c[-1][1] for c in runs]
+        for key, values in figures.items():
+            values = np.asarray(values, dtype=float)
+            reached = values[~np.isnan(values)]
+            row[key] = float(reached.mean()) if len(reached) else float("nan")
+            row[f"{key}_std"] = float(reached.std()) if len(reached) else float("nan")
+            if key.startswith("labels_to"):
+                row[f"{key}_reached"] = f"{len(reached)}/{len(values)}"
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict], targets: list[float]) -> str:
+    head = ["strategy", *(f"labels to {t:.0%}" for t in targets), "AUC", "final accuracy"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["strategy"]]
+        for t in targets:
+            key = f"labels_to_{t:g}"
+            cells.append(f"{row[key]:.0f} ± {row[key + '_std']:.0f} ({row[key + '_reached']})")
+        cells += [
+            f"{row['auc']:.4f} ± {row['auc_std']:.4f}",
+            f"{row['final_accuracy']:.4f} ± {row['final_accuracy_std']:.4f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_curves(sweep: Path) -> dict[str, list[list[tuple[int, float]]]]:
+    """{strategy: [curve per job]} from a Hydra sweep folder."""
+    from omegaconf import OmegaConf
+
+    curves = defaultdict(list)
+    for overrides in sorted(sweep.glob("*/.hydra/config.yaml")):
+        job = overrides.parent.parent
+        cfg = OmegaConf.load(overrides)
+        curve = campaign_curve(job / "campaign")
+        if curve:
+            curves[cfg.strategy.name].append(curve)
+    return dict(curves)
+
+
+def report_sweep(sweep: Path, targets: list[float]) -> list[dict]:
+    curves = sweep_curves(sweep)
+    if not curves:
+        raise SystemExit(f"no finished campaign rounds under {sweep}/*/campaign: is it a sweep?")
+    out = sweep / "report"
+    out.mkdir(exist_ok=True)
+    rows = summarize(curves, targets)
+    with (out / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "summary.md").write_text(markdown_table(rows, targets))
+    by_labels = {
+        name: [
+            (x, [dict(c).get(x) for c in runs if x in dict(c)])
+            for x in sorted({x for c in runs for x, _ in c})
+        ]
+        for name, runs in curves.items()
+    }
+    plots.learning_curves(by_labels, out / "learning_curves.png", target=max(targets))
+    _log_report(sweep, out, rows)
+    return rows
+
+
+def _log_report(sweep: Path, out: Path, rows: list[dict]) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{(sweep / 'mlruns.db').resolve()}")
+    name = "activelearn-sweeps"
+    found = client.get_experiment_by_name(name)
+    experiment = (
+        found.experiment_id
+        if found
+        else client.create_experiment(
+            name, artifact_location=(sweep / "mlartifacts").resolve().as_uri()
+        )
+    )
+    run = client.create_run(experiment, run_name=f"sweep-{sweep.parent.name}-{sweep.name}")
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, float) and not np.isnan(value):
+                client.log_metric(run.info.run_id, f"{row['strategy']}.{key}", value)
+    for path in out.iterdir():
+        client.log_artifact(run.info.run_id, str(path), "report")
+    client.set_terminated(run.info.run_id)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Report a sweep of simulated campaigns")
+    parser.add_argument("sweep", type=Path, help="the Hydra multirun folder of the sweep")
+    parser.add_argument("--target", type=float, nargs="+", default=[0.9, 0.95])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    rows = report_sweep(args.sweep, args.target)
+    print(markdown_table(rows, args.target))
+    print(f"figures and tables in {args.sweep / 'report'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+"""One round of a campaign, resumable, and a campaign of rounds.
+
+    python -m activelearn round=N          one round
+    python -m activelearn campaign.rounds=R  R rounds with the simulated annotator
+
+A round runs its phases in order: ingest the answers to earlier queues, retrain through
+`dvc repro`, score the pool and select a batch, log to MLflow, push the batch to the
+labeling side, commit and tag `round-N` in the workspace's git history. Each phase
+records its result in `rounds/<N>/state.json` (written atomically) before the next
+starts, and every phase is safe to run again, so a round killed at any point is
+finished by running it again, and running a finished round changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from activelearn import labeling
+from activelearn.config import Config
+from activelearn.data import class_folders, class_names_of, list_files, preprocess
+from activelearn.faults import kill_point
+from activelearn.manifest import Manifest
+from activelearn.queue import QueueItem, read_queue
+from activelearn.stages import METRICS, MODEL_FILE, PREPARED, preprocessing
+from activelearn.workspace import init_workspace, prepare_data, repro, write_params
+
+log = logging.getLogger(__name__)
+
+PHASES = ("ingest", "train", "select", "track", "push", "commit")
+ROUNDS = Path("rounds")
+
+
+class RoundBlocked(RuntimeError):
+    """The round cannot go on now; the message says why and what to do."""
+
+
+def round_dir(n: int) -> Path:
+    return ROUNDS / str(n)
+
+
+class RoundState:
+    """`rounds/<N>/state.json`: the result of every finished phase."""
+
+    def __init__(self, n: int):
+        self.path = round_dir(n) / "state.json"
+        self.data = (
+            json.loads(self.path.read_text()) if self.path.exists() else {"round": n, "phases": {}}
+        )
+
+    @property
+    def phases(self) -> dict:
+        return self.data["phases"]
+
+    @property
+    def finished(self) -> bool:
+        return all(p in self.phases for p in PHASES)
+
+    def record(self, phase: str, result: dict) -> None:
+        self.phases[phase] = result
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.data, f, indent=2)
+        os.replace(tmp, self.path)
+
+
+@dataclass
+class Round:
+    """What every phase of round `n` needs."""
+
+    cfg: Config
+    n: int
+    state: RoundState
+    manifest: Manifest
+    annotator: labeling.Annotator
+    class_names: list[str]
+
+    @property
+    def dir(self) -> Path:
+        return round_dir(self.n)
+
+
+def labeled_counts(cfg: Config) -> dict[str, int]:
+    return {name: len(files) for name, files in class_folders(cfg.data.raw_dir).items()}
+
+
+def make_annotator(cfg: Config, class_names: list[str]) -> labeling.Annotator:
+    if cfg.labeling.kind == "simulated":
+        return labeling.SimulatedAnnotator(
+            cfg.data.pool_labels, class_names, cfg.labeling.error_rate, cfg.seed
+        )
+    if cfg.labeling.kind == "labelstudio":
+        from activelearn.labelstudio import LabelStudioAnnotator
+
+        return LabelStudioAnnotator(cfg.labeling, class_names, cfg.data.pool_dir)
+    raise RoundBlocked(f"labeling.kind={cfg.labeling.kind!r}: use simulated or labelstudio")
+
+
+# ---------------------------------------------------------------------------- phases
+
+
+def open_queue(r: Round) -> list[QueueItem]:
+    """Queue items of every earlier round whose sample is still waiting for an answer."""
+    waiting = set(r.manifest.in_state("queued"))
+    items = []
+    for n in range(r.n):
+        path = round_dir(n) / "queue.jsonl"
+        if path.exists():
+            items += [item for item in read_queue(path) if item.sample_id in waiting]
+    return items
+
+
+def ingest(r: Round) -> dict:
+    """Answers to earlier queues into the labeled set; stops if too few are answered."""
+    items = open_queue(r)
+    if not items:
+        return {"answers": 0}
+    answers = r.annotator.collect(r.n - 1, items, r.dir)
+    still_open = [a.sample_id for a in answers if a.status == labeling.OPEN]
+    answered = 1 - len(still_open) / len(items)
+    if answered < r.cfg.campaign.min_answered:
+        raise RoundBlocked(
+            f"{len(still_open)} of {len(items)} queued images are not labeled yet "
+            f"({answered:.0%} answered, campaign.min_answered={r.cfg.campaign.min_answered}); "
+            f"label them, or lower campaign.min_answered, then run round={r.n} again"
+        )
+    queued_in = {item.sample_id: r.manifest.samples[item.sample_id].round for item in items}
+    counts = Counter()
+    for n in sorted(set(queued_in.values())):
+        mine = [a for a in answers if queued_in[a.sample_id] == n]
+        counts.update(
+            labeling.apply_answers(
+                mine, r.manifest, r.cfg.data.pool_dir, r.cfg.data.raw_dir, round=n
+            )
+        )
+    if still_open:
+        log.info("%d queued images still open: %s", len(still_open), still_open[:10])
+    return {"answers": len(answers), "open": len(still_open), **counts}
+
+
+def train(r: Round) -> dict:
+    """Retrain through `dvc repro` on the labeled set; nothing to train at a cold start."""
+    counts = labeled_counts(r.cfg)
+    if not sum(counts.values()):
+        return {"cold_start": True, "labeled": 0}
+    write_params(replace(r.cfg, round=r.n))
+    repro(Path.cwd())
+    metrics = json.loads(METRICS.read_text())
+    return {"labeled": sum(counts.values()), "per_class": counts, "metrics": metrics}
+
+
+def select(r: Round) -> dict:
+    """Score the pool, check the stopping rule, and queue the next batch."""
+    from activelearn.scoring import predict_items, score_and_select
+
+    cfg = r.cfg
+    trained = not r.state.phases["train"].get("cold_start")
+    classifier = None
+    if trained:
+        from activelearn.model import Classifier
+
+        classifier = Classifier.load(MODEL_FILE)
+    labeled = r.state.phases["train"]["labeled"]
+    stop = stopping_signal(r, classifier)
+    left = cfg.campaign.budget - labeled
+    if stop["stop"] or left <= 0:
+        reason = stop["reason"] if stop["stop"] else f"label budget of {cfg.campaign.budget} spent"
+        log.info("campaign stops at round %d: %s", r.n, reason)
+        return {**stop, "stop": True, "reason": reason, "queued": 0}
+    labeled_x = None
+    if trained:
+        with np.load(PREPARED / "train.npz") as f:
+            labeled_x = f["x"]
+    strategy = replace(cfg.strategy, batch_size=min(cfg.strategy.batch_size, left))
+    result = score_and_select(
+        classifier,
+        r.manifest,
+        cfg.data.pool_dir,
+        strategy,
+        r.dir,
+        labeled_x=labeled_x,
+        prep=preprocessing(cfg),
+        seed=cfg.seed * 1000 + r.n,
+    )
+    for item in result.queue:
+        r.manifest.set_state(item.sample_id, "queued", round=r.n)
+    r.manifest.save()
+    if classifier is not None:  # tasks still open from earlier rounds get this model's say
+        open_items = predict_items(classifier, open_queue(r), cfg.data.pool_dir)
+        with (r.dir / "rescored.jsonl").open("w") as f:
+            f.writelines(json.dumps(item.__dict__) + "\n" for item in open_items)
+    return {**stop, **result.summary}
+
+
+def stopping_signal(r: Round, classifier) -> dict:
+    """Stabilizing predictions: agreement of consecutive models on a fixed unlabeled set."""
+    cfg = r.cfg.campaign
+    if classifier is None or cfg.stop_patience <= 0:
+        return {"stop": False, "agreement": None}
+    stop_file = ROUNDS / "stop_set.json"
+    if not stop_file.exists():
+        pool = sorted(r.manifest.in_state("pool"))
+        rng = np.random.default_rng(r.cfg.seed)
+        chosen = sorted(rng.choice(pool, size=min(cfg.stop_set, len(pool)), replace=False))
+        stop_file.write_text(json.dumps([str(s) for s in chosen]))
+    ids = json.loads(stop_file.read_text())
+    x = np.stack([preprocess(Path(r.cfg.data.pool_dir) / s, classifier.prep) for s in ids])
+    predicted = classifier.predict_proba(x).argmax(axis=1).tolist()
+    (r.dir / "stop_predictions.json").write_text(json.dumps(predicted))
+    previous = round_dir(r.n - 1) / "stop_predictions.json"
+    if not previous.exists():
+        return {"stop": False, "agreement": None}
+    agreement = float(np.mean(np.array(json.loads(previous.read_text())) == predicted))
+    streak = 1 if agreement >= cfg.stop_agreement else 0
+    if streak:
+        for n in range(r.n - 1, -1, -1):
+            earlier = RoundState(n).phases.get("select", {}).get("agreement")
+            if earlier is None or earlier < cfg.stop_agreement:
+                break
+            streak += 1
+    stop = streak >= cfg.stop_patience
+    reason = f"predictions stable: agreement {agreement:.3f} for {streak} rounds" if stop else ""
+    return {"stop": stop, "agreement": agreement, "reason": reason}
+
+
+def track(r: Round) -> dict:
+    """Log the round to MLflow: a child run of the campaign run, resumed on a rerun."""
+    from activelearn.reporting import round_figures
+    from activelearn.tracking import CampaignTracker, tracking_uri
+
+    cfg = r.cfg
+    tracker = CampaignTracker(
+        tracking_uri(cfg.tracking.uri, Path.cwd()),
+        cfg.tracking.experiment,
+        cfg.tracking.experiment,
+        Path.cwd(),
+    )
+    run_id = tracker.round_run(r.n)
+    try:
+        tracker.log_params(run_id, flat_params(cfg) | {"round": r.n})
+        train_result, select_result = r.state.phases["train"], r.state.phases["select"]
+        queue = read_queue(r.dir / "queue.jsonl") if (r.dir / "queue.jsonl").exists() else []
+        metrics = {
+            "labeled": train_result["labeled"],
+            "pool_left": len(r.manifest.in_state("pool")),
+            **{f"seconds_{p}": v["seconds"] for p, v in r.state.phases.items() if "seconds" in v},
+        }
+        test = train_result.get("metrics")
+        if test:
+            metrics |= {"test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"]}
+        if queue and queue[0].confidence is not None:
+            uncertainty = [1 - q.confidence for q in queue]
+            metrics |= {
+                "batch_uncertainty_mean": float(np.mean(uncertainty)),
+                "batch_uncertainty_max": float(np.max(uncertainty)),
+            }
+        if select_result.get("agreement") is not None:
+            metrics["stop_agreement"] = select_result["agreement"]
+        metrics |= {f"labeled_{c}": n for c, n in train_result.get("per_class", {}).items()}
+        tracker.log_metrics(run_id, metrics, step=r.n)
+        figures = round_figures(r.n, cfg, queue, learning_curve_so_far(r.n))
+        tracker.log_artifacts(
+            run_id, [r.dir / "queue.jsonl", r.dir / "queue_summary.json", *figures]
+        )
+        version = None
+        if test:
+            tracker.log_campaign_point("test_accuracy", test["accuracy"], train_result["labeled"])
+            version = tracker.register_model(
+                run_id, MODEL_FILE.resolve(), f"{cfg.tracking.experiment}-classifier", r.n
+            )
+    finally:
+        tracker.finish(run_id)
+    return {"run_id": run_id, "model_version": version}
+
+
+def push(r: Round) -> dict:
+    path = r.dir / "queue.jsonl"
+    queue = read_queue(path) if path.exists() else []
+    rescored_path = r.dir / "rescored.jsonl"
+    rescored = read_queue(rescored_path) if rescored_path.exists() else []
+    if queue or rescored:
+        r.annotator.push(r.n, queue, rescored)
+    return {"pushed": len(queue)}
+
+
+def commit(r: Round) -> dict:
+    """Commit dvc.lock and the DVC pointers of the labeled data; tag the commit round-N."""
+    if not r.cfg.campaign.git_commit:
+        return {"committed": False}
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+    tracked = [p for p in (r.cfg.data.raw_dir, r.cfg.data.test_dir) if list_files(p)]
+    if tracked:
+        run(sys.executable, "-m", "dvc", "add", "-q", *tracked)
+    files = [
+        "dvc.yaml",
+        "params.yaml",
+        "dvc.lock",
+        r.cfg.data.manifest,
+        str(r.dir),
+        *(f"{p}.dvc" for p in tracked),
+        *(str(Path(p).parent / ".gitignore") for p in tracked),
+        ".gitignore",
+    ]
+    run("git", "add", "--", *[f for f in files if Path(f).exists()])
+    if subprocess.run(["git", "diff", "--cached", "--quiet"]).returncode:  # something staged
+        run("git", "commit", "-q", "-m", f"round {r.n}")
+    run("git", "tag", "-f", f"round-{r.n}")
+    return {"committed": True, "tag": f"round-{r.n}"}
+
+
+PHASE_FUNCTIONS = {
+    "ingest": ingest,
+    "train": train,
+    "select": select,
+    "track": track,
+    "push": push,
+    "commit": commit,
+}
+
+
+# --------------------------------------------------------------------------- drivers
+
+
+def flat_params(cfg: Config) -> dict:
+    """The resolved config as flat MLflow params. It holds no secrets: tokens are env-only."""
+    flat = {}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            flat[prefix] = node
+
+    walk("", OmegaConf.to_container(OmegaConf.structured(cfg)))
+    return flat
+
+
+def learning_curve_so_far(n: int) -> list[tuple[int, float]]:
+    points = []
+    for k in range(n + 1):
+        metrics = RoundState(k).phases.get("train", {}).get("metrics")
+        if metrics:
+            points.append((metrics["labeled_images"], metrics["accuracy"]))
+    return points
+
+
+def run_round(cfg: Config) -> dict:
+    """Run (or finish) round `cfg.round`; returns its state. Raises RoundBlocked."""
+    if cfg.round is None or cfg.round < 0:
+        raise RoundBlocked(f"round={cfg.round}: give the round to run, e.g. round=0")
+    ws = Path(cfg.workspace).resolve()
+    init_workspace(ws)
+    with contextlib.chdir(ws):
+        n = cfg.round
+        if n > 0 and not RoundState(n - 1).finished:
+            raise RoundBlocked(
+                f"round {n - 1} has not finished in {ws}: run `python -m activelearn "
+                f"round={n - 1}` first"
+            )
+        state = RoundState(n)
+        if state.finished:
+            log.info("round %d already finished; nothing to do", n)
+            return state.data
+        prepare_data(cfg)
+        class_names = class_names_of(cfg.data.raw_dir, cfg.data.test_dir)
+        r = Round(
+            cfg,
+            n,
+            state,
+            Manifest.load(cfg.data.manifest),
+            make_annotator(cfg, class_names),
+            class_names,
+        )
+        for phase in PHASES:
+            if phase in state.phases:
+                continue
+            kill_point(f"before:{phase}")
+            started = time.perf_counter()
+            result = PHASE_FUNCTIONS[phase](r)
+            result["seconds"] = round(time.perf_counter() - started, 3)
+            state.record(phase, result)
+            log.info("round %d: %s done in %.1f s", n, phase, result["seconds"])
+        return state.data
+
+
+def next_round(ws: Path) -> int:
+    """The first round of the workspace that has not finished."""
+    n = 0
+    while (ws / round_dir(n) / "state.json").exists():
+        state = json.loads((ws / round_dir(n) / "state.json").read_text())
+        if not all(p in state["phases"] for p in PHASES):
+            return n
+        n += 1
+    return n
+
+
+def run_campaign(cfg: Config) -> list[dict]:
+    """Rounds until `campaign.rounds` are done, the budget is spent or predictions settle."""
+    if cfg.labeling.kind != "simulated":
+        raise RoundBlocked("campaign.rounds needs labeling=simulated: people answer between rounds")
+    ws = Path(cfg.workspace).resolve()
+    states = []
+    for n in range(next_round(ws), cfg.campaign.rounds):
+        state = run_round(replace(cfg, round=n))
+        states.append(state)
+        if state["phases"]["select"].get("stop"):
+            break
+    return states

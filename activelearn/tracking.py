@@ -1,0 +1,123 @@
+"""The only module that talks to MLflow.
+
+One experiment per campaign; a parent run for the campaign and one child run per round,
+found again by tags when a round is rerun, so reruns resume instead of duplicating.
+The campaign run logs test accuracy with the labeled count as its step: the MLflow UI
+draws the learning curve from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CAMPAIGN_TAG = "activelearn.campaign"
+ROUND_TAG = "activelearn.round"
+
+
+def tracking_uri(configured: str, workspace: Path) -> str:
+    """`MLFLOW_TRACKING_URI` wins; a relative sqlite path lives in the workspace."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        uri = prefix + str(workspace / uri[len(prefix) :])
+    return uri
+
+
+class CampaignTracker:
+    def __init__(self, uri: str, experiment: str, campaign: str, workspace: Path):
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        self.campaign = campaign
+        self.uri = uri
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            # A local store keeps artifacts in the workspace, not in ./mlruns of the cwd.
+            location = (workspace / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=location
+            )
+        self.parent_id = self._parent()
+
+    def _search(self, filter_string: str):
+        return self.client.search_runs([self.experiment_id], filter_string=filter_string)
+
+    def _parent(self) -> str:
+        runs = [
+            r
+            for r in self._search(f"tags.`{CAMPAIGN_TAG}` = '{self.campaign}'")
+            if ROUND_TAG not in r.data.tags
+        ]
+        if runs:
+            return runs[0].info.run_id
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"campaign-{self.campaign}",
+            tags={CAMPAIGN_TAG: self.campaign},
+        )
+        return run.info.run_id
+
+    def round_run(self, round: int) -> str:
+        """The child run of `round`: found by its tags, or created once."""
+        runs = self._search(
+            f"tags.`{CAMPAIGN_TAG}` = '{self.campaign}' and tags.`{ROUND_TAG}` = '{round}'"
+        )
+        if runs:
+            return runs[0].info.run_id
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"round-{round}",
+            tags={
+                CAMPAIGN_TAG: self.campaign,
+                ROUND_TAG: str(round),
+                "mlflow.parentRunId": self.parent_id,
+            },
+        )
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        existing = self.client.get_run(run_id).data.params
+        for key, value in params.items():
+            if key not in existing:
+                self.client.log_param(run_id, key, str(value)[:6000])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, float(value), step=step)
+
+    def log_campaign_point(self, metric: str, value: float, labeled: int) -> None:
+        """One learning-curve point on the campaign run; a rerun does not add it twice."""
+        history = self.client.get_metric_history(self.parent_id, metric)
+        if all(point.step != labeled for point in history):
+            self.client.log_metric(self.parent_id, metric, float(value), step=labeled)
+
+    def log_artifacts(self, run_id: str, paths: list[Path], folder: str | None = None) -> None:
+        for path in paths:
+            if path.exists():
+                self.client.log_artifact(run_id, str(path), folder)
+
+    def register_model(self, run_id: str, model_file: Path, name: str, round: int) -> str:
+        """Log the BentoML file and register it: one model version per round."""
+        self.client.log_artifact(run_id, str(model_file), "model")
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(name)
+        versions = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        if versions:
+            return versions[0].version
+        version = self.client.create_model_version(
+            name, source=f"runs:/{run_id}/model", run_id=run_id, tags={"round": str(round)}
+        )
+        return version.version
+
+    def finish(self, run_id: str) -> None:
+        self.client.set_terminated(run_id)

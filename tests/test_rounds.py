@@ -1,0 +1,223 @@
+"""Rounds and campaigns end to end on tiny generated data: real DVC, real sqlite MLflow,
+real git; and crash tests that SIGKILL the round at every phase boundary."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from activelearn.config import CampaignConfig, Config, DataConfig, StrategyConfig, TrackingConfig
+from activelearn.faults import VARIABLE
+from activelearn.rounds import PHASES, RoundBlocked, run_campaign, run_round
+from tests.conftest import pattern_image
+
+pytestmark = pytest.mark.integration
+
+CLASSES = 3
+
+
+def make_workspace(ws: Path, seed: int = 0) -> None:
+    """2 labeled per class, 6 test per class, 30 pool images per class with answers."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    answers = []
+    for label in range(CLASSES):
+        for part, count in (("raw", 2), ("test", 6), ("pool", 30)):
+            for i in range(count):
+                folder = ws / "data" / part / (f"c{label}" if part != "pool" else f"batch{i % 3}")
+                folder.mkdir(parents=True, exist_ok=True)
+                name = f"{part}-{label}-{i:02d}.png"
+                pattern_image(label, rng).save(folder / name)
+                if part == "pool":
+                    answers.append((f"batch{i % 3}/{name}", f"c{label}"))
+    with (ws / "data" / "pool_labels.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("path", "label"), *answers])
+
+
+def make_config(ws: Path, tiny_model_cfg, **campaign) -> Config:
+    return Config(
+        data=DataConfig(image_size=[12, 12], channels=1, demo=None),
+        model=tiny_model_cfg,
+        strategy=StrategyConfig(name="margin", batch_size=6, candidates=30),
+        tracking=TrackingConfig(uri="sqlite:///mlruns.db", experiment="test-campaign"),
+        campaign=CampaignConfig(**({"stop_patience": 0} | campaign)),
+        workspace=str(ws),
+    )
+
+
+def mlflow_client(ws: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlruns.db'}")
+
+
+def campaign_state(ws: Path) -> dict:
+    """Everything a rerun must reproduce: labels, manifest, queues, runs, model versions."""
+    client = mlflow_client(ws)
+    experiment = client.get_experiment_by_name("test-campaign")
+    runs = client.search_runs([experiment.experiment_id])
+    git = subprocess.run(["git", "tag"], cwd=ws, capture_output=True, text=True, check=True)
+    return {
+        "labeled": sorted(str(p.relative_to(ws)) for p in (ws / "data" / "raw").rglob("*.png")),
+        "manifest": (ws / "data" / "manifest.csv").read_text(),
+        "queues": {
+            p.parent.name: [json.loads(line)["sample_id"] for line in p.read_text().splitlines()]
+            for p in sorted((ws / "rounds").glob("*/queue.jsonl"))
+        },
+        "runs": sorted(r.info.run_name for r in runs),
+        "versions": len(client.search_model_versions("name = 'test-campaign-classifier'")),
+        "tags": git.stdout.split(),
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 3-round campaign."""
+    from activelearn.config import ModelConfig
+
+    saved = os.environ.get("BENTOML_HOME")
+    os.environ["BENTOML_HOME"] = str(tmp_path_factory.mktemp("bentoml"))
+    ws = tmp_path_factory.mktemp("reference") / "campaign"
+    make_workspace(ws)
+    tiny = ModelConfig(filters=[8], dense_units=16, dropout=0.1, min_steps=40, min_epochs=2)
+    states = run_campaign(make_config(ws, tiny, rounds=3))
+    yield ws, states, tiny
+    if saved is None:
+        os.environ.pop("BENTOML_HOME")
+    else:
+        os.environ["BENTOML_HOME"] = saved
+
+
+def test_three_round_campaign_end_to_end(reference):
+    ws, states, _ = reference
+    assert [s["round"] for s in states] == [0, 1, 2]
+    assert all(set(s["phases"]) == set(PHASES) for s in states)
+    labeled = [s["phases"]["train"]["labeled"] for s in states]
+    assert labeled == [6, 12, 18]  # +batch_size per round
+    assert all(s["phases"]["train"]["metrics"]["test_images"] == 18 for s in states)
+
+    state = campaign_state(ws)
+    assert state["tags"] == ["round-0", "round-1", "round-2"]
+    assert state["runs"] == ["campaign-test-campaign", "round-0", "round-1", "round-2"]
+    assert state["versions"] == 3
+    assert len(state["labeled"]) == 18
+    queued = [sid for q in state["queues"].values() for sid in q]
+    assert len(queued) == len(set(queued)) == 18  # never the same image twice
+
+    client = mlflow_client(ws)
+    experiment = client.get_experiment_by_name("test-campaign")
+    parent = [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if r.info.run_name.startswith("campaign")
+    ][0]
+    curve = client.get_metric_history(parent.info.run_id, "test_accuracy")
+    assert sorted(p.step for p in curve) == [6, 12, 18]  # labels on the x axis
+    child = [
+        r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "round-1"
+    ][0]
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    for key in (
+        "test_accuracy",
+        "macro_f1",
+        "labeled",
+        "pool_left",
+        "seconds_train",
+        "batch_uncertainty_mean",
+        "batch_uncertainty_max",
+    ):
+        assert key in child.data.metrics, key
+    assert child.data.params["strategy.name"] == "margin"
+    artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {
+        "queue.jsonl",
+        "confusion_matrix.png",
+        "pool_uncertainty.png",
+        "queue.png",
+        "learning_curve.png",
+        "model",
+    } <= artifacts
+
+
+def test_round_tag_brings_back_that_rounds_data_and_model(reference):
+    ws, _, _ = reference
+    subprocess.run(["git", "checkout", "-q", "round-1"], cwd=ws, check=True)
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "checkout", "-q", "--force"], cwd=ws, check=True
+        )
+        assert len(list((ws / "data" / "raw").rglob("*.png"))) == 12
+        lock = (ws / "dvc.lock").read_text()
+        assert "classifier.bentomodel" in lock
+    finally:
+        subprocess.run(["git", "checkout", "-q", "-"], cwd=ws, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "checkout", "-q", "--force"], cwd=ws, check=True
+        )
+    assert len(list((ws / "data" / "raw").rglob("*.png"))) == 18
+
+
+def test_rerunning_a_finished_round_changes_nothing(reference):
+    ws, _, tiny = reference
+    before = campaign_state(ws)
+    run_round(replace(make_config(ws, tiny), round=1))
+    assert campaign_state(ws) == before
+
+
+def test_round_after_an_unfinished_round_is_refused(tmp_path, tiny_model_cfg, bentoml_home):
+    ws = tmp_path / "campaign"
+    make_workspace(ws)
+    cfg = make_config(ws, tiny_model_cfg)
+    cfg.round = 1
+    with pytest.raises(RoundBlocked, match="round 0 has not finished"):
+        run_round(cfg)
+
+
+def run_cli_round(ws: Path, n: int, kill_at: str | None = None) -> int:
+    """`python -m activelearn round=N` on the test workspace, optionally killed at a point."""
+    env = os.environ | {VARIABLE: kill_at or ""}
+    args = [
+        sys.executable,
+        "-m",
+        "activelearn",
+        f"round={n}",
+        f"workspace={ws}",
+        "data.image_size=[12,12]",
+        "data.channels=1",
+        "data.demo=null",
+        "model.filters=[8]",
+        "model.dense_units=16",
+        "model.dropout=0.1",
+        "model.min_steps=40",
+        "model.min_epochs=2",
+        "strategy.name=margin",
+        "strategy.batch_size=6",
+        "strategy.candidates=30",
+        "campaign.stop_patience=0",
+        "tracking.experiment=test-campaign",
+        "hydra.run.dir=" + str(ws.parent / "hydra"),
+    ]
+    return subprocess.run(args, env=env, capture_output=True, text=True).returncode
+
+
+def test_killed_rounds_rerun_to_the_same_state(reference, tmp_path):
+    ref_ws, _, _ = reference
+    ws = tmp_path / "campaign"
+    make_workspace(ws)
+    kills = {
+        0: ["before:select", "before:commit"],
+        1: ["before:ingest", "ingest:before-manifest", "before:track"],
+        2: ["before:train", "before:push"],
+    }
+    for n, points in kills.items():
+        for point in points:
+            assert run_cli_round(ws, n, kill_at=point) == -9, point  # SIGKILLed there
+        assert run_cli_round(ws, n) == 0
+    ours, theirs = campaign_state(ws), campaign_state(ref_ws)
+    assert ours == theirs
