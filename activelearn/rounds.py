@@ -33,7 +33,7 @@ from activelearn.config import Config
 from activelearn.data import class_folders, class_names_of, list_files, preprocess
 from activelearn.faults import kill_point
 from activelearn.manifest import Manifest
-from activelearn.queue import QueueItem, read_queue
+from activelearn.queue import QueueItem, read_queue, write_queue
 from activelearn.stages import METRICS, MODEL_FILE, PREPARED, preprocessing
 from activelearn.workspace import init_workspace, prepare_data, repro, write_params
 
@@ -184,6 +184,9 @@ def select(r: Round) -> dict:
     if trained:
         with np.load(PREPARED / "train.npz") as f:
             labeled_x = f["x"]
+    for sid in r.manifest.in_state("queued"):  # a select killed after saving: choose again
+        if r.manifest.samples[sid].round == r.n:
+            r.manifest.set_state(sid, "pool")
     strategy = replace(cfg.strategy, batch_size=min(cfg.strategy.batch_size, left))
     result = score_and_select(
         classifier,
@@ -198,10 +201,10 @@ def select(r: Round) -> dict:
     for item in result.queue:
         r.manifest.set_state(item.sample_id, "queued", round=r.n)
     r.manifest.save()
+    kill_point("select:after-manifest")
     if classifier is not None:  # tasks still open from earlier rounds get this model's say
         open_items = predict_items(classifier, open_queue(r), cfg.data.pool_dir)
-        with (r.dir / "rescored.jsonl").open("w") as f:
-            f.writelines(json.dumps(item.__dict__) + "\n" for item in open_items)
+        write_queue(r.dir / "rescored.jsonl", open_items)
     return {**stop, **result.summary}
 
 

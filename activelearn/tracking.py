@@ -82,14 +82,23 @@ class CampaignTracker:
         return run.info.run_id
 
     def log_params(self, run_id: str, params: dict) -> None:
+        """Params not logged yet, in one call (a rerun must not re-log: params are immutable)."""
+        from mlflow.entities import Param
+
         existing = self.client.get_run(run_id).data.params
-        for key, value in params.items():
-            if key not in existing:
-                self.client.log_param(run_id, key, str(value)[:6000])
+        new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+        for start in range(0, len(new), 100):  # MLflow's batch limit
+            self.client.log_batch(run_id, params=new[start : start + 100])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        for key, value in metrics.items():
-            self.client.log_metric(run_id, key, float(value), step=step)
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(batch), 1000):
+            self.client.log_batch(run_id, metrics=batch[start : start + 1000])
 
     def log_campaign_point(self, metric: str, value: float, labeled: int) -> None:
         """One learning-curve point on the campaign run; a rerun does not add it twice."""

@@ -211,7 +211,7 @@ def test_killed_rounds_rerun_to_the_same_state(reference, tmp_path):
     ws = tmp_path / "campaign"
     make_workspace(ws)
     kills = {
-        0: ["before:select", "before:commit"],
+        0: ["before:select", "select:after-manifest", "before:commit"],
         1: ["before:ingest", "ingest:before-manifest", "before:track"],
         2: ["before:train", "before:push"],
     }
@@ -221,3 +221,23 @@ def test_killed_rounds_rerun_to_the_same_state(reference, tmp_path):
         assert run_cli_round(ws, n) == 0
     ours, theirs = campaign_state(ws), campaign_state(ref_ws)
     assert ours == theirs
+
+
+def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
+    tmp_path, tiny_model_cfg, bentoml_home
+):
+    ws = tmp_path / "campaign"
+    make_workspace(ws)
+    never_settles = {"stop_patience": 1, "stop_agreement": 2.0}
+    states = run_campaign(make_config(ws, tiny_model_cfg, rounds=5, budget=8, **never_settles))
+    assert [s["phases"]["train"]["labeled"] for s in states] == [6, 8]  # last batch cut to 2
+    assert states[-1]["phases"]["select"]["reason"] == "label budget of 8 spent"
+    assert not (ws / "rounds" / "1" / "queue.jsonl").exists()
+
+    settled = make_config(
+        ws, tiny_model_cfg, rounds=5, budget=100, stop_patience=1, stop_agreement=0.0
+    )  # any agreement counts as settled
+    more = run_campaign(settled)
+    assert [s["round"] for s in more] == [2]
+    select = more[0]["phases"]["select"]
+    assert select["stop"] and select["reason"].startswith("predictions stable")
