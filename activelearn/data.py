@@ -73,7 +73,13 @@ def preprocess(source: str | Path | bytes | BinaryIO, prep: Preprocessing) -> np
             height, width = prep.image_size
             img = img.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        ValueError,
+        SyntaxError,
+    ) as err:
         raise UnreadableImage(f"{name}: not a readable image ({err})") from err
     if array.ndim == 2:
         array = array[..., None]

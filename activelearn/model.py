@@ -129,6 +129,8 @@ class Classifier:
         """Class probabilities, shape [n, classes]."""
         if len(x) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
+        if len(x) <= batch_size:  # one batch: skip predict()'s per-call set-up (~150 ms)
+            return np.asarray(self.network.predict_on_batch(x))
         return np.asarray(self.network.predict(x, batch_size=batch_size, verbose=0))
 
     def predict_with_features(
@@ -175,8 +177,10 @@ class Classifier:
             self.network.save(bento_model.path_of(KERAS_FILE))
         path = Path(path).resolve()  # bentoml reads relative paths against its own root
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        bentoml.models.export_model(tag, str(path))
+        partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+        partial.unlink(missing_ok=True)
+        bentoml.models.export_model(tag, str(partial))
+        partial.replace(path)  # readers (the serving app) never see half a file
         return tag
 
     @classmethod

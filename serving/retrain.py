@@ -1,0 +1,183 @@
+"""Annotation counts per project, and the one background retrain the webhook may start.
+
+The retrain is a configured command line run as a subprocess, never inside a request and
+never two at a time. Its output goes to a log file; its state is read by /health and
+/status. The new model it writes is picked up by the model store's hot reload.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from serving.schemas import ProjectCounts, RetrainStatus
+from serving.settings import ENV_PREFIX
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_ACTIONS = {
+    "ANNOTATION_CREATED": "created",
+    "ANNOTATION_UPDATED": "updated",
+    "ANNOTATION_DELETED": "deleted",
+}
+ROUND_TAG = re.compile(r"round-(\d+)")
+
+
+def next_round(model_version: str | None) -> int | None:
+    """`round-3` -> 4; None when the version is not a round tag."""
+    match = ROUND_TAG.fullmatch(model_version or "")
+    return int(match.group(1)) + 1 if match else None
+
+
+class AnnotationCounter:
+    """Annotation events per project; `pending` counts created + updated since the last retrain."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._projects: dict[str, ProjectCounts] = {}
+
+    def record(self, project: str, action: str) -> ProjectCounts:
+        field = ANNOTATION_ACTIONS[action]
+        with self._lock:
+            counts = self._projects.setdefault(project, ProjectCounts())
+            setattr(counts, field, getattr(counts, field) + 1)
+            if field != "deleted":
+                counts.pending += 1
+            return counts.model_copy()
+
+    def reset_pending(self, project: str | None) -> None:
+        with self._lock:
+            if project in self._projects:
+                self._projects[project].pending = 0
+
+    def snapshot(self) -> dict[str, ProjectCounts]:
+        with self._lock:
+            return {name: counts.model_copy() for name, counts in self._projects.items()}
+
+
+class Retrainer:
+    """Runs `command` in the background, one run at a time."""
+
+    def __init__(self, command: str, cwd: Path, log_path: Path):
+        self.command = command.strip()
+        self.cwd = Path(cwd)
+        self.log_path = Path(log_path)
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._status = RetrainStatus(command=self.command or None)
+
+    def start(
+        self, trigger: str, project: str | None, model_version: str | None
+    ) -> tuple[bool, str]:
+        """Start a run unless one is running; returns (started, what happened)."""
+        if not self.command:
+            return False, f"no retrain command configured ({ENV_PREFIX}RETRAIN_COMMAND)"
+        with self._lock:
+            if self._process is not None and self._process.poll() is None:
+                return False, f"a retrain is already running (pid {self._process.pid})"
+            try:
+                args = self._arguments(project, model_version)
+            except ValueError as err:
+                return False, str(err)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            output = self.log_path.open("ab")
+            output.write(f"\n=== {time.ctime()}: {trigger}: {shlex.join(args)}\n".encode())
+            output.flush()
+            try:
+                process = subprocess.Popen(
+                    args,
+                    cwd=self.cwd,
+                    env=_child_environment(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C on the server does not kill a round
+                )
+            except OSError as err:
+                output.close()
+                detail = f"could not start {args[0]!r} in {self.cwd}: {err}"
+                self._status = RetrainStatus(
+                    state="failed", command=shlex.join(args), trigger=trigger, detail=detail
+                )
+                log.error("retrain: %s", detail)
+                return False, detail
+            self._process = process
+            self._status = RetrainStatus(
+                state="running",
+                command=shlex.join(args),
+                trigger=trigger,
+                pid=process.pid,
+                started_at=time.time(),
+                log=str(self.log_path),
+            )
+        log.info("retrain started (%s): pid %d, output in %s", trigger, process.pid, self.log_path)
+        threading.Thread(
+            target=self._wait, args=(process, output), name="retrain-wait", daemon=True
+        ).start()
+        return True, f"retrain started (pid {process.pid}), output in {self.log_path}"
+
+    def status(self) -> RetrainStatus:
+        with self._lock:
+            return self._status.model_copy()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """At shutdown: end a running retrain (a round can be run again) rather than orphan it."""
+        with self._lock:
+            process = self._process
+        if process is None or process.poll() is not None:
+            return
+        log.warning("server stopping: terminating the running retrain (pid %d)", process.pid)
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def _arguments(self, project: str | None, model_version: str | None) -> list[str]:
+        args = shlex.split(self.command)
+        if any("{next_round}" in arg for arg in args):
+            round_number = next_round(model_version)
+            if round_number is None:
+                raise ValueError(
+                    f"cannot fill {{next_round}}: the loaded model's version {model_version!r} "
+                    "is not a round tag like 'round-3'"
+                )
+            args = [arg.replace("{next_round}", str(round_number)) for arg in args]
+        return [arg.replace("{project}", project or "") for arg in args]
+
+    def _wait(self, process: subprocess.Popen, output) -> None:
+        code = process.wait()
+        output.close()
+        with self._lock:
+            if self._process is process:
+                self._status.state = "succeeded" if code == 0 else "failed"
+                self._status.exit_code = code
+                self._status.finished_at = time.time()
+        if code == 0:
+            log.info("retrain (pid %d) finished", process.pid)
+        else:
+            log.error(
+                "retrain (pid %d) failed with exit code %d: see %s",
+                process.pid,
+                code,
+                self.log_path,
+            )
+
+
+def _child_environment() -> dict[str, str]:
+    """The server's environment without its own auth settings; `python` is this interpreter."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(f"{ENV_PREFIX}BASIC_AUTH")
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env

@@ -1,0 +1,105 @@
+"""The serving app's settings, from the environment only (prefix `ACTIVELEARN_SERVING_`).
+
+Secrets (the Label Studio token, the basic-auth password) are `SecretStr`: they print as
+`**********` in logs, reprs and error messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "ACTIVELEARN_SERVING_"
+
+
+class ServingSettings(BaseSettings):
+    """Every knob of the Label Studio ML backend; relative paths are against the working dir."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", populate_by_name=True)
+
+    # Where `python -m serving` binds; `uvicorn serving.app:app` takes its own flags.
+    host: str = "127.0.0.1"
+    port: int = 9090
+
+    # The campaign's folder (Hydra's `workspace`). `model_path`, `pool_dir`,
+    # `document_root` and `retrain_log` are relative to it unless absolute.
+    workspace: Path = Path("campaign")
+
+    # The model: reloaded on the next request after the file changes.
+    model_path: Path = Path("model/classifier.bentomodel")
+    batch_size: int = Field(64, ge=1)  # images per forward pass
+    image_workers: int = Field(4, ge=1)  # threads reading and decoding a request's images
+
+    # Images. `/data/local-files/?d=<path>` is read from disk: <path> is relative to
+    # `document_root` (Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; default: the
+    # pool's parent, as `labeling.document_root`) and must resolve inside `pool_dir`. Any
+    # other Label Studio path (uploads) is fetched from `label_studio_url` with the token.
+    # Other hosts only when listed in `allowed_hosts`.
+    pool_dir: Path = Path("data/pool")
+    document_root: Path | None = None
+    label_studio_url: str | None = "http://127.0.0.1:8080"
+    label_studio_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(f"{ENV_PREFIX}LABEL_STUDIO_TOKEN", "LABEL_STUDIO_API_KEY"),
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = []  # comma-separated host[:port] list
+    fetch_timeout: float = Field(10.0, gt=0)  # seconds per image download
+    max_image_bytes: int = Field(20 * 2**20, ge=1)
+
+    # Security: basic auth is on when both are set; bodies above the limit get 413.
+    basic_auth_user: str | None = None
+    basic_auth_password: SecretStr | None = None
+    max_request_bytes: int = Field(16 * 2**20, ge=1)
+
+    # Retraining. `retrain_command` is one command line (no shell), with `{next_round}`
+    # (the loaded model's round + 1) and `{project}` replaced. Empty: webhooks only count.
+    # It starts on START_TRAINING, or when a project's new annotations (created or
+    # updated since the last start) reach `retrain_threshold` (0: never automatically).
+    # It runs in `retrain_cwd` (default: the server's working directory).
+    retrain_command: str = ""
+    retrain_threshold: int = Field(0, ge=0)
+    retrain_cwd: Path = Path(".")
+    retrain_log: Path = Path("rounds/serving-retrain.log")
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip().lower() for host in value.split(",") if host.strip()]
+        return value
+
+    @field_validator("label_studio_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"label_studio_url={value!r}: must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _auth_needs_both(self) -> ServingSettings:
+        if (self.basic_auth_user is None) != (self.basic_auth_password is None):
+            raise ValueError(
+                f"set both {ENV_PREFIX}BASIC_AUTH_USER and {ENV_PREFIX}BASIC_AUTH_PASSWORD "
+                "to turn basic auth on, or neither"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _in_the_workspace(self) -> ServingSettings:
+        self.model_path = self.workspace / self.model_path
+        self.pool_dir = self.workspace / self.pool_dir
+        self.retrain_log = self.workspace / self.retrain_log
+        if self.document_root is None:
+            self.document_root = self.pool_dir.parent
+        else:
+            self.document_root = self.workspace / self.document_root
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.basic_auth_user is not None

@@ -1,0 +1,515 @@
+"""The ML backend's contract with FastAPI's TestClient, on a tiny model trained here.
+
+Images come from a generated pool on disk (local-files URLs) and from a small HTTP file
+server standing in for Label Studio's upload endpoint and for a foreign host, so the
+token handling is checked on real HTTP requests. The real Label Studio is exercised in
+tests/test_serving_labelstudio.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from activelearn.data import Preprocessing, class_names_of, load_labeled, preprocess
+from activelearn.model import Classifier
+from serving.app import create_app, describe
+from serving.images import ImageError, ImageSource
+from serving.label_config import DEFAULT_TARGET, choice_target
+from serving.retrain import next_round
+from serving.settings import ServingSettings
+from tests.conftest import pattern_image, write_class_folders
+
+PREP = Preprocessing((12, 12), 1)
+TOKEN = "secret-token-0123456789"
+LABEL_CONFIG = """
+<View>
+  <Image name="img" value="$picture"/>
+  <Choices name="cls" toName="img" choice="single">
+    <Choice value="class0"/><Choice value="class1"/><Choice value="class2"/>
+  </Choices>
+</View>
+"""
+
+
+def local(relative: str) -> str:
+    return f"/data/local-files/?d={relative}"
+
+
+def png_bytes(label: int, seed: int = 7) -> bytes:
+    buffer = io.BytesIO()
+    pattern_image(label, np.random.default_rng(seed)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class FileServer:
+    """A loopback HTTP server serving `files` by path; records each request's headers."""
+
+    def __init__(self, files: dict[str, bytes], token: str | None = None):
+        self.files, self.token, self.requests = files, token, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                server.requests.append((self.path, dict(self.headers)))
+                if server.token and self.headers.get("Authorization") != f"Token {server.token}":
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = server.files.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A pool with class folders, a broken file, a file outside the pool, and two models."""
+    root = tmp_path_factory.mktemp("serving")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENTOML_HOME", str(root / "bentoml"))
+        from activelearn.config import ModelConfig
+
+        cfg = ModelConfig(filters=[8], dense_units=16, dropout=0.1, min_steps=40, min_epochs=2)
+        write_class_folders(root / "train", per_class=12, seed=0)
+        write_class_folders(root / "pool", per_class=4, seed=5)
+        (root / "pool" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+        pattern_image(0, np.random.default_rng(1)).save(root / "outside.png")
+        names = class_names_of(root / "train")
+        train = load_labeled(root / "train", names, PREP)
+        classifier = Classifier.build(names, PREP, cfg, seed=0, version="round-1")
+        classifier.fit(train.x, train.y, cfg, seed=0)
+        classifier.save(root / "model" / "classifier.bentomodel")
+        Classifier.build(names, PREP, cfg, seed=1, version="round-2").save(
+            root / "round2.bentomodel"
+        )
+        yield {"root": root, "classifier": classifier}
+
+
+@pytest.fixture(scope="module")
+def label_studio():
+    server = FileServer({"/data/upload/1/up.png": png_bytes(1)}, token=TOKEN)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def foreign():
+    server = FileServer({"/img/x.png": png_bytes(2)})
+    yield server
+    server.close()
+
+
+def settings_for(world, label_studio=None, **overrides) -> ServingSettings:
+    root = world["root"]
+    values = dict(
+        model_path=root / "model" / "classifier.bentomodel",
+        document_root=root,
+        pool_dir=root / "pool",
+        label_studio_url=f"http://127.0.0.1:{label_studio.port}" if label_studio else None,
+        label_studio_token=TOKEN,
+        batch_size=4,
+        retrain_log=root / "retrain.log",
+        retrain_cwd=root,
+    )
+    values.update(overrides)
+    return ServingSettings(**values)
+
+
+@pytest.fixture(scope="module")
+def client(world, label_studio, foreign):
+    app = create_app(settings_for(world, label_studio, allowed_hosts=f"localhost:{foreign.port}"))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def predict(client, urls, label_config=LABEL_CONFIG, key="picture", **kwargs):
+    tasks = [{"id": i + 1, "data": {key: url}} for i, url in enumerate(urls)]
+    body = {"tasks": tasks, "project": "1.1700000000", "label_config": label_config}
+    return client.post("/predict", json=body, **kwargs)
+
+
+# The contract
+
+
+def test_health_and_setup_answer_with_the_loaded_round(client):
+    assert client.get("/health").json() == {
+        "status": "UP",
+        "model_version": "round-1",
+        "retrain": "idle",
+    }
+    setup = {
+        "project": "1.1700000000",
+        "schema": LABEL_CONFIG,
+        "hostname": "http://127.0.0.1:8080",
+        "access_token": "not-echoed",
+        "model_version": "",
+        "extra_params": {},
+    }
+    response = client.post("/setup", json=setup)
+    assert response.status_code == 200 and response.json() == {"model_version": "round-1"}
+    assert "not-echoed" not in response.text
+    assert client.get("/versions").json() == {"versions": ["round-1"]}
+
+
+def test_predict_answers_every_task_in_order_across_batches(client, world):
+    root = world["root"]
+    files = sorted((root / "pool").glob("class*/*.png"))
+    order = np.random.default_rng(0).permutation(len(files))  # classes interleaved
+    files = [files[i] for i in order]  # 12 tasks, batch size 4
+    response = predict(client, [local(f.relative_to(root).as_posix()) for f in files])
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == "round-1" and len(body["results"]) == len(files)
+
+    expected = world["classifier"].predict_proba(np.stack([preprocess(f, PREP) for f in files]))
+    names = world["classifier"].class_names
+    for result, probas in zip(body["results"], expected, strict=True):
+        assert result["model_version"] == "round-1" and "error" not in result
+        assert result["result"] == [
+            {
+                "from_name": "cls",
+                "to_name": "img",
+                "type": "choices",
+                "value": {"choices": [names[int(probas.argmax())]]},
+            }
+        ]
+        assert result["score"] == pytest.approx(float(probas.max()), abs=1e-5)
+    predicted = [r["result"][0]["value"]["choices"][0] for r in body["results"]]
+    truth = [f.parent.name for f in files]
+    assert sum(p == t for p, t in zip(predicted, truth, strict=True)) >= 10  # it learned
+
+
+def test_unreadable_refused_and_missing_images_fail_their_task_only(client, world):
+    good = local("pool/class2/s5-000.png")
+    urls = [
+        good,
+        local("pool/broken.png"),  # not an image
+        local("pool/../outside.png"),  # a readable image, outside the pool
+        local(str(world["root"] / "outside.png")),  # absolute path
+        local("pool/class0/nope.png"),  # missing
+        "http://example.com/cat.png",  # a host nobody allowed
+        "file:///etc/passwd",
+        good,
+    ]
+    response = predict(client, urls)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == len(urls)
+    assert results[0]["result"] and results[-1]["result"] == results[0]["result"]
+    errors = [r.get("error", "") for r in results[1:-1]]
+    assert all(r["result"] == [] and "score" not in r for r in results[1:-1])
+    assert "task 2" in errors[0] and "not a readable image" in errors[0]
+    assert "outside the pool" in errors[1] and "outside the pool" in errors[2]
+    assert "no such file" in errors[3]
+    assert "example.com" in errors[4] and "ALLOWED_HOSTS" in errors[4]
+    assert "not a Label Studio" in errors[5]
+
+
+def test_task_without_the_image_field_names_the_field(client):
+    response = predict(client, [local("pool/class0/s5-000.png")], key="photo")
+    [result] = response.json()["results"]
+    assert result["result"] == [] and "'picture'" in result["error"] and "photo" in result["error"]
+
+
+def test_default_names_without_a_labeling_config(client):
+    response = predict(client, [local("pool/class1/s5-001.png")], label_config=None, key="image")
+    [result] = response.json()["results"]
+    assert result["result"][0]["from_name"] == "label" and result["result"][0]["to_name"] == "image"
+
+
+def test_uploads_come_from_label_studio_with_the_token_and_only_there(
+    client, label_studio, foreign, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    data_url = "data:image/png;base64," + base64.b64encode(png_bytes(0)).decode()
+    urls = [
+        "/data/upload/1/up.png",  # relative: Label Studio's
+        f"http://127.0.0.1:{label_studio.port}/data/upload/1/up.png",  # absolute, same host
+        f"http://localhost:{foreign.port}/img/x.png",  # allowed foreign host
+        "/data/upload/1/missing.png",
+        data_url,
+    ]
+    results = predict(client, urls).json()["results"]
+    assert [bool(r["result"]) for r in results] == [True, True, True, False, True]
+    assert "HTTP 404" in results[3]["error"]
+    assert all(h.get("Authorization") == f"Token {TOKEN}" for _, h in label_studio.requests)
+    assert foreign.requests and all("Authorization" not in h for _, h in foreign.requests)
+    assert TOKEN not in caplog.text
+
+
+def test_a_wrong_token_is_a_task_error_that_names_the_setting(world, label_studio, caplog):
+    settings = settings_for(world, label_studio, label_studio_token="wrong-token")
+    assert "wrong-token" not in repr(settings)
+    with TestClient(create_app(settings)) as wrong:
+        [result] = predict(wrong, ["/data/upload/1/up.png"]).json()["results"]
+    assert "HTTP 401" in result["error"] and "LABEL_STUDIO_TOKEN" in result["error"]
+    assert "wrong-token" not in caplog.text
+
+
+def test_an_empty_request_gets_an_empty_answer(client):
+    response = client.post("/predict", json={"tasks": []})
+    assert response.status_code == 200 and response.json()["results"] == []
+
+
+def test_a_malformed_request_is_a_422_naming_the_field(client):
+    response = client.post("/predict", json={"task": []})
+    assert response.status_code == 422 and "tasks" in response.text
+
+
+# Security
+
+
+def test_basic_auth_when_set(world):
+    settings = settings_for(world, basic_auth_user="ls", basic_auth_password="pw-123")
+    with TestClient(create_app(settings)) as guarded:
+        for path in ("/health", "/status"):
+            response = guarded.get(path)
+            assert response.status_code == 401 and "Basic" in response.headers["www-authenticate"]
+        assert guarded.get("/health", auth=("ls", "wrong")).status_code == 401
+        assert guarded.get("/health", auth=("ls", "pw-123")).status_code == 200
+        assert predict(guarded, [local("pool/class0/s5-000.png")]).status_code == 401
+        ok = predict(guarded, [local("pool/class0/s5-000.png")], auth=("ls", "pw-123"))
+        assert ok.status_code == 200 and ok.json()["results"][0]["result"]
+        assert guarded.get("/openapi.json", auth=("ls", "pw-123")).status_code == 404
+
+
+def test_no_auth_by_default(client):
+    assert client.get("/health").status_code == 200
+
+
+def test_basic_auth_needs_user_and_password():
+    with pytest.raises(ValueError, match="BASIC_AUTH_PASSWORD"):
+        ServingSettings(basic_auth_user="ls")
+
+
+def test_request_size_limit(world):
+    with TestClient(create_app(settings_for(world, max_request_bytes=2000))) as small:
+        assert predict(small, [local("pool/class0/s5-000.png")]).status_code == 200
+        too_big = predict(small, [local("pool/class0/s5-000.png")] * 60)
+        assert too_big.status_code == 413 and "MAX_REQUEST_BYTES" in too_big.json()["detail"]
+
+        def chunks():  # no Content-Length: counted while streaming
+            yield b'{"tasks": ['
+            for _ in range(100):
+                yield b'{"data": {"image": "/data/local-files/?d=pool/class0/s5-000.png"}},'
+            yield b'{"data": {}}]}'
+
+        streamed = small.post(
+            "/predict", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert streamed.status_code == 413
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ACTIVELEARN_SERVING_ALLOWED_HOSTS", "cdn.example.com, Images.Example.org")
+    monkeypatch.setenv("ACTIVELEARN_SERVING_RETRAIN_THRESHOLD", "25")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "from-the-project-variable")
+    settings = ServingSettings()
+    assert settings.allowed_hosts == ["cdn.example.com", "images.example.org"]
+    assert settings.retrain_threshold == 25 and settings.host == "127.0.0.1"
+    assert settings.label_studio_token.get_secret_value() == "from-the-project-variable"
+    assert "from-the-project-variable" not in repr(settings)
+    assert "from-the-project-variable" not in describe(settings)
+    assert "token set" in describe(settings)
+
+
+def test_paths_default_to_the_campaign_workspace(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("ACTIVELEARN_SERVING_")]:
+        monkeypatch.delenv(key)
+    settings = ServingSettings()
+    assert settings.model_path == Path("campaign/model/classifier.bentomodel")
+    assert settings.pool_dir == Path("campaign/data/pool")
+    assert settings.document_root == Path("campaign/data")  # the pool's parent, as Label Studio's
+    moved = ServingSettings(workspace="/srv/ws", document_root="/srv/files")
+    assert moved.model_path == Path("/srv/ws/model/classifier.bentomodel")
+    assert moved.document_root == Path("/srv/files")
+
+
+# Hot reload
+
+
+def test_a_new_model_file_is_served_without_restart(world, tmp_path):
+    root = world["root"]
+    model = tmp_path / "classifier.bentomodel"
+    shutil.copyfile(root / "model" / "classifier.bentomodel", model)
+    with TestClient(create_app(settings_for(world, model_path=model))) as reloading:
+        assert predict(reloading, [local("pool/class0/s5-000.png")]).json()["model_version"] == (
+            "round-1"
+        )
+        model.write_bytes(b"half a file")  # a round writing the file: keep serving round-1
+        body = predict(reloading, [local("pool/class0/s5-000.png")]).json()
+        assert body["model_version"] == "round-1"
+        assert "could not load" in reloading.get("/status").json()["model"]["error"]
+
+        tmp = tmp_path / "incoming.bentomodel"
+        shutil.copyfile(root / "round2.bentomodel", tmp)
+        tmp.replace(model)
+        body = predict(reloading, [local("pool/class0/s5-000.png")]).json()
+        assert body["model_version"] == "round-2"
+        assert body["results"][0]["model_version"] == "round-2"
+        assert reloading.get("/health").json()["model_version"] == "round-2"
+        assert reloading.post("/setup", json={"project": "1.1"}).json() == {
+            "model_version": "round-2"
+        }
+        assert reloading.get("/status").json()["model"]["error"] is None
+
+
+def test_without_a_model_the_server_is_up_and_says_what_is_missing(world, tmp_path):
+    settings = settings_for(world, model_path=tmp_path / "none.bentomodel")
+    with TestClient(create_app(settings)) as empty:
+        assert empty.get("/health").json()["model_version"] is None
+        response = predict(empty, [local("pool/class0/s5-000.png")])
+        assert response.status_code == 503 and "none.bentomodel" in response.json()["detail"]
+        assert empty.post("/setup", json={}).status_code == 503
+
+
+# Webhook and the background retrain
+
+
+def annotation_event(action: str, project: int = 7) -> dict:
+    return {"action": action, "project": {"id": project, "title": "p"}, "annotation": {"id": 1}}
+
+
+def wait_for_retrain(client, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        retrain = client.get("/status").json()["retrain"]
+        if retrain["state"] not in ("idle", "running"):
+            return retrain
+        time.sleep(0.1)
+    raise AssertionError(f"retrain still {retrain['state']} after {timeout} s")
+
+
+def write_args_command(out: Path) -> str:
+    script = "import pathlib, sys; pathlib.Path(sys.argv[1]).write_text(' '.join(sys.argv[2:]))"
+    return f'python -c "{script}" {out} round={{next_round}} project={{project}}'
+
+
+def test_webhook_counts_and_starts_the_retrain_at_the_threshold(world, tmp_path):
+    out = tmp_path / "ran.txt"
+    settings = settings_for(world, retrain_command=write_args_command(out), retrain_threshold=3)
+    with TestClient(create_app(settings)) as app:
+        first = app.post("/webhook", json=annotation_event("ANNOTATION_CREATED")).json()
+        assert first["counted"] and not first["retrain_started"] and "1 of 3" in first["detail"]
+        app.post("/webhook", json=annotation_event("ANNOTATION_DELETED"))  # not new
+        app.post("/webhook", json=annotation_event("ANNOTATION_CREATED", project=8))
+        app.post("/webhook", json=annotation_event("ANNOTATION_UPDATED"))
+        assert app.get("/status").json()["retrain"]["state"] == "idle"
+        third = app.post("/webhook", json=annotation_event("ANNOTATION_CREATED")).json()
+        assert third["retrain_started"] and third["project"] == "7"
+
+        retrain = wait_for_retrain(app)
+        assert retrain["state"] == "succeeded" and retrain["exit_code"] == 0
+        assert "3 new annotations in project 7" in retrain["trigger"]
+        assert out.read_text() == "round=2 project=7"  # round-1 is loaded
+        status = app.get("/status").json()
+        assert status["projects"]["7"] == {"created": 2, "updated": 1, "deleted": 1, "pending": 0}
+        assert status["projects"]["8"]["pending"] == 1
+        assert app.get("/health").json()["retrain"] == "succeeded"
+
+        ignored = app.post("/webhook", json={"action": "PROJECT_UPDATED", "project": 7}).json()
+        assert not ignored["counted"] and "ignored" in ignored["detail"]
+
+
+def test_start_training_runs_one_retrain_at_a_time_and_stops_with_the_server(world, tmp_path):
+    pid_file = tmp_path / "pid"
+    script = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
+    settings = settings_for(world, retrain_command=f'python -c "{script}" {pid_file}')
+    with TestClient(create_app(settings)) as app:
+        started = app.post("/webhook", json={"action": "START_TRAINING", "project": "7.1700"})
+        assert started.status_code == 200 and started.json()["retrain_started"]
+        busy = app.post("/webhook", json={"action": "START_TRAINING", "project": "7.1700"}).json()
+        assert not busy["retrain_started"] and "already running" in busy["detail"]
+        assert app.get("/health").json()["retrain"] == "running"
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # the lifespan's end terminated it
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.05)
+
+
+def test_start_training_without_a_command_says_how_to_set_one(client):
+    body = client.post("/webhook", json={"action": "START_TRAINING", "project": 3}).json()
+    assert not body["retrain_started"] and "RETRAIN_COMMAND" in body["detail"]
+
+
+def test_a_failing_retrain_is_reported_with_its_log(world, tmp_path):
+    settings = settings_for(
+        world,
+        retrain_command=f"{sys.executable} -c \"raise SystemExit('boom')\"",
+        retrain_log=tmp_path / "logs" / "retrain.log",
+    )
+    with TestClient(create_app(settings)) as app:
+        assert app.post("/webhook", json={"action": "START_TRAINING"}).json()["retrain_started"]
+        retrain = wait_for_retrain(app)
+    assert retrain["state"] == "failed" and retrain["exit_code"] == 1
+    assert "boom" in (tmp_path / "logs" / "retrain.log").read_text()
+
+
+# The small parts
+
+
+def test_choice_target_reads_names_key_and_choices():
+    target = choice_target(LABEL_CONFIG)
+    assert (target.from_name, target.to_name, target.image_key) == ("cls", "img", "picture")
+    assert target.choices == ("class0", "class1", "class2")
+    assert choice_target(None) == DEFAULT_TARGET
+    assert choice_target("<View><Image name='x' value='$x'/></View>") == DEFAULT_TARGET
+    assert choice_target("<View><Choices") == DEFAULT_TARGET  # broken XML
+
+
+def test_next_round_from_the_model_version():
+    assert next_round("round-3") == 4 and next_round("round-0") == 1
+    assert next_round("dev") is None and next_round(None) is None
+
+
+def test_image_source_refuses_before_touching_anything(world):
+    root = world["root"]
+    with httpx.Client() as http:
+        source = ImageSource(settings_for(world, allowed_hosts="cdn.example.com"), http)
+        assert source.read(local("pool/class0/s5-000.png")) == root / "pool/class0/s5-000.png"
+        assert source.read(local("pool%2Fclass0%2Fs5-000.png")).is_file()  # URL-encoded
+        for url in (
+            local("pool/../../etc/passwd"),
+            local("%2E%2E/outside.png"),
+            local("/etc/passwd"),
+            "http://evil.example.com/x.png",
+            "https://user:pw@evil.example.com/x.png",
+            "s3://bucket/x.png",
+            "relative/path.png",
+            "",
+            None,
+        ):
+            with pytest.raises(ImageError) as err:
+                source.read(url)
+            assert "pw" not in str(err.value)
