@@ -28,6 +28,7 @@ SKIPPED = "skipped"  # cancelled/skipped by the annotator: back to the pool
 DISAGREEMENT = "disagreement"  # annotators disagree (or tie): left out, listed
 UNKNOWN_LABEL = "unknown_label"  # a class the project does not know: rejected
 DELETED = "deleted"  # the task vanished from the labeling tool: back to the pool
+EXCLUDED = "excluded"  # skipped, with skipped images kept out of the pool: rejected
 OPEN = "open"  # not answered yet
 
 
@@ -118,12 +119,10 @@ def apply_answers(
                 shutil.copyfile(source, tmp)
                 tmp.replace(target)
             manifest.set_state(answer.sample_id, "labeled", round=round, label=answer.label)
-        elif answer.status == UNKNOWN_LABEL:
+        elif answer.status in (UNKNOWN_LABEL, DISAGREEMENT, EXCLUDED):
             manifest.set_state(answer.sample_id, "rejected", round=round, reason=answer.detail)
         elif answer.status in (SKIPPED, DELETED):
             manifest.set_state(answer.sample_id, "pool")
-        elif answer.status == DISAGREEMENT:
-            manifest.set_state(answer.sample_id, "rejected", round=round, reason=answer.detail)
         # OPEN: stays queued
         counts[answer.status] += 1
     kill_point("ingest:before-manifest")

@@ -179,7 +179,7 @@ def test_round_after_an_unfinished_round_is_refused(tmp_path, tiny_model_cfg, be
         run_round(cfg)
 
 
-def run_cli_round(ws: Path, n: int, kill_at: str | None = None) -> int:
+def run_cli_round(ws: Path, n: int, kill_at: str | None = None, *extra: str) -> int:
     """`python -m activelearn round=N` on the test workspace, optionally killed at a point."""
     env = os.environ | {VARIABLE: kill_at or ""}
     args = [
@@ -202,6 +202,7 @@ def run_cli_round(ws: Path, n: int, kill_at: str | None = None) -> int:
         "campaign.stop_patience=0",
         "tracking.experiment=test-campaign",
         "hydra.run.dir=" + str(ws.parent / "hydra"),
+        *extra,
     ]
     return subprocess.run(args, env=env, capture_output=True, text=True).returncode
 

@@ -1,0 +1,509 @@
+"""The Label Studio round trip against a real server (see tests/labelstudio_server.py).
+
+Every integration test makes its own pool under the server's local-files root and its own
+project. The API checks talk to Label Studio directly over HTTP, as an annotator's browser
+would; only activelearn.labelstudio uses the SDK.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from activelearn.config import LabelingConfig
+from activelearn.labeling import (
+    ACCEPTED,
+    DELETED,
+    DISAGREEMENT,
+    OPEN,
+    SKIPPED,
+    UNKNOWN_LABEL,
+    apply_answers,
+)
+from activelearn.labelstudio import (
+    EXCLUDED,
+    TOKEN_ENV,
+    LabelStudioAnnotator,
+    LabelStudioAuthError,
+    LabelStudioError,
+    LabelStudioUnreachable,
+    ServerStartError,
+    agreement,
+    decide,
+    free_port,
+    label_config,
+    start_server,
+)
+from activelearn.manifest import Manifest
+from activelearn.queue import QueueItem, read_queue, write_queue
+from tests.conftest import write_class_folders
+
+pytest_plugins = ["tests.labelstudio_server"]
+
+CLASSES = ["class0", "class1", "class2"]
+
+
+def choice(label: str) -> list[dict]:
+    return [
+        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}
+    ]
+
+
+@dataclass
+class Campaign:
+    """One test's pool, workspace, annotator and an HTTP client acting as annotator."""
+
+    annotator: LabelStudioAnnotator
+    pool: Path
+    workspace: Path
+    http: httpx.Client
+    truth: dict[str, str]  # sample id -> class (its folder)
+
+    @property
+    def project_id(self) -> int:
+        return json.loads(Path(self.annotator.state_path).read_text())["project_id"]
+
+    def tasks(self, **params) -> list[dict]:
+        params = {"project": self.project_id, "fields": "all", "page_size": 1000, **params}
+        return self.http.get("/api/tasks", params=params).raise_for_status().json()["tasks"]
+
+    def task_ids(self) -> dict[str, int]:
+        return {t["data"]["sample_id"]: t["id"] for t in self.tasks(fields="task_only")}
+
+    def annotate(self, task_id: int, label: str | None) -> None:
+        """Submit an answer; None cancels (skips) the task."""
+        body = (
+            {"result": [], "was_cancelled": True}
+            if label is None
+            else {"result": choice(label), "was_cancelled": False, "lead_time": 2.0}
+        )
+        self.http.post(f"/api/tasks/{task_id}/annotations/", json=body).raise_for_status()
+
+    def annotate_many(self, answers: dict[int, str]) -> None:
+        """Several annotators at once: {task id: label}."""
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(self.annotate, answers, answers.values()))
+
+    def next_task(self) -> dict:
+        return self.http.get(f"/api/projects/{self.project_id}/next").raise_for_status().json()
+
+    def project(self) -> dict:
+        return self.http.get(f"/api/projects/{self.project_id}").raise_for_status().json()
+
+
+@pytest.fixture
+def campaign(labelstudio, tmp_path, request) -> Iterator[Campaign]:
+    pool = labelstudio.new_pool_dir(f"pool-{request.node.name}")
+    write_class_folders(pool, per_class=17)  # 51 images
+    truth = {p.relative_to(pool).as_posix(): p.parent.name for p in sorted(pool.rglob("*.png"))}
+    settings = LabelingConfig(
+        kind="labelstudio",
+        url=labelstudio.url,
+        project_title=request.node.name,
+        state_file=str(tmp_path / "rounds" / "labelstudio.json"),
+    )
+    annotator = LabelStudioAnnotator(settings, CLASSES, pool, token=labelstudio.token)
+    headers = {"Authorization": f"Token {labelstudio.token}"}
+    with httpx.Client(base_url=labelstudio.url, headers=headers, timeout=60) as http:
+        yield Campaign(annotator, pool, tmp_path, http, truth)
+
+
+def make_queue(
+    sample_ids: list[str],
+    truth: dict[str, str],
+    seed: int = 0,
+    confidence_range: tuple[float, float] = (0.34, 0.98),
+) -> list[QueueItem]:
+    """A least-confidence queue: rank 1 = lowest confidence. Returned SHUFFLED, so task ids
+    (import order) say nothing about the ranking Label Studio must reproduce."""
+    rng = np.random.default_rng(seed)
+    confidences = rng.permutation(np.linspace(*confidence_range, len(sample_ids)))
+    order = np.argsort(confidences)
+    items = []
+    for rank, index in enumerate(order, start=1):
+        sid = sample_ids[index]
+        right = rng.random() < 0.7
+        predicted = truth[sid] if right else next(c for c in CLASSES if c != truth[sid])
+        conf = float(confidences[index])
+        items.append(
+            QueueItem(sid, rank, predicted, conf, 1 - conf, {"least_confidence": 1 - conf})
+        )
+    shuffled = list(items)
+    rng.shuffle(shuffled)
+    return shuffled
+
+
+def by_rank(queue: list[QueueItem]) -> list[QueueItem]:
+    return sorted(queue, key=lambda item: item.rank)
+
+
+@pytest.mark.integration
+def test_push_serves_most_uncertain_first(campaign, tmp_path):
+    sample_ids = sorted(campaign.truth)[:50]
+    write_queue(tmp_path / "rounds/1/queue.jsonl", make_queue(sample_ids, campaign.truth))
+    queue = read_queue(tmp_path / "rounds/1/queue.jsonl")
+    campaign.annotator.push(1, queue)
+
+    project = campaign.project()
+    assert project["sampling"] == "Uncertainty sampling"
+    assert project["model_version"] == "round-1"
+    assert f'<Choice value="{CLASSES[2]}"/>' in project["label_config"]
+
+    tasks = campaign.tasks()
+    assert len(tasks) == 50
+    items = {item.sample_id: item for item in queue}
+    for task in tasks:
+        item = items[task["data"]["sample_id"]]
+        assert task["data"]["round"] == 1
+        assert task["data"]["rank"] == item.rank
+        assert task["data"]["uncertainty"] == pytest.approx(item.score)
+        assert (
+            task["data"]["image"] == f"/data/local-files/?d={campaign.pool.name}/{item.sample_id}"
+        )
+        (prediction,) = task["predictions"]
+        assert prediction["model_version"] == "round-1"
+        assert prediction["score"] == pytest.approx(item.confidence)
+        assert prediction["result"] == choice(item.predicted)
+
+    # The campaign state records every task id (and nothing secret).
+    state = json.loads(Path(campaign.annotator.state_path).read_text())
+    assert state["rounds"]["1"]["tasks"] == campaign.task_ids()
+
+    # The pool is served by reference, not copied.
+    image = campaign.http.get(tasks[0]["data"]["image"])
+    assert image.status_code == 200
+    assert image.content == (campaign.pool / tasks[0]["data"]["sample_id"]).read_bytes()
+
+    # "Label All Tasks": most uncertain first, each answered before asking for the next.
+    expected = [item.sample_id for item in by_rank(queue)]
+    served = []
+    for _ in range(10):
+        task = campaign.next_task()
+        served.append(task["data"]["sample_id"])
+        campaign.annotate(task["id"], campaign.truth[task["data"]["sample_id"]])
+    assert served == expected[:10]
+
+    # "Label Tasks As Displayed": the round's view lists them in the same order.
+    views = campaign.http.get("/api/dm/views/", params={"project": campaign.project_id}).json()
+    (view,) = [v for v in views if v["data"]["title"] == "round 1"]
+    listed = campaign.tasks(view=view["id"], fields="task_only")
+    assert [t["data"]["sample_id"] for t in listed] == expected
+
+    # Pushing the same queue again adds nothing.
+    campaign.annotator.push(1, queue)
+    again = campaign.tasks()
+    assert len(again) == 50
+    assert sum(len(t["predictions"]) for t in again) == 50
+
+
+@pytest.mark.integration
+def test_ingest_votes_rejects_and_loses_nothing(campaign, labelstudio, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    sample_ids = sorted(campaign.truth)[:50]
+    queue = make_queue(sample_ids, campaign.truth)
+    manifest_path = tmp_path / "data" / "manifest.csv"
+    manifest = Manifest(manifest_path)
+    for sid in campaign.truth:
+        manifest.set_state(sid, "pool")
+    for item in queue:
+        manifest.set_state(item.sample_id, "queued", round=1)
+    manifest.save()
+    campaign.annotator.push(1, queue)
+    ids = campaign.task_ids()
+
+    ranked = [item.sample_id for item in by_rank(queue)]
+    cancelled, unknown, split, majority, deleted = ranked[:5]
+    still_open = ranked[-3:]
+    other = {sid: next(c for c in CLASSES if c != campaign.truth[sid]) for sid in ranked}
+    campaign.annotate_many({ids[sid]: campaign.truth[sid] for sid in ranked[5:-3]})
+    campaign.annotate(ids[cancelled], None)
+    campaign.annotate(ids[unknown], "zebra")
+    campaign.annotate(ids[split], campaign.truth[split])  # two annotators disagree
+    campaign.annotate(ids[split], other[split])
+    for label in (campaign.truth[majority], other[majority], campaign.truth[majority]):
+        campaign.annotate(ids[majority], label)  # 2 of 3 agree
+    campaign.http.delete(f"/api/tasks/{ids[deleted]}/").raise_for_status()
+
+    round_dir = tmp_path / "rounds" / "1"
+    answers = campaign.annotator.collect(1, queue, round_dir)
+
+    raw = json.loads((round_dir / "annotations.raw.json").read_text())
+    assert len(raw) == 49  # every task that exists, annotated or not
+    assert len(answers) == 50
+    status = {a.sample_id: a for a in answers}
+    accepted = ranked[5:-3] + [majority]
+    for sid in accepted:
+        assert (status[sid].status, status[sid].label) == (ACCEPTED, campaign.truth[sid])
+    assert status[cancelled].status == SKIPPED
+    assert status[unknown].status == UNKNOWN_LABEL
+    assert f"task {ids[unknown]}" in status[unknown].detail and "'zebra'" in status[unknown].detail
+    assert status[split].status == DISAGREEMENT
+    assert status[deleted].status == DELETED and str(ids[deleted]) in status[deleted].detail
+    assert {sid: status[sid].status for sid in still_open} == dict.fromkeys(still_open, OPEN)
+
+    report = json.loads((round_dir / "labelstudio_report.json").read_text())
+    assert report["counts"] == {
+        ACCEPTED: 43,
+        DELETED: 1,
+        DISAGREEMENT: 1,
+        OPEN: 3,
+        SKIPPED: 1,
+        UNKNOWN_LABEL: 1,
+    }
+    # Two tasks with several votes: 0 of 1 pair agrees, 1 of 3 pairs agrees.
+    assert report["agreement"] == {
+        "tasks_with_several_annotations": 2,
+        "pairwise": 0.25,
+        "unanimous_share": 0.0,
+    }
+    (listed,) = report["disagreements"]
+    assert listed["sample_id"] == split
+    assert listed["votes"] == {campaign.truth[split]: 1, other[split]: 1}
+    assert report["unknown_labels"][0]["sample_id"] == unknown
+    assert [d["sample_id"] for d in report["deleted"]] == [deleted]
+
+    raw_dir = tmp_path / "data" / "raw"
+    counts = apply_answers(answers, Manifest.load(manifest_path), campaign.pool, raw_dir, 1)
+    assert counts[ACCEPTED] == 43
+    copied = sorted(p.relative_to(raw_dir).as_posix() for p in raw_dir.rglob("*.png"))
+    assert copied == sorted(f"{campaign.truth[s]}/{s.replace('/', '__')}" for s in accepted)
+    for sid in accepted:
+        target = raw_dir / campaign.truth[sid] / sid.replace("/", "__")
+        assert target.read_bytes() == (campaign.pool / sid).read_bytes()
+    after = Manifest.load(manifest_path)
+    states = Counter(s.state for s in after.samples.values())
+    assert states == {"labeled": 43, "rejected": 2, "pool": 3, "queued": 3}  # 1 never queued
+    assert after.samples[majority].label == campaign.truth[majority]
+    assert "zebra" in after.samples[unknown].reason
+    assert after.samples[cancelled].state == after.samples[deleted].state == "pool"
+
+    # Push and ingest again: no new task, no new export, nothing changes on disk.
+    files_before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    campaign.annotator.push(1, queue)
+    assert len(campaign.tasks(fields="task_only")) == 49
+    again = campaign.annotator.collect(1, queue, round_dir)
+    assert again == answers
+    apply_answers(again, Manifest.load(manifest_path), campaign.pool, raw_dir, 1)
+    files_after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert files_after == files_before
+
+    # The token is in no file we wrote, no log line, and not in the server's log.
+    token = labelstudio.token.encode()
+    assert not [p for p, content in files_after.items() if token in content]
+    assert labelstudio.token not in caplog.text
+    assert token not in labelstudio.server.log_file.read_bytes()
+
+
+@pytest.mark.integration
+def test_next_round_ranks_open_tasks_by_the_new_model(campaign, caplog):
+    sample_ids = sorted(campaign.truth)
+    queue1 = make_queue(sample_ids[:50], campaign.truth, seed=1)
+    campaign.annotator.push(1, queue1)
+    ids = campaign.task_ids()
+    answered = [item.sample_id for item in by_rank(queue1)[:10]]
+    campaign.annotate_many({ids[sid]: campaign.truth[sid] for sid in answered})
+
+    open_ids = [item.sample_id for item in queue1 if item.sample_id not in answered]
+    # A different grid than round 1's, so no two scores tie.
+    rescored = make_queue(open_ids, campaign.truth, seed=2, confidence_range=(0.2, 0.9))
+    not_rescored = {item.sample_id: item for item in rescored[:5]}  # keep their last score
+    new_item = QueueItem(sample_ids[50], 1, "class1", 0.5, 0.5)
+    with caplog.at_level(logging.WARNING, logger="activelearn.labelstudio"):
+        campaign.annotator.push(2, [new_item], rescored=rescored[5:])
+    assert "5 open task(s)" in caplog.text
+
+    assert campaign.project()["model_version"] == "round-2"
+    round1 = {item.sample_id: item for item in queue1}
+    fresh = {item.sample_id: item for item in rescored[5:]}
+    expected_score = {}
+    for task in campaign.tasks():
+        sid = task["data"]["sample_id"]
+        tags = [p["model_version"] for p in task["predictions"]]
+        if sid in answered:
+            assert tags == ["round-1"]
+            continue
+        if sid == new_item.sample_id:
+            assert tags == ["round-2"]
+            expected_score[sid] = new_item.confidence
+            continue
+        assert sorted(tags) == ["round-1", "round-2"]
+        (p2,) = [p for p in task["predictions"] if p["model_version"] == "round-2"]
+        source = fresh.get(sid) or round1[sid]
+        assert sid in fresh or sid in not_rescored
+        assert p2["score"] == pytest.approx(source.confidence)
+        expected_score[sid] = source.confidence
+
+    # The whole open queue, old and new, is served by the round-2 scores.
+    expected = sorted(expected_score, key=expected_score.get)
+    served = []
+    for _ in range(5):
+        task = campaign.next_task()
+        served.append(task["data"]["sample_id"])
+        campaign.annotate(task["id"], campaign.truth[task["data"]["sample_id"]])
+    assert served == expected[:5]
+
+
+@pytest.mark.integration
+def test_wrong_token_names_the_variable(labelstudio, tmp_path):
+    wrong = "f" * 40
+    settings = LabelingConfig(url=labelstudio.url, state_file=str(tmp_path / "state.json"))
+    annotator = LabelStudioAnnotator(settings, CLASSES, tmp_path / "pool", token=wrong)
+    with pytest.raises(LabelStudioAuthError, match=TOKEN_ENV) as caught:
+        annotator.push(1, [])
+    assert wrong not in str(caught.value)
+    assert labelstudio.token not in str(caught.value)
+    assert not (tmp_path / "state.json").exists()
+
+
+@pytest.mark.integration
+def test_server_down_says_where_and_how_to_start_it(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    settings = LabelingConfig(url=url, state_file=str(tmp_path / "state.json"))
+    annotator = LabelStudioAnnotator(settings, CLASSES, tmp_path / "pool", token="t" * 40)
+    with pytest.raises(LabelStudioUnreachable) as caught:
+        annotator.push(1, [])
+    message = str(caught.value)
+    assert url in message and "python -m activelearn.labelstudio serve" in message
+    assert "t" * 40 not in message
+
+
+class FaultyServer(http.server.ThreadingHTTPServer):
+    """Answers every request with 503, or too slowly, counting the requests."""
+
+    daemon_threads = True
+
+    def __init__(self, mode: str):
+        self.mode, self.hits = mode, 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def handle_one_request(self):
+                try:
+                    super().handle_one_request()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def reply(self):
+                server.hits += 1
+                if server.mode == "slow":
+                    time.sleep(1.0)
+                self.send_response(503)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"detail": "Service Unavailable"}')
+
+            do_GET = do_POST = do_PATCH = reply  # noqa: N815 (http.server names)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@pytest.fixture
+def faulty_server():
+    """Start a FaultyServer in `mode`; yields (server, url)."""
+    servers = []
+
+    def start(mode: str) -> tuple[FaultyServer, str]:
+        server = FaultyServer(mode)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def flaky_annotator(url: str, tmp_path: Path, project_id: int | None) -> LabelStudioAnnotator:
+    state = tmp_path / "state.json"
+    if project_id is not None:
+        state.write_text(json.dumps({"project_id": project_id}))
+    settings = LabelingConfig(url=url, state_file=str(state), retries=2, backoff=0.05, timeout=0.3)
+    return LabelStudioAnnotator(settings, CLASSES, tmp_path / "pool", token="t" * 40)
+
+
+@pytest.mark.parametrize("mode", ["503", "slow"])
+def test_transient_failures_are_retried_then_reported(tmp_path, faulty_server, mode):
+    server, url = faulty_server(mode)
+    annotator = flaky_annotator(url, tmp_path, project_id=1)  # first request: GET project
+    with pytest.raises(LabelStudioError, match="after 3 attempts") as caught:
+        annotator.push(1, [])
+    assert url in str(caught.value)
+    assert server.hits == 3
+
+
+def test_a_create_without_answer_is_not_repeated(tmp_path, faulty_server):
+    server, url = faulty_server("slow")
+    annotator = flaky_annotator(url, tmp_path, project_id=None)  # first request: create
+    with pytest.raises(LabelStudioError, match="may have been done"):
+        annotator.push(1, [])
+    assert server.hits == 1
+
+
+def test_missing_token_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    with pytest.raises(LabelStudioAuthError, match=TOKEN_ENV):
+        LabelStudioAnnotator(LabelingConfig(), CLASSES, tmp_path / "pool")
+
+
+def test_start_refuses_a_busy_port(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServerStartError, match=f"port {port}"):
+            start_server(
+                port,
+                tmp_path / "ls",
+                tmp_path / "pool",
+                username="a@b.c",
+                password="p" * 8,
+                token="t" * 40,
+            )
+
+
+def test_votes_follow_the_policy():
+    def task(*labels):
+        anns = [
+            {"was_cancelled": label is None, "result": [] if label is None else choice(label)}
+            for label in labels
+        ]
+        return {"id": 7, "annotations": anns}
+
+    assert decide(task("class0", "class0", "class1"), "s", CLASSES).answer.label == "class0"
+    assert (
+        decide(task("class0", "class0", "class1"), "s", CLASSES, vote="unanimous").answer.status
+        == DISAGREEMENT
+    )
+    assert decide(task("class0", "class1"), "s", CLASSES).answer.status == DISAGREEMENT
+    assert decide(task("class0", None), "s", CLASSES).answer.label == "class0"
+    assert decide(task(None), "s", CLASSES).answer.status == SKIPPED
+    assert decide(task(None), "s", CLASSES, skipped="exclude").answer.status == EXCLUDED
+    assert decide(task("class0"), "s", CLASSES, annotations_per_task=2).answer.status == OPEN
+    assert decide(task(), "s", CLASSES).answer.status == OPEN
+    assert agreement([["a", "a"], ["a", "b", "b"], ["a"]]) == {
+        "tasks_with_several_annotations": 2,
+        "pairwise": 0.5,
+        "unanimous_share": 0.5,
+    }
+
+
+def test_label_config_escapes_class_names():
+    config = label_config(['cat "big"', "a&b"])
+    assert "value='cat \"big\"'" in config and 'value="a&amp;b"' in config

@@ -1,0 +1,92 @@
+"""A 2-round campaign against the real Label Studio server, the test answering tasks
+through the API as an annotator would, with a kill inside the push."""
+
+import csv
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from activelearn.config import LabelingConfig
+from activelearn.manifest import Manifest
+from activelearn.rounds import run_round
+from tests.test_rounds import make_config, make_workspace, run_cli_round
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.labelstudio_server"]
+
+
+def test_two_rounds_with_people_in_label_studio(
+    labelstudio, monkeypatch, bentoml_home, tiny_model_cfg
+):
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio.token)
+    ws = labelstudio.root / "rounds-campaign"  # under the server's local-files root
+    make_workspace(ws)
+    with (ws / "data" / "pool_labels.csv").open() as f:
+        truth = {row["path"]: row["label"] for row in csv.DictReader(f)}
+    labeling = LabelingConfig(
+        kind="labelstudio",
+        url=labelstudio.url,
+        project_title="rounds-campaign",
+        document_root=str(labelstudio.root),
+    )
+    cfg = replace(make_config(ws, tiny_model_cfg), labeling=labeling)
+    overrides = (
+        "labeling=labelstudio",
+        f"labeling.url={labelstudio.url}",
+        "labeling.project_title=rounds-campaign",
+        f"labeling.document_root={labelstudio.root}",
+    )
+
+    # Round 0, killed right after Label Studio took the tasks, then run again.
+    assert run_cli_round(ws, 0, "push:after-import", *overrides) == -9
+    assert run_cli_round(ws, 0, None, *overrides) == 0
+
+    http = httpx.Client(
+        base_url=labelstudio.url,
+        timeout=60,
+        headers={"Authorization": f"Token {labelstudio.token}"},
+    )
+    project = http.get("/api/projects", params={"title": "rounds-campaign"}).json()["results"][0]
+    tasks = http.get("/api/tasks", params={"project": project["id"], "fields": "all"}).json()
+    tasks = tasks["tasks"]
+    assert len(tasks) == 6  # no duplicate from the killed push
+    assert project["model_version"] == "round-0"
+    assert all(
+        t["predictions"] and t["predictions"][0]["model_version"] == "round-0" for t in tasks
+    )
+
+    # Round 1 refuses to start while round 0's queue is unanswered.
+    with pytest.raises(Exception, match="not labeled yet"):
+        run_round(replace(cfg, round=1))
+
+    # People answer, most uncertain first, as Label Studio serves them.
+    for _ in range(6):
+        task = http.get(f"/api/projects/{project['id']}/next").raise_for_status().json()
+        label = truth[task["data"]["sample_id"]]
+        http.post(
+            f"/api/tasks/{task['id']}/annotations/",
+            json={
+                "result": [
+                    {
+                        "from_name": "label",
+                        "to_name": "image",
+                        "type": "choices",
+                        "value": {"choices": [label]},
+                    }
+                ],
+            },
+        ).raise_for_status()
+
+    state = run_round(replace(cfg, round=1))
+    assert state["phases"]["ingest"]["accepted"] == 6
+    assert state["phases"]["train"]["labeled"] == 12
+    assert (ws / "rounds" / "1" / "annotations.raw.json").is_file()
+    manifest = Manifest.load(ws / "data" / "manifest.csv")
+    labeled = {s.sample_id: s.label for s in manifest.samples.values() if s.state == "labeled"}
+    assert len(labeled) == 6 and all(truth[sid] == label for sid, label in labeled.items())
+
+    tasks = http.get("/api/tasks", params={"project": project["id"], "fields": "all"}).json()
+    assert len(tasks["tasks"]) == 12
+    assert http.get(f"/api/projects/{project['id']}").json()["model_version"] == "round-1"
+    assert labelstudio.token not in (ws / "rounds" / "labelstudio.json").read_text()
