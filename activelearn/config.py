@@ -83,6 +83,28 @@ class CampaignConfig:
 
 
 @dataclass
+class RayScoringConfig:
+    # A running cluster (`host:6379`, `ray://host:10001`, or `auto` for the one `ray start`
+    # made on this node): joined as it is, no resources of our own. None = start a local
+    # Ray sized to this machine.
+    address: Optional[str] = None
+    actors: int = 0  # scoring actors, one model each; 0 = as many as the cluster's CPUs allow
+    cpus_per_actor: float = 1.0  # CPUs each actor reserves (and its decoding threads)
+    # TensorFlow threads per actor; 0 = TensorFlow's default, as the local scorer: the same
+    # scores to the bit on the same kind of machine. Other counts move scores by ~1e-7.
+    tf_threads: int = 0
+    block_size: int = 4096  # pool samples per actor call; each returns only its top candidates
+    start_timeout: float = 300.0  # seconds to wait for every actor to load the model
+
+
+@dataclass
+class ScoringConfig:
+    engine: str = "local"  # local | ray (pip install '.[ray]')
+    batch_size: int = 256  # images per forward pass, both engines
+    ray: RayScoringConfig = field(default_factory=RayScoringConfig)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -90,6 +112,7 @@ class Config:
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     workspace: str = "campaign"  # the campaign's own git + DVC repo: data/, model/, rounds/
     seed: int = 0
     round: Optional[int] = None

@@ -197,6 +197,8 @@ def select(r: Round) -> dict:
         labeled_x=labeled_x,
         prep=preprocessing(cfg),
         seed=cfg.seed * 1000 + r.n,
+        scoring=cfg.scoring,
+        model_path=MODEL_FILE.resolve() if trained else None,
     )
     for item in result.queue:
         r.manifest.set_state(item.sample_id, "queued", round=r.n)

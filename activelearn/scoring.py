@@ -4,11 +4,18 @@ The pool is read in batches, decoded by worker threads a few batches ahead of th
 forward pass, and never held in memory whole: per sample only its scores go to
 `scores.csv`; features are kept only for the candidate set the diversity selectors
 need (the best-scored `candidates` samples plus a uniform sample of as many).
+
+Two engines produce the same `ScoredBlock`s: `local` (threads on this machine, here) and
+`ray` (actors on a Ray cluster, `activelearn.scoring_ray`). Everything after scoring,
+from writing `scores.csv` to the final selection, is one code path for both, and ties are
+broken by a seeded hash of the sample id, so both pick exactly the same batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -16,7 +23,7 @@ import tempfile
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -24,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from activelearn import strategies
-from activelearn.config import StrategyConfig
+from activelearn.config import ScoringConfig, StrategyConfig
 from activelearn.data import Preprocessing, UnreadableImage, preprocess
 from activelearn.manifest import Manifest
 from activelearn.queue import QueueItem, write_queue
@@ -35,6 +42,10 @@ DETERMINISTIC_MEASURES = ("least_confidence", "margin", "entropy")
 MC_MEASURES = ("bald", "variation_ratio")
 COLD_START = {"random": "random", "kcenter": "coldstart_kcenter", "typiclust": "typiclust"}
 PIXEL_FEATURES = Preprocessing((8, 8), 1)  # the model-free feature of a cold start
+# Decoding is mostly GIL-bound Python (PIL's file parsing): on two cores a second decode
+# thread slows the forward pass more than it speeds decoding (bench/scoring.py, 8k files:
+# end-to-end 0.82x vs 0.90x of decode + forward). Leave a core to the model there.
+DECODE_WORKERS = 1 if (os.cpu_count() or 1) <= 2 else 2
 
 
 @dataclass
@@ -49,7 +60,7 @@ def stream_pool(
     pool_dir: Path,
     prep: Preprocessing,
     batch_size: int = 256,
-    workers: int = 2,
+    workers: int = DECODE_WORKERS,
     prefetch: int = 2,
 ) -> Iterator[Batch]:
     """Decode the pool in batches on `workers` threads, up to `prefetch` batches ahead."""
@@ -76,30 +87,69 @@ def stream_pool(
             yield batch
 
 
-class CandidateSet:
-    """The `size` best keys seen so far plus a uniform reservoir of `size`: bounded memory."""
+def tie_keys(ids: list[str] | np.ndarray, seed: int) -> np.ndarray:
+    """A uniform [0, 1) number per sample id, fixed by (seed, id) alone.
 
-    def __init__(self, size: int, rng: np.random.Generator):
+    The candidate set's random tie-break and reservoir key: it does not depend on the
+    order, batching or machine a sample is scored in, so every engine keeps the same set.
+    """
+    key = (seed % 2**64).to_bytes(8, "little")
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(sid.encode(), digest_size=8, key=key).digest()) >> 11
+            for sid in ids
+        ),
+        dtype=np.float64,
+        count=len(ids),
+    ) / float(2**53)
+
+
+class CandidateSet:
+    """The `size` best keys seen so far plus a uniform reservoir of `size`: bounded memory.
+
+    Rows carry a random `_u` column (their tie-break and reservoir key): given by the
+    caller (`tie_keys`), or drawn from `rng`. Keeping the top `size` is associative, so
+    sets built on separate blocks of the pool and merged with `absorb` equal the set
+    built over the whole pool in one pass.
+    """
+
+    def __init__(self, size: int, rng: np.random.Generator | None = None):
         self.size, self.rng = size, rng
         self.best: dict[str, np.ndarray] = {}
         self.reservoir: dict[str, np.ndarray] = {}
 
     def add(self, key: np.ndarray | None, **columns: np.ndarray) -> None:
         n = len(next(iter(columns.values())))
-        # A random tie-break key: equal scores never ranked by array order.
-        columns["_u"] = self.rng.random(n)
+        if "_u" not in columns:  # a random tie-break key: equal scores never ranked by order
+            columns["_u"] = self.rng.random(n)
         if key is not None:
             columns["_key"] = key
             self.best = _keep(self.best, columns, self.size, by=("_key", "_u"))
         self.reservoir = _keep(self.reservoir, columns, self.size, by=("_u",))
 
+    def absorb(self, other: CandidateSet) -> None:
+        """Merge another set (of disjoint samples) into this one."""
+        if other.best:
+            self.best = _keep(self.best, other.best, self.size, by=("_key", "_u"))
+        if other.reservoir:
+            self.reservoir = _keep(self.reservoir, other.reservoir, self.size, by=("_u",))
+
     def merged(self) -> dict[str, np.ndarray]:
-        """Both halves without duplicates (ids are unique per pass)."""
-        if not self.best:
-            return self.reservoir
-        seen = set(self.best["id"].tolist())
-        extra = np.array([i not in seen for i in self.reservoir["id"]], dtype=bool)
-        return {k: np.concatenate([self.best[k], self.reservoir[k][extra]]) for k in self.best}
+        """Both halves without duplicates, in an order fixed by their keys alone."""
+        best = _sorted(self.best, by=("_key", "_u"))
+        reservoir = _sorted(self.reservoir, by=("_u",))
+        if not best:
+            return reservoir
+        seen = set(best["id"].tolist())
+        extra = np.array([i not in seen for i in reservoir["id"]], dtype=bool)
+        return {k: np.concatenate([best[k], reservoir[k][extra]]) for k in best}
+
+
+def _sorted(columns: dict, by: tuple[str, ...]) -> dict:
+    if not columns:
+        return columns
+    order = np.lexsort(tuple(columns[k] for k in reversed(by)))[::-1]  # highest first
+    return {k: v[order] for k, v in columns.items()}
 
 
 def _keep(current: dict, new: dict, size: int, by: tuple[str, ...]) -> dict:
@@ -108,6 +158,94 @@ def _keep(current: dict, new: dict, size: int, by: tuple[str, ...]) -> dict:
         return both
     order = np.lexsort(tuple(both[k] for k in reversed(by)))[::-1][:size]  # highest first
     return {k: v[order] for k, v in both.items()}
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """What to compute per pool sample: resolved once from the strategy config."""
+
+    strategy: str  # the STRATEGIES name in effect (the cold-start one without a model)
+    cold: bool  # no model yet: pixel features only
+    mc_samples: int
+    measures: tuple[str, ...]  # the columns of scores.csv after predicted, confidence
+    key_measure: str | None  # the measure the candidate set keeps the best of
+    candidates: int  # size of each half of the candidate set
+    prep: Preprocessing  # how a file becomes a model input
+    seed: int
+
+    @classmethod
+    def of(cls, cfg: StrategyConfig, cold: bool, prep: Preprocessing, seed: int) -> ScoringPlan:
+        name = COLD_START[cfg.cold_start] if cold else cfg.name
+        if name not in strategies.STRATEGIES:
+            raise ValueError(
+                f"strategy.name={name!r} is not a strategy; choose one of "
+                f"{', '.join(strategies.STRATEGIES)}"
+            )
+        strategy = strategies.STRATEGIES[name]
+        mc = 0 if cold else cfg.mc_samples
+        if strategy.measure in MC_MEASURES and not mc:
+            raise ValueError(
+                f"strategy={name} needs Monte-Carlo samples: set strategy.mc_samples=20"
+            )
+        measures = () if cold else DETERMINISTIC_MEASURES + (MC_MEASURES if mc else ())
+        key = None if cold or strategy.measure in (None, "random") else strategy.measure
+        return cls(
+            strategy=name,
+            cold=cold,
+            mc_samples=mc,
+            measures=measures,
+            key_measure=key,
+            candidates=max(cfg.candidates, cfg.batch_size),
+            prep=PIXEL_FEATURES if cold else prep,
+            seed=seed,
+        )
+
+
+@dataclass
+class ScoredBlock:
+    """One scored stretch of the pool, in pool order: what an engine hands the driver."""
+
+    ids: list[str]  # readable samples, in pool order
+    predicted: np.ndarray  # [n] class index (empty at a cold start)
+    confidence: np.ndarray  # [n] probability of the predicted class
+    scores: dict[str, np.ndarray]  # measure -> [n]
+    candidates: CandidateSet  # this block's best and reservoir rows, with features
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (sample id, reason)
+
+
+def score_batch(classifier, batch: Batch, plan: ScoringPlan) -> ScoredBlock:
+    """Scores and candidates of one decoded batch: the per-sample work of every engine."""
+    block = ScoredBlock(
+        batch.ids, np.zeros(0, np.int64), np.zeros(0), {}, CandidateSet(plan.candidates)
+    )
+    block.unreadable = batch.unreadable
+    if not batch.ids:
+        return block
+    columns = {"id": np.array(batch.ids, dtype=object), "_u": tie_keys(batch.ids, plan.seed)}
+    if plan.cold:
+        block.candidates.add(None, features=batch.x.reshape(len(batch.x), -1), **columns)
+        return block
+    probas, features = classifier.predict_with_features(batch.x, plan.mc_samples)
+    mean = probas.mean(axis=-1) if probas.ndim == 3 else probas
+    block.scores = {m: strategies.MEASURES[m](probas) for m in plan.measures}
+    block.predicted, block.confidence = mean.argmax(axis=1), mean.max(axis=1)
+    block.candidates.add(
+        block.scores[plan.key_measure] if plan.key_measure else None,
+        probas=probas,
+        features=features,
+        predicted=block.predicted,
+        confidence=block.confidence,
+        **columns,
+    )
+    return block
+
+
+def score_locally(
+    classifier, ids: list[str], pool_dir: Path, plan: ScoringPlan, batch_size: int
+) -> Iterator[ScoredBlock]:
+    """The local engine: decode threads a few batches ahead of one model."""
+    for batch in stream_pool(ids, pool_dir, plan.prep, batch_size):
+        yield score_batch(classifier, batch, plan)
 
 
 @dataclass
@@ -126,82 +264,69 @@ def score_and_select(
     labeled_x: np.ndarray | None,
     prep: Preprocessing,
     seed: int,
-    batch_size: int = 256,
+    batch_size: int | None = None,
+    scoring: ScoringConfig | None = None,
+    model_path: str | Path | None = None,
 ) -> ScoringResult:
     """Score every `pool` sample of the manifest, pick a batch, write the round's files.
 
     `classifier` None means a cold start: no model yet, selection by `cfg.cold_start`.
     Unreadable pool files are recorded as rejected in the manifest (caller saves it).
     Writes `round_dir/scores.csv`, `queue.jsonl` and `queue_summary.json`.
+    `scoring` picks the engine (default local); `scoring.engine=ray` needs `model_path`,
+    the `.bentomodel` file `classifier` was loaded from, at a path every node can read.
+    `batch_size` overrides `scoring.batch_size`.
     """
+    scoring = scoring or ScoringConfig()
+    batch_size = batch_size or scoring.batch_size
     pool_dir = Path(pool_dir)
     rng = np.random.default_rng(seed)
     cold = classifier is None
-    name = COLD_START[cfg.cold_start] if cold else cfg.name
-    if name not in strategies.STRATEGIES:
-        raise ValueError(
-            f"strategy.name={name!r} is not a strategy; choose one of "
-            f"{', '.join(strategies.STRATEGIES)}"
-        )
-    strategy = strategies.STRATEGIES[name]
-    mc = 0 if cold else cfg.mc_samples
-    measures = () if cold else DETERMINISTIC_MEASURES + (MC_MEASURES if mc else ())
-    if strategy.measure in MC_MEASURES and not mc:
-        raise ValueError(f"strategy={name} needs Monte-Carlo samples: set strategy.mc_samples=20")
+    plan = ScoringPlan.of(cfg, cold, prep, seed)
+    if scoring.engine not in ("local", "ray"):
+        raise ValueError(f"scoring.engine={scoring.engine!r}: choose local or ray")
 
     ids = manifest.in_state("pool")
-    candidates = CandidateSet(max(cfg.candidates, cfg.batch_size), rng)
+    if scoring.engine == "ray":
+        from activelearn.scoring_ray import score_on_ray  # imports ray: an optional extra
+
+        blocks = score_on_ray(ids, pool_dir, plan, model_path, scoring, batch_size)
+    else:
+        blocks = score_locally(classifier, ids, pool_dir, plan, batch_size)
+    candidates = CandidateSet(plan.candidates, rng)
     class_names = [] if cold else classifier.class_names
     round_dir.mkdir(parents=True, exist_ok=True)
     scores_path = round_dir / "scores.csv"
     fd, tmp = tempfile.mkstemp(dir=round_dir, prefix=".scores-")
     n_scored, unreadable = 0, []
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["sample_id", "predicted", "confidence", *measures])
-        for batch in tqdm(
-            stream_pool(ids, pool_dir, PIXEL_FEATURES if cold else prep, batch_size),
-            total=-(-len(ids) // batch_size),
-            desc="scoring the pool",
-            unit="batch",
-            disable=None,
-        ):
-            unreadable += batch.unreadable
-            if not batch.ids:
-                continue
-            ids_array = np.array(batch.ids, dtype=object)
-            if cold:
-                candidates.add(None, id=ids_array, features=batch.x.reshape(len(batch.x), -1))
-                continue
-            probas, features = classifier.predict_with_features(batch.x, mc)
-            mean = probas.mean(axis=-1) if probas.ndim == 3 else probas
-            scores = {m: strategies.MEASURES[m](probas) for m in measures}
-            predicted, confidence = mean.argmax(axis=1), mean.max(axis=1)
-            for j, sid in enumerate(batch.ids):
-                writer.writerow(
-                    [
-                        sid,
-                        class_names[predicted[j]],
-                        f"{confidence[j]:.6f}",
-                        *(f"{scores[m][j]:.6f}" for m in measures),
-                    ]
-                )
-            key = scores.get(strategy.measure) if strategy.measure != "random" else None
-            candidates.add(
-                key,
-                id=ids_array,
-                probas=probas,
-                features=features,
-                predicted=predicted,
-                confidence=confidence,
-            )
-            n_scored += len(batch.ids)
+    try:
+        with os.fdopen(fd, "w", newline="") as f, contextlib.closing(blocks):
+            writer = csv.writer(f)
+            writer.writerow(["sample_id", "predicted", "confidence", *plan.measures])
+            with tqdm(
+                total=len(ids),
+                desc=f"scoring the pool ({scoring.engine})",
+                unit="image",
+                disable=None,
+            ) as progress:
+                for block in blocks:
+                    progress.update(len(block.ids) + len(block.unreadable))
+                    unreadable += block.unreadable
+                    candidates.absorb(block.candidates)
+                    if cold or not block.ids:
+                        continue
+                    _write_score_rows(writer, block, class_names, plan.measures)
+                    n_scored += len(block.ids)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # no half-written scores left behind
+        raise
     os.replace(tmp, scores_path)
     for sid, reason in unreadable:
         log.warning("pool image rejected: %s", reason)
         manifest.set_state(sid, "rejected", reason=reason)
 
     chosen = candidates.merged()
+    name = plan.strategy
     if not chosen or len(chosen["id"]) == 0:
         queue: list[QueueItem] = []
     else:
@@ -245,6 +370,18 @@ def score_and_select(
         summary["class_mix"],
     )
     return ScoringResult(queue, summary)
+
+
+def _write_score_rows(writer, block: ScoredBlock, class_names: list[str], measures) -> None:
+    for j, sid in enumerate(block.ids):
+        writer.writerow(
+            [
+                sid,
+                class_names[block.predicted[j]],
+                f"{block.confidence[j]:.6f}",
+                *(f"{block.scores[m][j]:.6f}" for m in measures),
+            ]
+        )
 
 
 def _labeled_features(classifier, labeled_x: np.ndarray | None, cold: bool) -> np.ndarray | None:

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from activelearn.config import Config, register_configs
 from tests.conftest import CONF_DIR
 
-GROUPS = ["data", "model", "strategy", "labeling", "tracking", "experiment"]
+GROUPS = ["data", "model", "strategy", "labeling", "tracking", "scoring", "experiment"]
 
 
 def options(group: str) -> list[str]:

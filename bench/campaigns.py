@@ -1,0 +1,621 @@
+"""Simulated-annotator campaigns on the digits, every strategy against random, in one process.
+
+    .venv/bin/python bench/campaigns.py [--strategies random entropy ...] [--seeds 0 1 2 3 4]
+        [--start-per-class 2] [--batch 10] [--budget 400] [--out /tmp/campaigns-bench]
+    .venv/bin/python bench/campaigns.py --compare-scorers   # in-memory scorer == score_and_select?
+
+The protocol of `python -m activelearn campaign.rounds=R` without its subprocesses (DVC,
+MLflow, git): per seed the digits are written once as PNGs with `write_digits` (test
+fraction 0.2, `--start-per-class` labels per class to start) and decoded once with
+`preprocess` at the size and channels of conf/data/digits.yaml. Then every round trains
+a fresh `Classifier` from scratch on the labeled set with the recipe of conf/model/cnn.yaml
+(model seed = campaign seed, as the train stage does), evaluates it on the fixed test set,
+scores the pool and selects a batch with `activelearn.scoring`'s own pieces (its
+`score_batch` on the same batches of 256, `CandidateSet`, seeded generator
+`seed * 1000 + round`, and the `select_batch` call of `score_and_select`;
+`--compare-scorers` checks the picks are identical to `score_and_select`'s), and
+answers the batch from the true labels, until `--budget` labels are spent. Strategy
+settings come from conf/strategy/<name>.yaml.
+
+One CSV row per round goes to `<out>/rounds.csv` as soon as the round ends, with the
+batch it queued, so a rerun skips finished campaigns and continues unfinished ones from
+their last round. At the end: `<out>/summary.md`, `<out>/summary.csv` and
+`<out>/learning_curves.png`, and the table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from anywhere
+
+import numpy as np  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from activelearn import plots, strategies  # noqa: E402
+from activelearn.config import ModelConfig, StrategyConfig  # noqa: E402
+from activelearn.data import (  # noqa: E402
+    Preprocessing,
+    class_names_of,
+    list_files,
+    load_labeled,
+    preprocess,
+    sample_id,
+)
+from activelearn.datasets import write_digits  # noqa: E402
+from activelearn.manifest import Manifest  # noqa: E402
+from activelearn.reporting import (  # noqa: E402
+    area_under_curve,
+    markdown_table,
+    summarize,
+)
+from activelearn.scoring import (  # noqa: E402
+    Batch,
+    CandidateSet,
+    ScoringPlan,
+    _labeled_features,
+    score_and_select,
+    score_batch,
+)
+
+log = logging.getLogger("bench.campaigns")
+
+DEFAULT_STRATEGIES = [
+    "random",
+    "entropy",
+    "margin",
+    "least_confidence",
+    "cluster_margin",
+    "typiclust",
+    "hybrid",
+    "ranked_batch",
+]
+DEFAULT_STRATEGY = "hybrid"  # conf/config.yaml's strategy
+BASELINE = "random"
+TEST_FRACTION = 0.2
+TARGETS = [0.9, 0.95]
+SCORE_BATCH = 256  # score_and_select's batch_size
+COLUMNS = [
+    "strategy",
+    "seed",
+    "round",
+    "labels",
+    "accuracy",
+    "macro_f1",
+    "seconds",
+    "train_seconds",
+    "evaluate_seconds",
+    "select_seconds",
+    "stop",
+    "queued",
+]
+
+
+# ------------------------------------------------------------------------ configuration
+
+
+def model_config() -> ModelConfig:
+    """conf/model/cnn.yaml on the schema: the recipe the DVC train stage uses."""
+    merged = OmegaConf.merge(
+        OmegaConf.structured(ModelConfig), OmegaConf.load(ROOT / "conf/model/cnn.yaml")
+    )
+    return OmegaConf.to_object(merged)
+
+
+def strategy_config(name: str) -> StrategyConfig:
+    """conf/strategy/<name>.yaml on the schema, as `strategy=<name>` composes it."""
+    path = ROOT / "conf/strategy" / f"{name}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise SystemExit(f"--strategies: no {path}; choose from {' '.join(choices)}")
+    merged = OmegaConf.merge(OmegaConf.structured(StrategyConfig), OmegaConf.load(path))
+    return OmegaConf.to_object(merged)
+
+
+def digits_preprocessing() -> Preprocessing:
+    data = OmegaConf.load(ROOT / "conf/data/digits.yaml")
+    return Preprocessing(tuple(data.image_size), int(data.channels))
+
+
+# --------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Digits:
+    """One seed's split, decoded once: labeled seed set, pool (with answers), test set."""
+
+    root: Path  # the PNG layout written by write_digits
+    class_names: list[str]
+    seed_x: np.ndarray
+    seed_y: np.ndarray
+    pool_ids: list[str]  # manifest order: sorted pool-relative paths
+    pool_x: np.ndarray
+    pool_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+    @property
+    def pool_dir(self) -> Path:
+        return self.root / "data/pool"
+
+
+def load_digits_split(root: Path, seed: int, per_class: int, prep: Preprocessing) -> Digits:
+    """Write the digits as PNGs under `root` and decode every split with `preprocess`."""
+    write_digits(root, seed=seed, per_class=per_class, test_fraction=TEST_FRACTION)
+    raw, test, pool = root / "data/raw", root / "data/test", root / "data/pool"
+    class_names = class_names_of(raw, test)
+    index = {name: i for i, name in enumerate(class_names)}
+    seed_set = load_labeled(raw, class_names, prep)
+    test_set = load_labeled(test, class_names, prep)
+    with (root / "data/pool_labels.csv").open(newline="") as f:
+        answers = {row["path"]: index[row["label"]] for row in csv.DictReader(f)}
+    files = list_files(pool)
+    ids = [sample_id(p, pool) for p in files]
+    return Digits(
+        root=root,
+        class_names=class_names,
+        seed_x=seed_set.x,
+        seed_y=seed_set.y,
+        pool_ids=ids,
+        pool_x=np.stack([preprocess(p, prep) for p in files]),
+        pool_y=np.array([answers[i] for i in ids], dtype=np.int64),
+        test_x=test_set.x,
+        test_y=test_set.y,
+    )
+
+
+# ---------------------------------------------------------------------------- selection
+
+
+def select_in_memory(
+    classifier,
+    ids: list[str],
+    x: np.ndarray,
+    cfg: StrategyConfig,
+    *,
+    labeled_x: np.ndarray,
+    seed: int,
+) -> list[str]:
+    """`score_and_select`'s choice for a trained model, on already decoded pool arrays.
+
+    The scorer's own per-batch work (`score_batch` under the same `ScoringPlan`) on the
+    same batches, merged into a `CandidateSet` on the same seeded generator, then the
+    same `select_batch` call: only the file decoding and the CSV/queue files of the real
+    scorer are left out.
+    """
+    rng = np.random.default_rng(seed)
+    plan = ScoringPlan.of(cfg, False, classifier.prep, seed)
+    candidates = CandidateSet(plan.candidates, rng)
+    for start in range(0, len(ids), SCORE_BATCH):
+        batch = Batch(ids[start : start + SCORE_BATCH], x[start : start + SCORE_BATCH], [])
+        candidates.absorb(score_batch(classifier, batch, plan).candidates)
+    chosen = candidates.merged()
+    if not chosen or len(chosen["id"]) == 0:
+        return []
+    picks, _ = strategies.select_batch(
+        plan.strategy,
+        chosen["probas"],
+        cfg.batch_size,
+        rng,
+        features=chosen["features"],
+        labeled_features=_labeled_features(classifier, labeled_x, False),
+        n_labeled=len(labeled_x),
+        n_classes=len(classifier.class_names),
+        candidates=cfg.candidates,
+    )
+    return [str(chosen["id"][i]) for i in picks]
+
+
+def select_from_files(
+    classifier,
+    digits: Digits,
+    labeled_ids: set[str],
+    cfg: StrategyConfig,
+    *,
+    labeled_x: np.ndarray,
+    seed: int,
+    work_dir: Path,
+) -> list[str]:
+    """The real scorer: `score_and_select` on the PNG files through a Manifest."""
+    manifest = Manifest(work_dir / "manifest.csv")
+    for sid in digits.pool_ids:
+        manifest.set_state(sid, "labeled" if sid in labeled_ids else "pool")
+    result = score_and_select(
+        classifier,
+        manifest,
+        digits.pool_dir,
+        cfg,
+        work_dir / "round",
+        labeled_x=labeled_x,
+        prep=classifier.prep,
+        seed=seed,
+    )
+    return [item.sample_id for item in result.queue]
+
+
+# ---------------------------------------------------------------------------- campaigns
+
+
+def train_model(digits: Digits, x: np.ndarray, y: np.ndarray, prep, mcfg, seed: int):
+    """A fresh classifier trained from scratch, as the DVC train stage does each round."""
+    import keras
+
+    from activelearn.model import Classifier
+
+    keras.backend.clear_session()  # each real round is a fresh process
+    classifier = Classifier.build(digits.class_names, prep, mcfg, seed)
+    classifier.fit(x, y, mcfg, seed)
+    return classifier
+
+
+def run_campaign(
+    digits: Digits,
+    strategy: str,
+    seed: int,
+    args: argparse.Namespace,
+    done: list[dict],
+    writer: RowWriter,
+    prep: Preprocessing,
+    mcfg: ModelConfig,
+) -> None:
+    """Rounds from where `done` (this campaign's rows so far) stops, up to the budget."""
+    scfg = strategy_config(strategy)
+    position = {sid: i for i, sid in enumerate(digits.pool_ids)}
+    labeled_ids: list[str] = [sid for row in done for sid in row["queued"].split()]
+    n = len(done)
+    while True:
+        picked = np.array([position[s] for s in labeled_ids], dtype=np.intp)
+        x = np.concatenate([digits.seed_x, digits.pool_x[picked]])
+        y = np.concatenate([digits.seed_y, digits.pool_y[picked]])
+        start = time.perf_counter()
+        classifier = train_model(digits, x, y, prep, mcfg, seed)
+        trained = time.perf_counter()
+        report = classifier.evaluate(digits.test_x, digits.test_y)
+        evaluated = time.perf_counter()
+        left = args.budget - len(y)
+        taken = set(labeled_ids)
+        remaining = [i for i, sid in enumerate(digits.pool_ids) if sid not in taken]
+        queue, stop = [], ""
+        if left <= 0:
+            stop = "budget"
+        elif not remaining:
+            stop = "pool"
+        else:
+            cfg = replace(scfg, batch_size=min(scfg.batch_size, args.batch, left))
+            round_seed = seed * 1000 + n  # the round loop's scoring seed
+            if args.scorer == "files":
+                with tempfile.TemporaryDirectory() as work:
+                    queue = select_from_files(
+                        classifier,
+                        digits,
+                        taken,
+                        cfg,
+                        labeled_x=x,
+                        seed=round_seed,
+                        work_dir=Path(work),
+                    )
+            else:
+                queue = select_in_memory(
+                    classifier,
+                    [digits.pool_ids[i] for i in remaining],
+                    digits.pool_x[remaining],
+                    cfg,
+                    labeled_x=x,
+                    seed=round_seed,
+                )
+        end = time.perf_counter()
+        row = {
+            "strategy": strategy,
+            "seed": seed,
+            "round": n,
+            "labels": len(y),
+            "accuracy": f"{report['accuracy']:.6f}",
+            "macro_f1": f"{report['macro_f1']:.6f}",
+            "seconds": f"{end - start:.3f}",
+            "train_seconds": f"{trained - start:.3f}",
+            "evaluate_seconds": f"{evaluated - trained:.3f}",
+            "select_seconds": f"{end - evaluated:.3f}",
+            "stop": stop,
+            "queued": " ".join(queue),
+        }
+        writer.write(row)
+        log.info(
+            "%s seed %d round %d: %d labels, accuracy %.4f, %.1f s (train %.1f s)",
+            strategy,
+            seed,
+            n,
+            len(y),
+            report["accuracy"],
+            end - start,
+            trained - start,
+        )
+        if stop or not queue:
+            return
+        labeled_ids += queue
+        n += 1
+
+
+# ------------------------------------------------------------------------------- results
+
+
+class RowWriter:
+    """Appends one CSV row per round and flushes it, so a killed run loses one round."""
+
+    def __init__(self, path: Path):
+        new = not path.exists() or path.stat().st_size == 0
+        self.file = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=COLUMNS)
+        if new:
+            self.writer.writeheader()
+            self.file.flush()
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow(row)
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_rows(path: Path) -> dict[tuple[str, int], list[dict]]:
+    """{(strategy, seed): rows in round order} of an earlier run."""
+    campaigns: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    if path.exists():
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                campaigns[row["strategy"], int(row["seed"])].append(row)
+    for rows in campaigns.values():
+        rows.sort(key=lambda r: int(r["round"]))
+    return dict(campaigns)
+
+
+def resumable(rows: list[dict], budget: int) -> tuple[bool, list[dict]]:
+    """(finished?, rows to continue from) of one campaign under this budget.
+
+    Finished: a round at or past the budget, or the pool ran dry. Otherwise the rounds
+    that queued a batch are kept (a round that stopped at a smaller budget is redone).
+    """
+    for i, row in enumerate(rows):
+        if int(row["labels"]) >= budget or row["stop"] == "pool":
+            return True, rows[: i + 1]
+    return False, [r for r in rows if not r["stop"]]
+
+
+def check_protocol(out: Path, args: argparse.Namespace) -> None:
+    """Refuse to mix rounds of different starting sets or batch sizes in one --out."""
+    protocol = {"start_per_class": args.start_per_class, "batch": args.batch}
+    path = out / "protocol.json"
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        if earlier != protocol:
+            raise SystemExit(
+                f"{out} holds campaigns run with {earlier}, not {protocol}: "
+                "pass another --out or remove that folder"
+            )
+    else:
+        path.write_text(json.dumps(protocol))
+
+
+def curves_of(
+    campaigns: dict[tuple[str, int], list[dict]], budget: int
+) -> dict[str, dict[int, list[tuple[int, float]]]]:
+    """{strategy: {seed: [(labels, accuracy)]}} of finished campaigns, up to the budget."""
+    curves: dict[str, dict[int, list[tuple[int, float]]]] = defaultdict(dict)
+    for (strategy, seed), rows in sorted(campaigns.items()):
+        finished, rows = resumable(rows, budget)
+        if finished:
+            curves[strategy][seed] = [
+                (int(r["labels"]), float(r["accuracy"])) for r in rows if int(r["labels"]) <= budget
+            ]
+    return dict(curves)
+
+
+def write_summary(
+    out: Path,
+    campaigns: dict[tuple[str, int], list[dict]],
+    args: argparse.Namespace,
+    wall_seconds: float,
+) -> str:
+    """summary.md, summary.csv and learning_curves.png; returns the Markdown."""
+    by_seed = {s: c for s, c in curves_of(campaigns, args.budget).items() if s in args.strategies}
+    if not by_seed:
+        raise SystemExit(f"no finished campaign in {out / 'rounds.csv'} to summarize")
+    curves = {name: list(runs.values()) for name, runs in by_seed.items()}
+    rows = summarize(curves, TARGETS)
+    with (out / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    by_labels = {
+        name: [
+            (x, [dict(c)[x] for c in runs if x in dict(c)])
+            for x in sorted({x for c in runs for x, _ in c})
+        ]
+        for name, runs in curves.items()
+    }
+    figure = plots.learning_curves(by_labels, out / "learning_curves.png", target=max(TARGETS))
+
+    lo = min(x for runs in curves.values() for c in runs for x, _ in c[:1])
+    lines = [
+        f"# Strategies on the digits: {args.start_per_class} labels per class to start, "
+        f"batches of {args.batch}, up to {args.budget} labels",
+        "",
+        f"Labels to reach each test accuracy (mean ± std over the seeds that reach it; "
+        f"reached/seeds in brackets), area under the learning curve (mean test accuracy "
+        f"over {lo}..{args.budget} labels) and final accuracy, mean ± std over seeds.",
+        "",
+        markdown_table(rows, TARGETS),
+    ]
+    if DEFAULT_STRATEGY in by_seed and BASELINE in by_seed:
+        shared = sorted(set(by_seed[DEFAULT_STRATEGY]) & set(by_seed[BASELINE]))
+        budget = (lo, args.budget)
+        wins = [
+            seed
+            for seed in shared
+            if area_under_curve(by_seed[DEFAULT_STRATEGY][seed], budget)
+            > area_under_curve(by_seed[BASELINE][seed], budget)
+        ]
+        lines.append(
+            f"{DEFAULT_STRATEGY} (the default) beats {BASELINE} on AUC in {len(wins)} of "
+            f"{len(shared)} seeds (wins: {wins or 'none'}). AUC per seed, "
+            f"{DEFAULT_STRATEGY} / {BASELINE}: "
+            + ", ".join(
+                f"{seed}: {area_under_curve(by_seed[DEFAULT_STRATEGY][seed], budget):.4f} / "
+                f"{area_under_curve(by_seed[BASELINE][seed], budget):.4f}"
+                for seed in shared
+            )
+            + "."
+        )
+        for row in rows:
+            base = next(r for r in rows if r["strategy"] == BASELINE)
+            if row["strategy"] != BASELINE and row["auc"] < base["auc"]:
+                lines.append(
+                    f"- {row['strategy']} loses to {BASELINE} on mean AUC "
+                    f"({row['auc']:.4f} < {base['auc']:.4f})."
+                )
+        lines.append("")
+    timed = [
+        r
+        for (strategy, _), rs in campaigns.items()
+        if strategy in args.strategies
+        for r in rs
+        if int(r["labels"]) <= args.budget
+    ]
+    if timed:
+        seconds = np.array([float(r["seconds"]) for r in timed])
+        train = np.array([float(r["train_seconds"]) for r in timed])
+        lines.append(
+            f"Per round ({len(timed)} rounds, scorer `{args.scorer}`): {seconds.mean():.2f} s "
+            f"mean wall time, of which training {train.mean():.2f} s "
+            f"({train.sum() / seconds.sum():.0%}); evaluation and selection "
+            f"{(seconds - train).mean():.2f} s. This run: {wall_seconds / 60:.1f} min."
+        )
+    lines += ["", f"Figure: {figure}", ""]
+    markdown = "\n".join(lines)
+    (out / "summary.md").write_text(markdown)
+    return markdown
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def compare_scorers(args: argparse.Namespace, prep: Preprocessing, mcfg: ModelConfig) -> None:
+    """One trained round, every strategy: the in-memory selection must pick what
+    `score_and_select` picks from the files; and which of the two is faster."""
+    seed = args.seeds[0]
+    with tempfile.TemporaryDirectory(prefix="campaigns-bench-") as tmp:
+        digits = load_digits_split(Path(tmp), seed, args.start_per_class, prep)
+        x, y = digits.seed_x, digits.seed_y
+        classifier = train_model(digits, x, y, prep, mcfg, seed)
+        for strategy in args.strategies:
+            cfg = replace(strategy_config(strategy), batch_size=args.batch)
+            times = {"memory": [], "files": []}
+            picks = {}
+            for _ in range(3):
+                start = time.perf_counter()
+                picks["memory"] = select_in_memory(
+                    classifier, digits.pool_ids, digits.pool_x, cfg, labeled_x=x, seed=seed
+                )
+                times["memory"].append(time.perf_counter() - start)
+                with tempfile.TemporaryDirectory(dir=tmp) as work:
+                    start = time.perf_counter()
+                    picks["files"] = select_from_files(
+                        classifier, digits, set(), cfg, labeled_x=x, seed=seed, work_dir=Path(work)
+                    )
+                    times["files"].append(time.perf_counter() - start)
+            same = "identical picks" if picks["memory"] == picks["files"] else "PICKS DIFFER"
+            print(
+                f"{strategy:17s} {same}; best of 3: in memory {min(times['memory']):.3f} s, "
+                f"score_and_select on files {min(times['files']):.3f} s"
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--start-per-class", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=400)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/campaigns-bench"))
+    parser.add_argument(
+        "--scorer",
+        choices=("memory", "files"),
+        default="memory",
+        help="memory: decoded pool arrays (default); files: score_and_select on the PNGs",
+    )
+    parser.add_argument(
+        "--compare-scorers",
+        action="store_true",
+        help="check both scorers pick the same batch for each strategy, time them, and exit",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("activelearn.scoring", "activelearn.model", "activelearn.datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing: one model per round
+    for strategy in args.strategies:
+        strategy_config(strategy)  # fail now on a misspelled name, not after hours
+    prep, mcfg = digits_preprocessing(), model_config()
+    if args.compare_scorers:
+        compare_scorers(args, prep, mcfg)
+        return
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    check_protocol(args.out, args)
+    path = args.out / "rounds.csv"
+    campaigns = read_rows(path)
+    # Drop rows a rerun will redo (a round that stopped at a smaller budget), so the
+    # file holds each round once.
+    kept = {key: resumable(rows, args.budget)[1] for key, rows in campaigns.items()}
+    if sum(map(len, kept.values())) != sum(map(len, campaigns.values())):
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(r for rows in kept.values() for r in rows)
+    writer = RowWriter(path)
+    started = time.perf_counter()
+    try:
+        for seed in args.seeds:
+            todo = [
+                s for s in args.strategies if not resumable(kept.get((s, seed), []), args.budget)[0]
+            ]
+            if not todo:
+                log.info("seed %d: every campaign already done", seed)
+                continue
+            with tempfile.TemporaryDirectory(prefix=f"campaigns-bench-{seed}-") as tmp:
+                digits = load_digits_split(Path(tmp), seed, args.start_per_class, prep)
+                log.info(
+                    "seed %d: %d labeled, %d pool, %d test images",
+                    seed,
+                    len(digits.seed_y),
+                    len(digits.pool_ids),
+                    len(digits.test_y),
+                )
+                for strategy in todo:
+                    done = kept.get((strategy, seed), [])
+                    run_campaign(digits, strategy, seed, args, done, writer, prep, mcfg)
+    finally:
+        writer.close()
+    markdown = write_summary(args.out, read_rows(path), args, time.perf_counter() - started)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
