@@ -14,7 +14,7 @@ setup: $(STAMP)
 
 # The demo: simulated-annotator campaigns on the digits, entropy against random over
 # seeds, then the comparison table. Bigger: make demo ROUNDS=20 SEEDS=0,1,2,3,4
-ROUNDS ?= 6
+ROUNDS ?= 4
 SEEDS ?= 0,1,2
 STRATEGIES ?= entropy,random
 SWEEP := multirun/demo

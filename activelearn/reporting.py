@@ -132,7 +132,11 @@ def markdown_table(rows: list[dict], targets: list[float]) -> str:
         cells = [row["strategy"]]
         for t in targets:
             key = f"labels_to_{t:g}"
-            cells.append(f"{row[key]:.0f} ± {row[key + '_std']:.0f} ({row[key + '_reached']})")
+            reached = row[key + "_reached"]
+            if np.isnan(row[key]):
+                cells.append(f"not reached ({reached})")
+            else:
+                cells.append(f"{row[key]:.0f} ± {row[key + '_std']:.0f} ({reached})")
         cells += [
             f"{row['auc']:.4f} ± {row['auc_std']:.4f}",
             f"{row['final_accuracy']:.4f} ± {row['final_accuracy_std']:.4f}",
