@@ -43,8 +43,8 @@ MC_MEASURES = ("bald", "variation_ratio")
 COLD_START = {"random": "random", "kcenter": "coldstart_kcenter", "typiclust": "typiclust"}
 PIXEL_FEATURES = Preprocessing((8, 8), 1)  # the model-free feature of a cold start
 # Decoding is mostly GIL-bound Python (PIL's file parsing): on two cores a second decode
-# thread slows the forward pass more than it speeds decoding (bench/scoring.py, 8k files:
-# end-to-end 0.82x vs 0.90x of decode + forward). Leave a core to the model there.
+# thread slows the forward pass more than it speeds decoding (end-to-end 0.76-0.82x of
+# decode + forward with one thread, 0.78-0.90x with two). Leave a core to the model there.
 DECODE_WORKERS = 1 if (os.cpu_count() or 1) <= 2 else 2
 
 
