@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -44,7 +43,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback-only Rays; nothin
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from scoring import generate_pool, image_id  # noqa: E402  (bench/scoring.py: one shared pool cache)
 
 from activelearn.config import (  # noqa: E402
     ModelConfig,
@@ -54,41 +53,10 @@ from activelearn.config import (  # noqa: E402
 )
 from activelearn.data import Preprocessing  # noqa: E402
 
-CHUNK = 1000  # files per folder, as bench/scoring.py (the cached pool is shared)
 N_CLASSES = 10
 QUEUE_SIZE = 100
 MODEL_NODES = (1, 8, 64)
 MODEL_POOL = 10_000_000
-
-
-def image_id(i: int) -> str:
-    return f"{i // CHUNK:03d}/{i:06d}.png"
-
-
-def _write_chunk(task: tuple[Path, int, int, int]) -> None:
-    pool_dir, chunk, size, seed = task
-    folder = pool_dir / f"{chunk:03d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, chunk])
-    scale = max(1, size // 4)
-    for i in range(chunk * CHUNK, (chunk + 1) * CHUNK):
-        coarse = rng.integers(0, 256, (4, 4, 3)).astype(np.int16)
-        pixels = np.kron(coarse, np.ones((scale, scale, 1), np.int16))[:size, :size]
-        pixels = pixels + rng.integers(-12, 13, pixels.shape)
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / image_id(i)[4:])
-    (folder / ".complete").touch()
-
-
-def generate_pool(cache_dir: Path, n: int, size: int, seed: int) -> Path:
-    pool_dir = cache_dir / f"pool-{size}px-seed{seed}"
-    missing = [
-        c for c in range(-(-n // CHUNK)) if not (pool_dir / f"{c:03d}" / ".complete").exists()
-    ]
-    if missing:
-        print(f"generating {len(missing) * CHUNK} PNGs into {pool_dir} ...", flush=True)
-        with Pool(os.cpu_count()) as workers:
-            workers.map(_write_chunk, [(pool_dir, c, size, seed) for c in missing])
-    return pool_dir
 
 
 def save_model(path: Path, prep: Preprocessing, seed: int) -> None:
