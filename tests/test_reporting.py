@@ -1,0 +1,65 @@
+"""The sweep report's figures of merit on planted learning curves."""
+
+import json
+import math
+
+import pytest
+from omegaconf import OmegaConf
+
+from activelearn.reporting import (
+    area_under_curve,
+    labels_to_reach,
+    markdown_table,
+    report_sweep,
+    summarize,
+)
+
+FAST = [(20, 0.80), (30, 0.91), (40, 0.96)]
+SLOW = [(20, 0.80), (30, 0.85), (40, 0.89)]
+
+
+def test_labels_to_reach_and_area_under_curve():
+    assert labels_to_reach(FAST, 0.9) == 30
+    assert labels_to_reach(FAST, 0.95) == 40
+    assert math.isnan(labels_to_reach(SLOW, 0.9))
+    # mean of the interpolated curve over 20..40 labels
+    assert area_under_curve([(20, 0.8), (40, 1.0)], (20, 40)) == pytest.approx(0.9)
+
+
+def test_summary_ranks_by_planted_curves_and_says_not_reached():
+    rows = summarize({"good": [FAST, FAST], "poor": [SLOW]}, [0.9])
+    good, poor = rows
+    assert good["labels_to_0.9"] == 30 and good["labels_to_0.9_reached"] == "2/2"
+    assert good["auc"] > poor["auc"] and poor["labels_to_0.9_reached"] == "0/1"
+    table = markdown_table(rows, [0.9])
+    assert "| good | 30 ± 0 (2/2)" in table and "not reached (0/1)" in table
+
+
+def write_job(sweep, job, strategy, curve):
+    (sweep / job / ".hydra").mkdir(parents=True)
+    OmegaConf.save({"strategy": {"name": strategy}}, sweep / job / ".hydra" / "config.yaml")
+    for n, (labels, accuracy) in enumerate(curve):
+        state = {
+            "round": n,
+            "phases": {"train": {"metrics": {"labeled_images": labels, "accuracy": accuracy}}},
+        }
+        folder = sweep / job / "campaign" / "rounds" / str(n)
+        folder.mkdir(parents=True)
+        (folder / "state.json").write_text(json.dumps(state))
+
+
+def test_report_sweep_writes_table_figure_and_mlflow_run(tmp_path):
+    write_job(tmp_path, "0", "entropy", FAST)
+    write_job(tmp_path, "1", "random", SLOW)
+    rows = report_sweep(tmp_path, [0.9])
+    assert [r["strategy"] for r in rows] == ["entropy", "random"]
+    out = tmp_path / "report"
+    assert (out / "learning_curves.png").stat().st_size > 0
+    assert "entropy" in (out / "summary.md").read_text()
+    assert (out / "summary.csv").read_text().startswith("strategy,")
+    assert (tmp_path / "mlruns.db").exists()
+
+
+def test_report_of_a_folder_without_campaigns_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no finished campaign rounds"):
+        report_sweep(tmp_path, [0.9])
