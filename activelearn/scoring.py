@@ -298,7 +298,7 @@ def score_and_select(
     round_dir.mkdir(parents=True, exist_ok=True)
     scores_path = round_dir / "scores.csv"
     fd, tmp = tempfile.mkstemp(dir=round_dir, prefix=".scores-")
-    n_scored, unreadable = 0, []
+    n_scored, confidence_sum, unreadable = 0, 0.0, []
     try:
         with os.fdopen(fd, "w", newline="") as f, contextlib.closing(blocks):
             writer = csv.writer(f)
@@ -317,6 +317,7 @@ def score_and_select(
                         continue
                     _write_score_rows(writer, block, class_names, plan.measures)
                     n_scored += len(block.ids)
+                    confidence_sum += float(block.confidence.sum())
     except BaseException:
         Path(tmp).unlink(missing_ok=True)  # no half-written scores left behind
         raise
@@ -330,17 +331,9 @@ def score_and_select(
     if not chosen or len(chosen["id"]) == 0:
         queue: list[QueueItem] = []
     else:
-        labeled_features = _labeled_features(classifier, labeled_x, cold)
-        picks, pick_scores = strategies.select_batch(
-            name,
-            None if cold else chosen["probas"],
-            cfg.batch_size,
-            rng,
-            features=chosen["features"],
-            labeled_features=labeled_features,
-            n_labeled=0 if labeled_x is None else len(labeled_x),
-            n_classes=len(class_names) or None,
-            candidates=cfg.candidates,
+        pool_confidence = confidence_sum / n_scored if n_scored else None
+        picks, pick_scores = select_candidates(
+            classifier, chosen, plan, cfg, rng, labeled_x, pool_confidence
         )
         queue = [
             QueueItem(
@@ -382,6 +375,32 @@ def _write_score_rows(writer, block: ScoredBlock, class_names: list[str], measur
                 *(f"{block.scores[m][j]:.6f}" for m in measures),
             ]
         )
+
+
+def select_candidates(
+    classifier,
+    chosen: dict[str, np.ndarray],
+    plan: ScoringPlan,
+    cfg: StrategyConfig,
+    rng: np.random.Generator,
+    labeled_x: np.ndarray | None,
+    pool_confidence: float | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The strategy's batch out of the merged candidate set: (rows of `chosen`, scores).
+
+    `pool_confidence` is the model's mean confidence over the whole scored pool, which
+    the candidate set (the least confident half of it) would underestimate.
+    """
+    return strategies.select_batch(
+        plan.strategy,
+        None if plan.cold else chosen["probas"],
+        cfg.batch_size,
+        rng,
+        features=chosen["features"],
+        labeled_features=_labeled_features(classifier, labeled_x, plan.cold),
+        pool_confidence=pool_confidence,
+        candidates=cfg.candidates,
+    )
 
 
 def _labeled_features(classifier, labeled_x: np.ndarray | None, cold: bool) -> np.ndarray | None:

@@ -91,6 +91,14 @@ def _checked_probas(probas: np.ndarray, measure: str, *, mc: bool) -> tuple[np.n
     return arr, bad
 
 
+def mean_confidence(probas: np.ndarray) -> float | None:
+    """The mean top-class probability over the rows without NaN/inf (None if none)."""
+    p = np.asarray(probas, dtype=np.float64)
+    top = (p.mean(axis=2) if p.ndim == 3 else p).max(axis=1) if len(p) else p
+    top = top[np.isfinite(top)]
+    return float(top.mean()) if len(top) else None
+
+
 def _with_sentinel(scores: np.ndarray, bad: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float64)
     scores[bad] = INVALID_SCORE
@@ -527,9 +535,7 @@ class _Pool:
 
     features: np.ndarray | None
     labeled_features: np.ndarray | None
-    n_labeled: int
-    n_classes: int | None
-    has_probas: bool
+    confidence: float | None  # the model's mean top-class probability; None: no model
     candidates: int | None
 
 
@@ -574,23 +580,24 @@ def _select_hybrid(
     k,
     rng,
     pool: _Pool,
-    labeled_per_class=10,
     candidate_factor=10,
     max_clusters=500,
     min_cluster_size=5,
     n_neighbors=20,
 ):
-    """TypiClust's share of the batch falls linearly from all of it (nothing labeled) to
-    none (``labeled_per_class * n_classes`` labeled); cluster-margin picks the rest."""
-    if pool.has_probas and pool.n_classes:
-        share = float(np.clip(1 - pool.n_labeled / (labeled_per_class * pool.n_classes), 0, 1))
-    else:
-        share = 1.0  # no model yet: nothing to be uncertain about
+    """TypiClust picks the share of the batch the model expects to get wrong (one minus
+    its mean confidence on the pool: all of it without a model), cluster-margin the rest.
+
+    A weak model's uncertainty is not worth following (sampling bias), so typical points
+    cover the data while the model is mostly wrong, and its uncertainty takes over as it
+    becomes right: early on hard data, within a round or two on easy data.
+    """
+    share = 1.0 if pool.confidence is None else float(np.clip(1 - pool.confidence, 0, 1))
     diverse = _select_typiclust(
         scores, int(round(k * share)), rng, pool, max_clusters, min_cluster_size, n_neighbors
     )
     rest = np.setdiff1d(np.arange(len(scores)), diverse)
-    rest_pool = _Pool(pool.features[rest], None, 0, None, pool.has_probas, pool.candidates)
+    rest_pool = _Pool(pool.features[rest], None, pool.confidence, pool.candidates)
     uncertain = rest[
         _select_cluster_margin(scores[rest], k - len(diverse), rng, rest_pool, candidate_factor)
     ]
@@ -647,8 +654,7 @@ def select_batch(
     *,
     features: np.ndarray | None = None,
     labeled_features: np.ndarray | None = None,
-    n_labeled: int = 0,
-    n_classes: int | None = None,
+    pool_confidence: float | None = None,
     candidates: int | None = None,
     **params: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -663,8 +669,8 @@ def select_batch(
         rng: seeded generator (or seed): the only source of randomness and tie-breaks.
         features: pool embeddings ``[n, dim]``, needed by diversity-aware strategies.
         labeled_features: embeddings of the labeled set ``[m, dim]``.
-        n_labeled: size of the labeled set (default ``len(labeled_features)``).
-        n_classes: number of classes (default ``probas.shape[1]``).
+        pool_confidence: the model's mean top-class probability over the whole pool, when
+            ``probas`` holds only part of it (default: the mean over ``probas``).
         candidates: how many best-scored samples cluster-margin clusters (default 10 * k).
         **params: override the strategy's selector parameters; see ``selector_params``.
 
@@ -719,10 +725,8 @@ def select_batch(
             f"strategy {strategy_name!r} needs class probabilities; before the first model "
             "use random, typiclust, coldstart_kcenter or hybrid"
         )
-    if labeled_features is not None and n_labeled == 0:
-        n_labeled = len(labeled_features)
-    if n_classes is None and probas is not None and probas.ndim >= 2:
-        n_classes = probas.shape[1]
-    pool = _Pool(features, labeled_features, n_labeled, n_classes, probas is not None, candidates)
+    if pool_confidence is None and probas is not None:
+        pool_confidence = mean_confidence(probas)
+    pool = _Pool(features, labeled_features, pool_confidence, candidates)
     indices = SELECTORS[strategy.selector](scores, k, rng, pool, **{**strategy.params, **params})
     return np.asarray(indices, dtype=np.intp), scores

@@ -12,7 +12,7 @@ a fresh `Classifier` from scratch on the labeled set with the recipe of conf/mod
 (model seed = campaign seed, as the train stage does), evaluates it on the fixed test set,
 scores the pool and selects a batch with `activelearn.scoring`'s own pieces (its
 `score_batch` on the same batches of 256, `CandidateSet`, seeded generator
-`seed * 1000 + round`, and the `select_batch` call of `score_and_select`;
+`seed * 1000 + round`, and `select_candidates`, as `score_and_select` does;
 `--compare-scorers` checks the picks are identical to `score_and_select`'s), and
 answers the batch from the true labels, until `--budget` labels are spent. Strategy
 settings come from conf/strategy/<name>.yaml.
@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))  # run from anywhere
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from activelearn import plots, strategies  # noqa: E402
+from activelearn import plots  # noqa: E402
 from activelearn.config import ModelConfig, StrategyConfig  # noqa: E402
 from activelearn.data import (  # noqa: E402
     Preprocessing,
@@ -66,9 +66,9 @@ from activelearn.scoring import (  # noqa: E402
     Batch,
     CandidateSet,
     ScoringPlan,
-    _labeled_features,
     score_and_select,
     score_batch,
+    select_candidates,
 )
 
 log = logging.getLogger("bench.campaigns")
@@ -193,29 +193,23 @@ def select_in_memory(
 
     The scorer's own per-batch work (`score_batch` under the same `ScoringPlan`) on the
     same batches, merged into a `CandidateSet` on the same seeded generator, then the
-    same `select_batch` call: only the file decoding and the CSV/queue files of the real
+    same `select_candidates`: only the file decoding and the CSV/queue files of the real
     scorer are left out.
     """
     rng = np.random.default_rng(seed)
     plan = ScoringPlan.of(cfg, False, classifier.prep, seed)
     candidates = CandidateSet(plan.candidates, rng)
+    confidence_sum = 0.0
     for start in range(0, len(ids), SCORE_BATCH):
         batch = Batch(ids[start : start + SCORE_BATCH], x[start : start + SCORE_BATCH], [])
-        candidates.absorb(score_batch(classifier, batch, plan).candidates)
+        block = score_batch(classifier, batch, plan)
+        candidates.absorb(block.candidates)
+        confidence_sum += float(block.confidence.sum())
     chosen = candidates.merged()
     if not chosen or len(chosen["id"]) == 0:
         return []
-    picks, _ = strategies.select_batch(
-        plan.strategy,
-        chosen["probas"],
-        cfg.batch_size,
-        rng,
-        features=chosen["features"],
-        labeled_features=_labeled_features(classifier, labeled_x, False),
-        n_labeled=len(labeled_x),
-        n_classes=len(classifier.class_names),
-        candidates=cfg.candidates,
-    )
+    pool_confidence = confidence_sum / len(ids)
+    picks, _ = select_candidates(classifier, chosen, plan, cfg, rng, labeled_x, pool_confidence)
     return [str(chosen["id"][i]) for i in picks]
 
 

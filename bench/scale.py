@@ -237,9 +237,7 @@ def selection_seconds(strategy: str) -> float:
     probas = rng.dirichlet(np.ones(N_CLASSES), n)
     features = rng.random((n, 128))
     start = time.perf_counter()
-    strategies.select_batch(
-        strategy, probas, QUEUE_SIZE, 0, features=features, n_classes=N_CLASSES, candidates=1000
-    )
+    strategies.select_batch(strategy, probas, QUEUE_SIZE, 0, features=features, candidates=1000)
     return time.perf_counter() - start
 
 

@@ -104,6 +104,38 @@ def test_diversity_strategies_queue_distinct_pool_samples(tmp_path, classifier, 
     assert set(picked) <= set(manifest.in_state("pool"))
 
 
+def test_hybrid_weighs_its_mix_by_the_whole_pools_confidence(
+    tmp_path, classifier, pool, monkeypatch
+):
+    """The candidate set holds the least confident samples; the hybrid's share must come
+    from every scored sample instead."""
+    from activelearn import strategies
+
+    seen = []
+    select_batch = strategies.select_batch
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["pool_confidence"])
+        return select_batch(*args, **kwargs)
+
+    monkeypatch.setattr(strategies, "select_batch", spy)
+    model, labeled_x = classifier
+    pool_dir, manifest = pool
+    score_and_select(
+        model,
+        manifest,
+        pool_dir,
+        StrategyConfig(name="hybrid", batch_size=4, candidates=5),
+        tmp_path / "r",
+        labeled_x=labeled_x,
+        prep=PREP,
+        seed=0,
+        batch_size=8,
+    )
+    every = [float(r["confidence"]) for r in read_scores(tmp_path / "r" / "scores.csv")]
+    assert len(every) == 57 and seen == [pytest.approx(np.mean(every), abs=1e-5)]
+
+
 @pytest.mark.parametrize("cold_start", ["random", "kcenter"])
 def test_cold_start_without_a_model(tmp_path, pool, cold_start):
     pool_dir, manifest = pool

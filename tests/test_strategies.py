@@ -355,16 +355,30 @@ def test_select_batch_explains_bad_calls() -> None:
         st.select_batch("ranked_batch", PLANTED, 1, 0, features=np.eye(2))
 
 
-def test_hybrid_moves_from_typiclust_to_cluster_margin() -> None:
+def test_hybrid_gives_typiclust_the_share_the_model_expects_to_get_wrong() -> None:
     rng = np.random.default_rng(8)
     probas = rng.dirichlet(np.ones(4), size=200)
     features = rng.normal(size=(200, 5))
-    kwargs = dict(features=features, n_classes=4)
-    early, _ = st.select_batch("hybrid", probas, 8, 1, n_labeled=0, **kwargs)
-    late, _ = st.select_batch("hybrid", probas, 8, 1, n_labeled=40, **kwargs)
-    typi, _ = st.select_batch("typiclust", probas, 8, 1, **kwargs)
-    cm, _ = st.select_batch("cluster_margin", probas, 8, 1, **kwargs)
-    np.testing.assert_array_equal(early, typi)
-    np.testing.assert_array_equal(late, cm)
-    half, _ = st.select_batch("hybrid", probas, 8, 1, n_labeled=20, **kwargs)
-    assert len(set(half.tolist())) == 8
+    typi, _ = st.select_batch("typiclust", probas, 8, 1, features=features)
+    cm, _ = st.select_batch("cluster_margin", probas, 8, 1, features=features)
+
+    def hybrid(confidence):
+        return st.select_batch(
+            "hybrid", probas, 8, 1, features=features, pool_confidence=confidence
+        )[0]
+
+    np.testing.assert_array_equal(hybrid(0.0), typi)  # always wrong: all typical picks
+    np.testing.assert_array_equal(hybrid(1.0), cm)  # always right: all cluster-margin
+    quarter = hybrid(0.75)  # a quarter expected wrong: 6 uncertain, then 2 typical picks
+    assert len(set(quarter.tolist())) == 8
+    two_typical, _ = st.select_batch("typiclust", probas, 2, 1, features=features)
+    np.testing.assert_array_equal(quarter[6:], two_typical)
+    # Without a pool-wide figure, the confidence of the probas given is used.
+    confident = np.full((200, 4), 0.01)
+    confident[:, 0] = 0.97
+    np.testing.assert_array_equal(
+        st.select_batch("hybrid", confident, 8, 1, features=features)[0],
+        st.select_batch("hybrid", confident, 8, 1, features=features, pool_confidence=0.97)[0],
+    )
+    assert st.mean_confidence(np.array([[0.9, 0.1], [np.nan, 0.5], [0.6, 0.4]])) == 0.75
+    assert st.mean_confidence(np.zeros((0, 3))) is None
