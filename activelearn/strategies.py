@@ -362,18 +362,52 @@ def ranked_batch(
 
 
 def _cold_start_medoid(pool: np.ndarray, metric: str, rng: np.random.Generator) -> int:
-    """The sample with the least mean distance to all others, computed in row chunks."""
-    sums = np.concatenate(
+    """The sample with the least mean distance to all others (modAL's cold start).
+
+    Euclidean: every row's distance sum in float32 first (matrix products at twice the
+    float64 speed), then in float64 only for the rows within float32's error bound of the
+    smallest sum: the exact computation's pick, for about half its work.
+    """
+    if metric != "euclidean":
+        return _argmax_tie_random(-_distance_sums(pool, metric), rng)
+    n, dim = pool.shape
+    x = pool.astype(np.float32)
+    sq_norms = np.einsum("ij,ij->i", x, x)
+    sums = np.empty(n)
+    step = max(1, 2**24 // n)  # 64 MiB blocks
+    for start in range(0, n, step):
+        rows = slice(start, start + step)
+        sq = x[rows] @ (-2.0 * x.T)
+        sq += sq_norms[rows, None]
+        sq += sq_norms[None, :]
+        np.maximum(sq, 0.0, out=sq)
+        sums[rows] = np.sqrt(sq, out=sq).sum(axis=1, dtype=np.float64)
+    # One float32 distance is off by at most sqrt((dim + 4) eps) * the largest norm (dot
+    # product, expansion and square root), plus eps * norm from rounding the input: twice
+    # that, summed over n, keeps every row that could be the exact minimum.
+    eps = float(np.finfo(np.float32).eps)
+    largest = float(np.sqrt(np.einsum("ij,ij->i", pool, pool, dtype=np.float64).max()))
+    bound = 2.0 * n * (np.sqrt((dim + 4) * eps) + eps) * largest
+    near = np.flatnonzero(sums <= sums.min() + 2.0 * bound)
+    return int(near[_argmax_tie_random(-_distance_sums(pool, metric, near), rng)])
+
+
+def _distance_sums(pool: np.ndarray, metric: str, rows: np.ndarray | None = None) -> np.ndarray:
+    """Summed distance of each of `rows` (default all) to every pool sample, self-distance
+    exactly 0, in chunks of 256 MiB."""
+    rows = np.arange(len(pool)) if rows is None else rows
+
+    def sums(chunk: np.ndarray, start: int) -> np.ndarray:
+        chunk[np.arange(len(chunk)), rows[start : start + len(chunk)]] = 0.0
+        return chunk.sum(axis=1)
+
+    return np.concatenate(
         list(
             pairwise_distances_chunked(
-                pool,
-                metric=metric,
-                reduce_func=lambda chunk, _start: chunk.sum(axis=1),
-                working_memory=256,
+                pool[rows], pool, metric=metric, reduce_func=sums, working_memory=256
             )
         )
     )
-    return _argmax_tie_random(-sums, rng)
 
 
 def kcenter_greedy(

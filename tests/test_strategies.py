@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from modAL.batch import uncertainty_batch_sampling
 from modAL.uncertainty import entropy_sampling, margin_sampling, uncertainty_sampling
+from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import NearestNeighbors
 
 from activelearn import strategies as st
@@ -276,6 +277,18 @@ def test_ranked_batch_matches_modal(seed: int, n_labeled: int) -> None:
     )
     ours = st.ranked_batch(st.least_confidence(probas), features, labeled, 30, seed)
     np.testing.assert_array_equal(ours, modal_picks)
+
+
+def test_cold_start_medoid_is_exact_where_float32_cannot_tell() -> None:
+    """Far from the origin float32 loses the differences between mean distances; the
+    float64 pass over the near-best rows must still find modAL's (exact) first pick."""
+    rng = np.random.default_rng(5)
+    features = 1e4 + rng.normal(scale=1e-2, size=(400, 8))
+    exact = np.argmin(pairwise_distances(features).mean(axis=0))
+    assert st._cold_start_medoid(features, "euclidean", np.random.default_rng(0)) == exact
+    pick = st.ranked_batch(np.zeros(400), features, None, 1, 0)
+    modal_pick, _ = uncertainty_batch_sampling(FakeLearner(np.full((400, 2), 0.5)), features, 1)
+    np.testing.assert_array_equal(pick, modal_pick)
 
 
 def test_ranked_batch_matches_modal_with_other_metric_and_float32() -> None:
