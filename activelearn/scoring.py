@@ -328,10 +328,10 @@ def score_and_select(
 
     chosen = candidates.merged()
     name = plan.strategy
+    pool_confidence = confidence_sum / n_scored if n_scored else None
     if not chosen or len(chosen["id"]) == 0:
         queue: list[QueueItem] = []
     else:
-        pool_confidence = confidence_sum / n_scored if n_scored else None
         picks, pick_scores = select_candidates(
             classifier, chosen, plan, cfg, rng, labeled_x, pool_confidence
         )
@@ -352,6 +352,7 @@ def score_and_select(
         "scored": n_scored,
         "unreadable": len(unreadable),
         "queued": len(queue),
+        "pool_confidence": pool_confidence,
         "class_mix": dict(Counter(item.predicted for item in queue if item.predicted)),
     }
     (round_dir / "queue_summary.json").write_text(json.dumps(summary, indent=2))

@@ -94,7 +94,7 @@ def _checked_probas(probas: np.ndarray, measure: str, *, mc: bool) -> tuple[np.n
 def mean_confidence(probas: np.ndarray) -> float | None:
     """The mean top-class probability over the rows without NaN/inf (None if none)."""
     p = np.asarray(probas, dtype=np.float64)
-    top = (p.mean(axis=2) if p.ndim == 3 else p).max(axis=1) if len(p) else p
+    top = (p.mean(axis=2) if p.ndim == 3 else p).max(axis=1)
     top = top[np.isfinite(top)]
     return float(top.mean()) if len(top) else None
 

@@ -134,6 +134,8 @@ def test_hybrid_weighs_its_mix_by_the_whole_pools_confidence(
     )
     every = [float(r["confidence"]) for r in read_scores(tmp_path / "r" / "scores.csv")]
     assert len(every) == 57 and seen == [pytest.approx(np.mean(every), abs=1e-5)]
+    summary = json.loads((tmp_path / "r" / "queue_summary.json").read_text())
+    assert summary["pool_confidence"] == seen[0]
 
 
 @pytest.mark.parametrize("cold_start", ["random", "kcenter"])
