@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/campaigns.py [--strategies random entropy ...] [--seeds 0 1 2 3 4]
         [--start-per-class 2] [--batch 10] [--budget 400] [--out /tmp/campaigns-bench]
+        [--jobs 2] [--summary-only]
     .venv/bin/python bench/campaigns.py --compare-scorers   # in-memory scorer == score_and_select?
 
 The protocol of `python -m activelearn campaign.rounds=R` without its subprocesses (DVC,
@@ -30,6 +31,7 @@ import csv
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -557,6 +559,18 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="check both scorers pick the same batch for each strategy, time them, and exit",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="campaign processes in parallel, seeds split between them (2 on 2 cores)",
+    )
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="write the summary of the rounds already in --out, run nothing",
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -566,25 +580,40 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing: one model per round
     for strategy in args.strategies:
         strategy_config(strategy)  # fail now on a misspelled name, not after hours
-    prep, mcfg = digits_preprocessing(), model_config()
     if args.compare_scorers:
-        compare_scorers(args, prep, mcfg)
+        compare_scorers(args, digits_preprocessing(), model_config())
         return
 
     args.out.mkdir(parents=True, exist_ok=True)
     check_protocol(args.out, args)
     path = args.out / "rounds.csv"
-    campaigns = read_rows(path)
-    # Drop rows a rerun will redo (a round that stopped at a smaller budget), so the
-    # file holds each round once.
-    kept = {key: resumable(rows, args.budget)[1] for key, rows in campaigns.items()}
-    if sum(map(len, kept.values())) != sum(map(len, campaigns.values())):
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(r for rows in kept.values() for r in rows)
-    writer = RowWriter(path)
     started = time.perf_counter()
+    if not args.summary_only:
+        campaigns = read_rows(path)
+        if args.worker:
+            run_seeds(args, {k: resumable(r, args.budget)[1] for k, r in campaigns.items()})
+            return
+        # Drop rows a rerun will redo (a round that stopped at a smaller budget), so the
+        # file holds each round once.
+        kept = {key: resumable(rows, args.budget)[1] for key, rows in campaigns.items()}
+        if sum(map(len, kept.values())) != sum(map(len, campaigns.values())):
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=COLUMNS)
+                writer.writeheader()
+                writer.writerows(r for rows in kept.values() for r in rows)
+        RowWriter(path).close()  # the header, before any worker appends
+        if args.jobs > 1:
+            run_workers(args)
+        else:
+            run_seeds(args, kept)
+    markdown = write_summary(args.out, read_rows(path), args, time.perf_counter() - started)
+    print(markdown)
+
+
+def run_seeds(args: argparse.Namespace, kept: dict) -> None:
+    """Every unfinished campaign of `args.seeds`, seed by seed, appending to rounds.csv."""
+    prep, mcfg = digits_preprocessing(), model_config()
+    writer = RowWriter(args.out / "rounds.csv")
     try:
         for seed in args.seeds:
             todo = [
@@ -607,8 +636,35 @@ def main(argv: list[str] | None = None) -> None:
                     run_campaign(digits, strategy, seed, args, done, writer, prep, mcfg)
     finally:
         writer.close()
-    markdown = write_summary(args.out, read_rows(path), args, time.perf_counter() - started)
-    print(markdown)
+
+
+def run_workers(args: argparse.Namespace) -> None:
+    """`args.jobs` processes, each with its share of the seeds and of the cores.
+
+    The digits CNN is too small to keep two cores busy in one process: two one-thread
+    processes finish about 1.8 times as many rounds as one two-thread process. Each
+    worker appends whole rows to the shared rounds.csv (one write per row).
+    """
+    threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"}
+    common = [
+        *("--strategies", *args.strategies),
+        *("--start-per-class", str(args.start_per_class), "--batch", str(args.batch)),
+        *("--budget", str(args.budget), "--out", str(args.out), "--scorer", args.scorer),
+        "--worker",
+    ]
+    groups = [args.seeds[i :: args.jobs] for i in range(args.jobs) if args.seeds[i :: args.jobs]]
+    workers = [
+        subprocess.Popen([sys.executable, __file__, *common, "--seeds", *map(str, group)], env=env)
+        for group in groups
+    ]
+    try:
+        failed = [group for group, w in zip(groups, workers, strict=True) if w.wait() != 0]
+    finally:
+        for worker in workers:  # interrupted: no orphan keeps appending rows
+            worker.terminate()
+    if failed:
+        raise SystemExit(f"the workers for seeds {failed} failed; rerun to resume them")
 
 
 if __name__ == "__main__":
