@@ -476,6 +476,17 @@ def write_summary(
             )
             + "."
         )
+        means = {
+            name: {x: np.mean(values) for x, values in by_labels[name] if values}
+            for name in (DEFAULT_STRATEGY, BASELINE)
+        }
+        shared_x = sorted(set(means[DEFAULT_STRATEGY]) & set(means[BASELINE]))
+        behind = [x for x in shared_x if means[DEFAULT_STRATEGY][x] < means[BASELINE][x]]
+        lines.append(
+            f"- Mean accuracy of {DEFAULT_STRATEGY} below {BASELINE}'s at "
+            f"{len(behind)} of {len(shared_x)} labeled-set sizes"
+            + (f": {', '.join(map(str, behind))} labels." if behind else ".")
+        )
         for row in rows:
             base = next(r for r in rows if r["strategy"] == BASELINE)
             if row["strategy"] != BASELINE and row["auc"] < base["auc"]:
