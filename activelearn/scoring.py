@@ -248,6 +248,26 @@ def score_locally(
         yield score_batch(classifier, batch, plan)
 
 
+class MeanConfidence:
+    """The model's mean confidence over the scored blocks, summed in integer fixed point:
+    the same to the last bit however the pool is cut into blocks (a float sum is not), so
+    every engine reports the same figure."""
+
+    SCALE = 2**24  # float32's resolution near 1
+
+    def __init__(self) -> None:
+        self.total, self.count = 0, 0
+
+    def add(self, confidence: np.ndarray) -> None:
+        scaled = np.rint(confidence.astype(np.float64) * self.SCALE).astype(np.int64)
+        self.total += int(scaled.sum())
+        self.count += len(confidence)
+
+    @property
+    def value(self) -> float | None:
+        return self.total / self.SCALE / self.count if self.count else None
+
+
 @dataclass
 class ScoringResult:
     queue: list[QueueItem]
@@ -298,7 +318,7 @@ def score_and_select(
     round_dir.mkdir(parents=True, exist_ok=True)
     scores_path = round_dir / "scores.csv"
     fd, tmp = tempfile.mkstemp(dir=round_dir, prefix=".scores-")
-    n_scored, confidence_sum, unreadable = 0, 0.0, []
+    n_scored, confidence, unreadable = 0, MeanConfidence(), []
     try:
         with os.fdopen(fd, "w", newline="") as f, contextlib.closing(blocks):
             writer = csv.writer(f)
@@ -317,7 +337,7 @@ def score_and_select(
                         continue
                     _write_score_rows(writer, block, class_names, plan.measures)
                     n_scored += len(block.ids)
-                    confidence_sum += float(block.confidence.sum())
+                    confidence.add(block.confidence)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)  # no half-written scores left behind
         raise
@@ -328,7 +348,7 @@ def score_and_select(
 
     chosen = candidates.merged()
     name = plan.strategy
-    pool_confidence = confidence_sum / n_scored if n_scored else None
+    pool_confidence = confidence.value
     if not chosen or len(chosen["id"]) == 0:
         queue: list[QueueItem] = []
     else:

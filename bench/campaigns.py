@@ -67,6 +67,7 @@ from activelearn.reporting import (  # noqa: E402
 from activelearn.scoring import (  # noqa: E402
     Batch,
     CandidateSet,
+    MeanConfidence,
     ScoringPlan,
     score_and_select,
     score_batch,
@@ -201,17 +202,16 @@ def select_in_memory(
     rng = np.random.default_rng(seed)
     plan = ScoringPlan.of(cfg, False, classifier.prep, seed)
     candidates = CandidateSet(plan.candidates, rng)
-    confidence_sum = 0.0
+    confidence = MeanConfidence()
     for start in range(0, len(ids), SCORE_BATCH):
         batch = Batch(ids[start : start + SCORE_BATCH], x[start : start + SCORE_BATCH], [])
         block = score_batch(classifier, batch, plan)
         candidates.absorb(block.candidates)
-        confidence_sum += float(block.confidence.sum())
+        confidence.add(block.confidence)
     chosen = candidates.merged()
     if not chosen or len(chosen["id"]) == 0:
         return []
-    pool_confidence = confidence_sum / len(ids)
-    picks, _ = select_candidates(classifier, chosen, plan, cfg, rng, labeled_x, pool_confidence)
+    picks, _ = select_candidates(classifier, chosen, plan, cfg, rng, labeled_x, confidence.value)
     return [str(chosen["id"][i]) for i in picks]
 
 

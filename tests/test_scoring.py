@@ -11,7 +11,7 @@ from activelearn.data import Preprocessing, class_names_of, load_labeled
 from activelearn.manifest import Manifest
 from activelearn.model import Classifier
 from activelearn.queue import read_queue
-from activelearn.scoring import score_and_select, stream_pool
+from activelearn.scoring import MeanConfidence, score_and_select, stream_pool
 from tests.conftest import write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
@@ -136,6 +136,18 @@ def test_hybrid_weighs_its_mix_by_the_whole_pools_confidence(
     assert len(every) == 57 and seen == [pytest.approx(np.mean(every), abs=1e-5)]
     summary = json.loads((tmp_path / "r" / "queue_summary.json").read_text())
     assert summary["pool_confidence"] == seen[0]
+
+
+def test_mean_confidence_is_the_same_however_the_pool_is_cut():
+    values = np.random.default_rng(0).random(10_000).astype(np.float32)
+    means = []
+    for size in (7, 256, 10_000):
+        mean = MeanConfidence()
+        for start in range(0, len(values), size):
+            mean.add(values[start : start + size])
+        means.append(mean.value)
+    assert means[0] == means[1] == means[2] == pytest.approx(values.mean(dtype=np.float64))
+    assert MeanConfidence().value is None
 
 
 @pytest.mark.parametrize("cold_start", ["random", "kcenter"])
