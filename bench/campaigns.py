@@ -601,12 +601,12 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     if not args.summary_only:
         campaigns = read_rows(path)
+        kept = {key: resumable(rows, args.budget)[1] for key, rows in campaigns.items()}
         if args.worker:
-            run_seeds(args, {k: resumable(r, args.budget)[1] for k, r in campaigns.items()})
+            run_seeds(args, kept)
             return
         # Drop rows a rerun will redo (a round that stopped at a smaller budget), so the
         # file holds each round once.
-        kept = {key: resumable(rows, args.budget)[1] for key, rows in campaigns.items()}
         if sum(map(len, kept.values())) != sum(map(len, campaigns.values())):
             with path.open("w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=COLUMNS)
