@@ -259,9 +259,9 @@ class MeanConfidence:
         self.total, self.count = 0, 0
 
     def add(self, confidence: np.ndarray) -> None:
-        scaled = np.rint(confidence.astype(np.float64) * self.SCALE).astype(np.int64)
-        self.total += int(scaled.sum())
-        self.count += len(confidence)
+        finite = confidence[np.isfinite(confidence)]  # a NaN row must not poison the sum
+        self.total += int(np.rint(finite.astype(np.float64) * self.SCALE).astype(np.int64).sum())
+        self.count += len(finite)
 
     @property
     def value(self) -> float | None:

@@ -148,6 +148,9 @@ def test_mean_confidence_is_the_same_however_the_pool_is_cut():
         means.append(mean.value)
     assert means[0] == means[1] == means[2] == pytest.approx(values.mean(dtype=np.float64))
     assert MeanConfidence().value is None
+    with_nan = MeanConfidence()
+    with_nan.add(np.array([0.5, np.nan, 1.0, np.inf], dtype=np.float32))
+    assert with_nan.value == 0.75
 
 
 @pytest.mark.parametrize("cold_start", ["random", "kcenter"])
