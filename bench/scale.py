@@ -43,7 +43,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback-only Rays; nothin
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
 import numpy as np  # noqa: E402
-from scoring import generate_pool, image_id  # noqa: E402  (bench/scoring.py: one shared pool cache)
+from scoring import POOL_CACHE, generate_pool, image_id  # noqa: E402  (bench/scoring.py: one shared pool cache)
 
 from activelearn.config import (  # noqa: E402
     ModelConfig,
@@ -281,7 +281,7 @@ def main() -> None:
     parser.add_argument(
         "--cache-dir",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "activelearn-bench-scoring",
+        default=POOL_CACHE,
         help="generated pool, shared with bench/scoring.py",
     )
     parser.add_argument("--measure", help=argparse.SUPPRESS)

@@ -61,6 +61,9 @@ QUEUE_SIZE = 100
 # ---------------------------------------------------------------- the pool on disk
 
 
+POOL_CACHE = Path(tempfile.gettempdir()) / "activelearn-bench-scoring"  # also bench/scale.py
+
+
 def image_id(i: int) -> str:
     return f"{i // CHUNK:03d}/{i:06d}.png"
 
@@ -312,7 +315,7 @@ def main() -> None:
     parser.add_argument(
         "--cache-dir",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "activelearn-bench-scoring",
+        default=POOL_CACHE,
         help="generated pool, reused by reruns",
     )
     parser.add_argument("--measure", choices=["ours", "modal"], help=argparse.SUPPRESS)
