@@ -11,11 +11,14 @@ import argparse
 import csv
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
+from activelearn import stage_worker
 from activelearn.config import Config
 from activelearn.data import Preprocessing, class_names_of, load_labeled
 
@@ -129,12 +132,18 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate}
 
 
+def run(stage: str) -> None:
+    STAGES[stage](load_params())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="DVC stage entry points")
     parser.add_argument("stage", choices=STAGES)
     args = parser.parse_args(argv)
+    if worker := os.environ.get(stage_worker.VARIABLE):  # started by the round: run there
+        sys.exit(stage_worker.ask_worker(worker, args.stage))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    STAGES[args.stage](load_params())
+    run(args.stage)
 
 
 if __name__ == "__main__":

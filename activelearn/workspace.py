@@ -18,6 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from activelearn import stage_worker, stages
 from activelearn.config import Config
 from activelearn.data import list_files, split_test_set
 from activelearn.manifest import Manifest
@@ -45,11 +46,15 @@ class PipelineFailed(RuntimeError):
     """`dvc repro` exited non-zero; its output has been shown."""
 
 
-def _run(*cmd: str, cwd: Path) -> None:
+def _environment() -> dict:
     # Stage commands call `python`: make it this interpreter.
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    subprocess.run(cmd, cwd=cwd, env=env, check=True)
+    return env
+
+
+def _run(*cmd: str, cwd: Path) -> None:
+    subprocess.run(cmd, cwd=cwd, env=_environment(), check=True)
 
 
 def init_workspace(ws: Path) -> None:
@@ -118,8 +123,9 @@ def run_pipeline(cfg: Config) -> dict:
 
 
 def repro(ws: Path) -> None:
-    """`dvc repro` in the workspace: only stages whose deps or params changed run."""
-    try:
-        _run(sys.executable, "-m", "dvc", "repro", "-q", cwd=ws)
-    except subprocess.CalledProcessError as err:
-        raise PipelineFailed(f"`dvc repro` failed in {ws} (exit {err.returncode})") from err
+    """`dvc repro` in the workspace: only stages whose deps or params changed run, and
+    they run in this process (`stage_worker`), which imports TensorFlow once."""
+    cmd = [sys.executable, "-m", "dvc", "repro", "-q"]
+    status = stage_worker.run_repro(cmd, str(ws), _environment(), stages.run)
+    if status:
+        raise PipelineFailed(f"`dvc repro` failed in {ws} (exit {status})")

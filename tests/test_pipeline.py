@@ -2,11 +2,13 @@
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+from activelearn import stage_worker, stages
 from activelearn.config import Config, DataConfig
 from activelearn.data import list_files
 from activelearn.manifest import Manifest
@@ -28,7 +30,7 @@ def dvc_status(ws) -> dict:
 
 
 def test_repro_trains_evaluates_and_reruns_only_changed_stages(
-    tmp_path, bentoml_home, tiny_model_cfg
+    tmp_path, bentoml_home, tiny_model_cfg, monkeypatch
 ):
     ws = tmp_path / "campaign"
     write_class_folders(ws / "data" / "raw", per_class=15)
@@ -40,7 +42,10 @@ def test_repro_trains_evaluates_and_reruns_only_changed_stages(
         workspace=str(ws),
     )
 
+    ran_here = []  # the stage worker runs the stages in this process
+    monkeypatch.setattr(stages, "run", lambda s, run=stages.run: (ran_here.append(s), run(s)))
     metrics = run_pipeline(cfg)
+    assert ran_here == ["prepare", "train", "evaluate"]
     assert metrics["accuracy"] >= 0.8
     assert metrics["test_images"] == 9 and metrics["labeled_images"] == 36
     assert (ws / "dvc.lock").is_file() and (ws / "model" / "classifier.bentomodel").is_file()
@@ -60,7 +65,15 @@ def test_repro_trains_evaluates_and_reruns_only_changed_stages(
     assert set(dvc_status(ws)) == {"train"}  # prepare is untouched by a model param
 
     run_pipeline(cfg)
+    assert ran_here[3:] == ["train", "evaluate"]
     assert (ws / "prepared" / "train.npz").stat().st_mtime_ns == prepared
     assert (ws / "model" / "classifier.bentomodel").read_bytes() != model
     assert list_files(ws / "data" / "test") == test_set  # never redrawn
     assert dvc_status(ws) == {}
+
+    # By hand, without the worker, each stage runs in its own process: same model, same metrics.
+    metrics = (ws / "evaluation" / "metrics.json").read_text()
+    env = {k: v for k, v in os.environ.items() if k != stage_worker.VARIABLE}
+    env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env['PATH']}"  # its python
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", "-f"], cwd=ws, env=env, check=True)
+    assert (ws / "evaluation" / "metrics.json").read_text() == metrics
