@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,18 +110,25 @@ class Classifier:
             .prefetch(2)
         )
         log.info("training on %d images: %d epochs, %d steps", len(x), epochs, total_steps)
+        started, clock = time.perf_counter(), []
         history = self.network.fit(
             stream,
             epochs=points,
             steps_per_epoch=math.ceil(total_steps / points),
             shuffle=False,
             verbose=0,
+            callbacks=[
+                keras.callbacks.LambdaCallback(
+                    on_epoch_end=lambda *_: clock.append(time.perf_counter() - started)
+                )
+            ],
         )
         steps_per_point = math.ceil(total_steps / points)
         return [
             {
                 "step": (i + 1) * steps_per_point,
                 **{k: float(v[i]) for k, v in history.history.items()},
+                "seconds": round(clock[i], 3),
             }
             for i in range(points)
         ]
@@ -181,6 +189,7 @@ class Classifier:
         partial.unlink(missing_ok=True)
         bentoml.models.export_model(tag, str(partial))
         partial.replace(path)  # readers (the serving app) never see half a file
+        _remember(path, self)
         return tag
 
     @classmethod
@@ -192,6 +201,8 @@ class Classifier:
         path = Path(path).resolve()
         if not path.is_file():
             raise FileNotFoundError(f"no model at {path}: train one first (dvc repro)")
+        if (known := _IN_MEMORY.get(_identity(path))) is not None:
+            return known
         try:
             bento_model = bentoml.models.import_model(str(path))
         except bentoml.exceptions.BentoMLException as err:
@@ -205,12 +216,29 @@ class Classifier:
             bento_model = bentoml.models.import_model(str(path))
         meta = bento_model.info.metadata
         network = keras.models.load_model(bento_model.path_of(KERAS_FILE))
-        return cls(
+        classifier = cls(
             network,
             meta["class_names"],
             Preprocessing.from_dict(meta["preprocessing"]),
             bento_model.tag.version,
         )
+        _remember(path, classifier)
+        return classifier
+
+
+# The model this process last saved or loaded, by the identity of its file: a round's
+# train stage saves it, and evaluate and select use it without reading it back.
+_IN_MEMORY: dict[tuple, Classifier] = {}
+
+
+def _identity(path: Path) -> tuple:
+    stat = path.stat()  # a new export is a new file (renamed into place): a new inode
+    return (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def _remember(path: Path, classifier: Classifier) -> None:
+    _IN_MEMORY.clear()
+    _IN_MEMORY[_identity(path)] = classifier
 
 
 class _Passes:

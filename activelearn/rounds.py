@@ -14,6 +14,7 @@ finished by running it again, and running a finished round changes nothing.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from activelearn.data import class_folders, class_names_of, list_files, preproce
 from activelearn.faults import kill_point
 from activelearn.manifest import Manifest
 from activelearn.queue import QueueItem, read_queue, write_queue
-from activelearn.stages import METRICS, MODEL_FILE, PREPARED, preprocessing
+from activelearn.stages import HISTORY, METRICS, MODEL_FILE, PREPARED, preprocessing
 from activelearn.workspace import init_workspace, prepare_data, repro, write_params
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,14 @@ def train(r: Round) -> dict:
     write_params(replace(r.cfg, round=r.n))
     repro(Path.cwd())
     metrics = json.loads(METRICS.read_text())
-    return {"labeled": sum(counts.values()), "per_class": counts, "metrics": metrics}
+    with HISTORY.open() as f:
+        fit_seconds = float(list(csv.DictReader(f))[-1]["seconds"])
+    return {
+        "labeled": sum(counts.values()),
+        "per_class": counts,
+        "metrics": metrics,
+        "fit_seconds": fit_seconds,
+    }
 
 
 def select(r: Round) -> dict:
@@ -263,6 +271,8 @@ def track(r: Round) -> dict:
             "pool_left": len(r.manifest.in_state("pool")),
             **{f"seconds_{p}": v["seconds"] for p, v in r.state.phases.items() if "seconds" in v},
         }
+        if "fit_seconds" in train_result:  # the optimizer steps alone, inside seconds_train
+            metrics["seconds_fit"] = train_result["fit_seconds"]
         test = train_result.get("metrics")
         if test:
             metrics |= {"test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"]}

@@ -29,6 +29,7 @@ PREPARED = Path("prepared")
 MODEL_FILE = Path("model/classifier.bentomodel")
 EVALUATION = Path("evaluation")
 METRICS = EVALUATION / "metrics.json"
+HISTORY = EVALUATION / "history.csv"
 
 
 def load_params(path: Path = PARAMS) -> Config:
@@ -94,7 +95,7 @@ def train(cfg: Config) -> None:
     history = classifier.fit(x, y, cfg.model, cfg.seed)
     tag = classifier.save(MODEL_FILE)
     EVALUATION.mkdir(exist_ok=True)
-    _write_csv(EVALUATION / "history.csv", history)
+    _write_csv(HISTORY, history)
     log.info("saved %s to %s", tag, MODEL_FILE)
 
 

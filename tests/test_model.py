@@ -1,8 +1,12 @@
 """The model protocol on tiny generated data: it learns, and the BentoML file round-trips."""
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 
+from activelearn import model
 from activelearn.config import ModelConfig
 from activelearn.data import Preprocessing, class_names_of, load_labeled
 from activelearn.model import Classifier, training_epochs
@@ -33,6 +37,8 @@ def test_training_length_has_a_floor_of_optimizer_steps():
 def test_fit_learns_the_patterns_and_evaluate_reports_them(trained):
     classifier, history, test = trained
     assert 0 < len(history) <= 20 and history[-1]["step"] >= 40  # the floor of steps
+    seconds = [point["seconds"] for point in history]  # the wall time of the fit so far
+    assert 0 < seconds[0] and seconds == sorted(seconds)
     report = classifier.evaluate(test.x, test.y)
     assert report["accuracy"] >= 0.9
     assert set(report["per_class"]) == {"class0", "class1", "class2"}
@@ -45,8 +51,10 @@ def test_bentoml_export_and_import_give_identical_predictions(trained, tmp_path,
     classifier, _, test = trained
     path = tmp_path / "model" / "classifier.bentomodel"
     assert classifier.save(path) == "classifier:round-3"
+    assert Classifier.load(path) is classifier  # this process saved it: no need to read it
+    model._IN_MEMORY.clear()  # as another process would, from the file
     loaded = Classifier.load(path)
-    assert loaded.version == "round-3"
+    assert loaded is not classifier and loaded.version == "round-3"
     assert loaded.class_names == classifier.class_names and loaded.prep == PREP
     assert np.array_equal(loaded.predict_proba(test.x), classifier.predict_proba(test.x))
 
@@ -60,8 +68,22 @@ def test_load_prefers_the_file_over_a_stale_store_entry(trained, tmp_path, tiny_
         classifier.class_names, PREP, tiny_model_cfg, seed=5, version="round-3"
     )
     other.save(tmp_path / "other.bentomodel")
-    loaded = Classifier.load(path)
+    loaded = Classifier.load(path)  # `other` is the one in memory now: this reads the file
     assert np.array_equal(loaded.predict_proba(test.x), classifier.predict_proba(test.x))
+
+
+def test_a_file_replaced_by_another_process_is_read_again(trained, tmp_path, tiny_model_cfg):
+    classifier, _, test = trained
+    path = tmp_path / "classifier.bentomodel"
+    classifier.save(path)
+    other = Classifier.build(classifier.class_names, PREP, tiny_model_cfg, seed=5, version="x")
+    other.save(tmp_path / "other.bentomodel")
+    classifier.save(path)  # in memory again, as the file at `path`
+    shutil.copy(tmp_path / "other.bentomodel", tmp_path / "incoming")
+    os.replace(tmp_path / "incoming", path)  # a new round's export from another process
+    loaded = Classifier.load(path)
+    assert loaded is not classifier and loaded.version == "x"
+    assert np.array_equal(loaded.predict_proba(test.x), other.predict_proba(test.x))
 
 
 def test_load_names_the_missing_file(tmp_path):

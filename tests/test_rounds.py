@@ -129,6 +129,7 @@ def test_three_round_campaign_end_to_end(reference):
         "labeled",
         "pool_left",
         "seconds_train",
+        "seconds_fit",
         "batch_uncertainty_mean",
         "batch_uncertainty_max",
     ):
