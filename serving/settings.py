@@ -6,6 +6,8 @@ Secrets (the Label Studio token, the basic-auth password) are `SecretStr`: they 
 
 from __future__ import annotations
 
+import difflib
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -63,6 +65,18 @@ class ServingSettings(BaseSettings):
     retrain_threshold: int = Field(0, ge=0)
     retrain_cwd: Path = Path(".")
     retrain_log: Path = Path("rounds/serving-retrain.log")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_variables(cls, values: object) -> object:
+        """A misspelled variable would otherwise be ignored and its default used silently."""
+        for variable in sorted(os.environ):
+            name = variable[len(ENV_PREFIX) :].lower()
+            if variable.startswith(ENV_PREFIX) and name not in cls.model_fields:
+                close = difflib.get_close_matches(name, cls.model_fields, n=1)
+                hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+                raise ValueError(f"{variable} is not a serving setting{hint}")
+        return values
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

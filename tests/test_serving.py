@@ -339,6 +339,15 @@ def test_settings_come_from_the_environment(monkeypatch):
     assert "token set" in describe(settings)
 
 
+def test_a_misspelled_setting_variable_is_an_error(monkeypatch):
+    monkeypatch.setenv("ACTIVELEARN_SERVING_MODLE_PATH", "other.bentomodel")
+    with pytest.raises(
+        ValueError,
+        match="MODLE_PATH is not a serving setting; did you mean ACTIVELEARN_SERVING_MODEL_PATH",
+    ):
+        ServingSettings()
+
+
 def test_paths_default_to_the_campaign_workspace(monkeypatch):
     for key in [k for k in os.environ if k.startswith("ACTIVELEARN_SERVING_")]:
         monkeypatch.delenv(key)
