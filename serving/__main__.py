@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
+from pydantic import ValidationError
 
-from serving.settings import ServingSettings
+from serving.settings import ENV_PREFIX, ServingSettings
 
 
 def main() -> None:
-    settings = ServingSettings()
+    try:
+        settings = ServingSettings()
+    except ValidationError as err:  # a bad variable: say which, without a traceback
+        sys.exit("\n".join(f"{_variable(e['loc'])}{e['msg']}" for e in err.errors()))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     uvicorn.run("serving.app:app", host=settings.host, port=settings.port, log_level="info")
+
+
+def _variable(location: tuple) -> str:
+    return f"{ENV_PREFIX}{str(location[0]).upper()}: " if location else ""
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -346,6 +347,16 @@ def test_a_misspelled_setting_variable_is_an_error(monkeypatch):
         match="MODLE_PATH is not a serving setting; did you mean ACTIVELEARN_SERVING_MODEL_PATH",
     ):
         ServingSettings()
+
+
+def test_the_server_command_names_a_bad_variable_without_a_traceback():
+    env = os.environ | {"ACTIVELEARN_SERVING_PORT": "ninety"}
+    done = subprocess.run(
+        [sys.executable, "-m", "serving"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "ACTIVELEARN_SERVING_PORT: Input should be a valid integer" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_paths_default_to_the_campaign_workspace(monkeypatch):
