@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from activelearn.config import Config, register_configs
 
 log = logging.getLogger("activelearn")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
 register_configs()
 

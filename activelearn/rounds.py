@@ -161,12 +161,12 @@ def train(r: Round) -> dict:
     repro(Path.cwd())
     metrics = json.loads(METRICS.read_text())
     with HISTORY.open() as f:
-        fit_seconds = float(list(csv.DictReader(f))[-1]["seconds"])
+        fit_seconds = list(csv.DictReader(f))[-1].get("seconds")  # none from older versions
     return {
         "labeled": sum(counts.values()),
         "per_class": counts,
         "metrics": metrics,
-        "fit_seconds": fit_seconds,
+        "fit_seconds": float(fit_seconds) if fit_seconds else None,
     }
 
 
@@ -271,7 +271,7 @@ def track(r: Round) -> dict:
             "pool_left": len(r.manifest.in_state("pool")),
             **{f"seconds_{p}": v["seconds"] for p, v in r.state.phases.items() if "seconds" in v},
         }
-        if "fit_seconds" in train_result:  # the optimizer steps alone, inside seconds_train
+        if train_result.get("fit_seconds"):  # the optimizer steps alone, inside seconds_train
             metrics["seconds_fit"] = train_result["fit_seconds"]
         test = train_result.get("metrics")
         if test:

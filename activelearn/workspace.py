@@ -48,9 +48,7 @@ class PipelineFailed(RuntimeError):
 
 def _environment() -> dict:
     # Stage commands call `python`: make it this interpreter.
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
+    return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 def _run(*cmd: str, cwd: Path) -> None:
