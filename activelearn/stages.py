@@ -101,20 +101,20 @@ def train(cfg: Config) -> None:
 
 def evaluate(cfg: Config) -> dict:
     """Score the model on the fixed test set; write metrics, report and confusion plot."""
-    from activelearn.model import Classifier
+    from activelearn.model import Classifier, classification_report
 
     classifier = Classifier.load(MODEL_FILE)
     x, y = _arrays("test")
     _, y_train = _arrays("train")
-    report = classifier.evaluate(x, y)
+    predicted = classifier.predict_proba(x).argmax(axis=1)
+    names = classifier.class_names
+    report = classification_report(y, predicted, names)
     metrics = {
         key: report[key] for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1")
     } | {"test_images": int(len(y)), "labeled_images": int(len(y_train))}
     EVALUATION.mkdir(exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=2))
     (EVALUATION / "report.json").write_text(json.dumps(report, indent=2))
-    predicted = classifier.predict_proba(x).argmax(axis=1)
-    names = classifier.class_names
     _write_csv(
         EVALUATION / "confusion.csv",
         [{"actual": names[a], "predicted": names[p]} for a, p in zip(y, predicted, strict=True)],

@@ -1,0 +1,108 @@
+"""Where a real round's time goes: every phase against the training it is there for.
+
+    .venv/bin/python bench/rounds.py [--rounds 4] [--out /tmp/rounds-bench]
+
+Runs a digits campaign with the default config (simulated annotator, local sqlite MLflow,
+DVC, git) twice, in fresh workspaces under `--out`:
+
+- one process per round: `python -m activelearn round=N` for N = 0 .. rounds-1, as
+  people run it between labeling sessions (every round pays the imports);
+- one process for all: `python -m activelearn campaign.rounds=R`, as sweeps run.
+
+The baseline is the training itself, measured in the same run: the seconds of the
+optimizer steps (`fit_seconds` in the round's state). Printed per round: wall time of the
+command (or of the round, in the campaign), each phase, and the share of the wall time
+that is not training. The wall time outside the phases is start-up and exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PHASES = ["ingest", "train", "select", "track", "push", "commit"]
+
+
+def activelearn(*overrides: str, ws: Path) -> float:
+    """Run `python -m activelearn` with `overrides` on workspace `ws`; its wall seconds."""
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "activelearn", *overrides, f"workspace={ws}"]
+    started = time.perf_counter()
+    done = subprocess.run(
+        [*cmd, f"hydra.run.dir={ws.parent / 'hydra' / ws.name}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def phases(ws: Path, n: int) -> dict:
+    return json.loads((ws / "rounds" / str(n) / "state.json").read_text())["phases"]
+
+
+def row(mode: str, n: int, wall: float, state: dict) -> dict:
+    seconds = {p: state[p]["seconds"] for p in PHASES}
+    fit = state["train"].get("fit_seconds") or 0.0
+    return {
+        "mode": mode,
+        "round": n,
+        "wall": wall,
+        "outside phases": wall - sum(seconds.values()),
+        **seconds,
+        "fit": fit,
+        "not training": 1 - fit / wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/rounds-bench"))
+    args = parser.parse_args()
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+
+    rows = []
+    apart = args.out / "round-per-process"
+    for n in range(args.rounds):
+        wall = activelearn(f"round={n}", ws=apart)
+        rows.append(row("round=N", n, wall, phases(apart, n)))
+        print(f"round={n}: {wall:.1f} s", flush=True)
+
+    together = args.out / "one-process"
+    total = activelearn(f"campaign.rounds={args.rounds}", ws=together)
+    print(f"campaign.rounds={args.rounds}: {total:.1f} s", flush=True)
+    campaign = [phases(together, n) for n in range(args.rounds)]
+    start_and_exit = total - sum(p[q]["seconds"] for p in campaign for q in PHASES)
+    for n, state in enumerate(campaign):  # start-up and exit shared out over the rounds
+        wall = sum(state[q]["seconds"] for q in PHASES) + start_and_exit / args.rounds
+        rows.append(row("campaign", n, wall, state))
+
+    columns = list(rows[0])
+    print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    for r in rows:
+        cells = [f"{v:.0%}" if k == "not training" else v for k, v in r.items()]
+        print("| " + " | ".join(f"{c:.1f}" if isinstance(c, float) else str(c) for c in cells))
+    for mode in ("round=N", "campaign"):
+        trained = [r for r in rows if r["mode"] == mode and r["round"] > 0 and r["fit"]]
+        wall, fit, train = (sum(r[k] for r in trained) for k in ("wall", "fit", "train"))
+        print(
+            f"\n{mode}, rounds 1-{args.rounds - 1}: {wall / len(trained):.1f} s a round; "
+            f"training {fit / len(trained):.1f} s, so {1 - fit / wall:.0%} is not training; "
+            f"{1 - train / wall:.0%} is outside the train phase (dvc repro)"
+        )
+
+
+if __name__ == "__main__":
+    main()
