@@ -6,6 +6,9 @@ A shell command that runs two stage commands one after the other stands in for
 
 import os
 import sys
+import time
+
+import pytest
 
 from activelearn import stage_worker
 
@@ -60,3 +63,14 @@ def test_a_stage_from_another_folder_is_refused(tmp_path, capfd):
 def test_an_unreachable_worker_is_an_error(tmp_path, capsys):
     assert stage_worker.ask_worker(str(tmp_path / "gone"), "train") == 1
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_an_interrupted_stage_stops_the_command_too(tmp_path):
+    def interrupted(stage: str) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the stage runs in this process
+
+    then_more = ["sh", "-c", f"{STAGE} prepare; sleep 60"]  # would outlive a lost interrupt
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        stage_worker.run_repro(then_more, str(tmp_path), ENV, interrupted)
+    assert time.monotonic() - started < 30  # the command was stopped, not waited for
