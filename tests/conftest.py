@@ -38,6 +38,13 @@ def write_class_folders(root: Path, per_class: int, seed: int = 0, n_classes: in
             pattern_image(label, rng).save(folder / f"s{seed}-{i:03d}.png")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def bentoml_store_outside_the_checkout(tmp_path_factory) -> None:
+    """A test that saves a model without `bentoml_home` (or a command it starts) would
+    otherwise make the store in the working directory: the checkout."""
+    os.environ.setdefault("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml-store")))
+
+
 @pytest.fixture
 def bentoml_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "bentoml"
