@@ -4,9 +4,9 @@ Each stage reads `params.yaml` in the working directory (written from the Hydra 
 by the round loop, or edited by hand) into the same typed schema as the app, and calls
 the same functions as the rest of the package.
 
-The stages import what they need themselves: a stage command started by a round only
-hands its stage to the round's process (`stage_worker`), and starts in 0.1 s instead of
-0.5 s without numpy, OmegaConf and the schema.
+The stages import what they need inside: a stage command started by a round only hands
+its stage to the round's process (`stage_worker`), and with nothing but the standard
+library to import it starts in 0.1 s instead of 0.5 s.
 """
 
 from __future__ import annotations
