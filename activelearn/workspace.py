@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -46,13 +47,14 @@ class PipelineFailed(RuntimeError):
     """`dvc repro` exited non-zero; its output has been shown."""
 
 
-def _environment() -> dict:
-    # Stage commands call `python`: make it this interpreter.
-    return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def python_environment(base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """`base` with this interpreter first on PATH: commands that call `python` (the DVC
+    stages, a retrain) get the one with activelearn installed."""
+    return {**base, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"}
 
 
 def _run(*cmd: str, cwd: Path) -> None:
-    subprocess.run(cmd, cwd=cwd, env=_environment(), check=True)
+    subprocess.run(cmd, cwd=cwd, env=python_environment(), check=True)
 
 
 def init_workspace(ws: Path) -> None:
@@ -124,6 +126,6 @@ def repro(ws: Path) -> None:
     """`dvc repro` in the workspace: only stages whose deps or params changed run, and
     they run in this process (`stage_worker`), which imports TensorFlow once."""
     cmd = [sys.executable, "-m", "dvc", "repro", "-q"]
-    status = stage_worker.run_repro(cmd, str(ws), _environment(), stages.run)
+    status = stage_worker.run_repro(cmd, str(ws), python_environment(), stages.run)
     if status:
         raise PipelineFailed(f"`dvc repro` failed in {ws} (exit {status})")

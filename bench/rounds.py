@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -32,13 +31,11 @@ PHASES = ["ingest", "train", "select", "track", "push", "commit"]
 
 def activelearn(*overrides: str, ws: Path) -> float:
     """Run `python -m activelearn` with `overrides` on workspace `ws`; its wall seconds."""
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "activelearn", *overrides, f"workspace={ws}"]
     started = time.perf_counter()
     done = subprocess.run(
         [*cmd, f"hydra.run.dir={ws.parent / 'hydra' / ws.name}"],
         cwd=ROOT,
-        env=env,
         capture_output=True,
         text=True,
     )

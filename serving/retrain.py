@@ -12,11 +12,11 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
+from activelearn.workspace import python_environment
 from serving.schemas import ProjectCounts, RetrainStatus
 from serving.settings import ENV_PREFIX
 
@@ -174,10 +174,6 @@ class Retrainer:
 
 def _child_environment() -> dict[str, str]:
     """The server's environment without its own auth settings; `python` is this interpreter."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(f"{ENV_PREFIX}BASIC_AUTH")
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
+    return python_environment(
+        {k: v for k, v in os.environ.items() if not k.startswith(f"{ENV_PREFIX}BASIC_AUTH")}
+    )

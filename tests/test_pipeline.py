@@ -12,7 +12,7 @@ from activelearn import stage_worker, stages
 from activelearn.config import Config, DataConfig
 from activelearn.data import list_files
 from activelearn.manifest import Manifest
-from activelearn.workspace import run_pipeline, write_params
+from activelearn.workspace import python_environment, run_pipeline, write_params
 from tests.conftest import write_class_folders
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,6 @@ def test_repro_trains_evaluates_and_reruns_only_changed_stages(
 
     # By hand, without the worker, each stage runs in its own process: same model, same metrics.
     metrics = (ws / "evaluation" / "metrics.json").read_text()
-    env = {k: v for k, v in os.environ.items() if k != stage_worker.VARIABLE}
-    env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env['PATH']}"  # its python
+    env = python_environment({k: v for k, v in os.environ.items() if k != stage_worker.VARIABLE})
     subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", "-f"], cwd=ws, env=env, check=True)
     assert (ws / "evaluation" / "metrics.json").read_text() == metrics

@@ -7,7 +7,6 @@ annotator; a tiny model and two short campaigns keep it to a minute or two.
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +27,8 @@ TINY = [
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=900
     )
 
 
