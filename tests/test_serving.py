@@ -30,7 +30,7 @@ from activelearn.model import Classifier
 from serving.app import create_app, describe
 from serving.images import ImageError, ImageSource
 from serving.label_config import DEFAULT_TARGET, choice_target
-from serving.retrain import next_round
+from serving.retrain import _child_environment, next_round
 from serving.settings import ServingSettings
 from tests.conftest import pattern_image, write_class_folders
 
@@ -357,6 +357,15 @@ def test_the_server_command_names_a_bad_variable_without_a_traceback():
     assert done.returncode == 1
     assert "ACTIVELEARN_SERVING_PORT: Input should be a valid integer" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_retrain_gets_this_python_but_not_the_servers_password(monkeypatch):
+    monkeypatch.setenv("ACTIVELEARN_SERVING_BASIC_AUTH_PASSWORD", "secret")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "the-token")  # the round needs it
+    env = _child_environment()
+    assert not any(k.startswith("ACTIVELEARN_SERVING_BASIC_AUTH") for k in env)
+    assert env["LABEL_STUDIO_API_KEY"] == "the-token"
+    assert env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
 
 
 def test_paths_default_to_the_campaign_workspace(monkeypatch):
