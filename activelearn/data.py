@@ -69,9 +69,11 @@ def preprocess(source: str | Path | bytes | BinaryIO, prep: Preprocessing) -> np
                 rgba = img.convert("RGBA")
                 img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img.alpha_composite(rgba)
-            img = img.convert("L" if prep.channels == 1 else "RGB")
-            height, width = prep.image_size
-            img = img.resize((width, height), Image.Resampling.BILINEAR)
+            mode, (height, width) = ("L" if prep.channels == 1 else "RGB"), prep.image_size
+            if img.mode != mode:  # each step only when needed: an unneeded one is a copy
+                img = img.convert(mode)
+            if img.size != (width, height):
+                img = img.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.float32) / 255.0
     except (
         UnidentifiedImageError,
