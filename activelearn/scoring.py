@@ -248,26 +248,6 @@ def score_locally(
         yield score_batch(classifier, batch, plan)
 
 
-class MeanConfidence:
-    """The model's mean confidence over the scored blocks, summed in integer fixed point:
-    the same to the last bit however the pool is cut into blocks (a float sum is not), so
-    every engine reports the same figure."""
-
-    SCALE = 2**24  # float32's resolution near 1
-
-    def __init__(self) -> None:
-        self.total, self.count = 0, 0
-
-    def add(self, confidence: np.ndarray) -> None:
-        finite = confidence[np.isfinite(confidence)]  # a NaN row must not poison the sum
-        self.total += int(np.rint(finite.astype(np.float64) * self.SCALE).astype(np.int64).sum())
-        self.count += len(finite)
-
-    @property
-    def value(self) -> float | None:
-        return self.total / self.SCALE / self.count if self.count else None
-
-
 @dataclass
 class ScoringResult:
     queue: list[QueueItem]
@@ -318,7 +298,7 @@ def score_and_select(
     round_dir.mkdir(parents=True, exist_ok=True)
     scores_path = round_dir / "scores.csv"
     fd, tmp = tempfile.mkstemp(dir=round_dir, prefix=".scores-")
-    n_scored, confidence, unreadable = 0, MeanConfidence(), []
+    n_scored, confidence, unreadable = 0, strategies.MeanConfidence(), []
     try:
         with os.fdopen(fd, "w", newline="") as f, contextlib.closing(blocks):
             writer = csv.writer(f)

@@ -91,12 +91,33 @@ def _checked_probas(probas: np.ndarray, measure: str, *, mc: bool) -> tuple[np.n
     return arr, bad
 
 
+class MeanConfidence:
+    """The model's mean top-class probability, summed block by block in integer fixed
+    point: the same to the last bit however the pool is cut into blocks (a float sum is
+    not), so every scoring engine reports the same figure. NaN/inf rows do not count."""
+
+    SCALE = 2**24  # float32's resolution near 1
+
+    def __init__(self) -> None:
+        self.total, self.count = 0, 0
+
+    def add(self, confidence: np.ndarray) -> None:
+        finite = confidence[np.isfinite(confidence)]  # a NaN row must not poison the sum
+        self.total += int(np.rint(finite.astype(np.float64) * self.SCALE).astype(np.int64).sum())
+        self.count += len(finite)
+
+    @property
+    def value(self) -> float | None:
+        return self.total / self.SCALE / self.count if self.count else None
+
+
 def mean_confidence(probas: np.ndarray) -> float | None:
-    """The mean top-class probability over the rows without NaN/inf (None if none)."""
+    """The mean top-class probability of ``probas`` ([n, classes] or [n, classes, T]),
+    over the rows without NaN/inf (None if none)."""
     p = np.asarray(probas, dtype=np.float64)
-    top = (p.mean(axis=2) if p.ndim == 3 else p).max(axis=1)
-    top = top[np.isfinite(top)]
-    return float(top.mean()) if len(top) else None
+    mean = MeanConfidence()
+    mean.add((p.mean(axis=2) if p.ndim == 3 else p).max(axis=1))
+    return mean.value
 
 
 def _with_sentinel(scores: np.ndarray, bad: np.ndarray) -> np.ndarray:

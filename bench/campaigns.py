@@ -67,12 +67,12 @@ from activelearn.reporting import (  # noqa: E402
 from activelearn.scoring import (  # noqa: E402
     Batch,
     CandidateSet,
-    MeanConfidence,
     ScoringPlan,
     score_and_select,
     score_batch,
     select_candidates,
 )
+from activelearn.strategies import MeanConfidence  # noqa: E402
 
 log = logging.getLogger("bench.campaigns")
 

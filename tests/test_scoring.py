@@ -11,7 +11,8 @@ from activelearn.data import Preprocessing, class_names_of, load_labeled
 from activelearn.manifest import Manifest
 from activelearn.model import Classifier
 from activelearn.queue import read_queue
-from activelearn.scoring import MeanConfidence, score_and_select, stream_pool
+from activelearn.scoring import score_and_select, stream_pool
+from activelearn.strategies import MeanConfidence
 from tests.conftest import write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
