@@ -372,26 +372,61 @@ def test_hybrid_gives_typiclust_the_share_the_model_expects_to_get_wrong() -> No
     rng = np.random.default_rng(8)
     probas = rng.dirichlet(np.ones(4), size=200)
     features = rng.normal(size=(200, 5))
-    typi, _ = st.select_batch("typiclust", probas, 8, 1, features=features)
-    cm, _ = st.select_batch("cluster_margin", probas, 8, 1, features=features)
+    labeled = rng.normal(size=(12, 5))  # 3 per class: past the typical-only start
 
-    def hybrid(confidence):
+    def select(name, confidence=None, probas=probas, **params):
         return st.select_batch(
-            "hybrid", probas, 8, 1, features=features, pool_confidence=confidence
+            name,
+            probas,
+            8,
+            1,
+            features=features,
+            labeled_features=labeled,
+            pool_confidence=confidence,
+            **params,
         )[0]
 
-    np.testing.assert_array_equal(hybrid(0.0), typi)  # always wrong: all typical picks
-    np.testing.assert_array_equal(hybrid(1.0), cm)  # always right: all cluster-margin
-    quarter = hybrid(0.75)  # a quarter expected wrong: 6 uncertain, then 2 typical picks
+    typi, cm = select("typiclust"), select("cluster_margin")
+    np.testing.assert_array_equal(select("hybrid", 0.0), typi)  # always wrong: all typical
+    np.testing.assert_array_equal(select("hybrid", 1.0), cm)  # always right: all uncertain
+    quarter = select("hybrid", 0.75)  # a quarter expected wrong: 6 uncertain, 2 typical
     assert len(set(quarter.tolist())) == 8
-    two_typical, _ = st.select_batch("typiclust", probas, 2, 1, features=features)
+    two_typical = st.select_batch(
+        "typiclust", probas, 2, 1, features=features, labeled_features=labeled
+    )[0]
     np.testing.assert_array_equal(quarter[6:], two_typical)
     # Without a pool-wide figure, the confidence of the probas given is used.
     confident = np.full((200, 4), 0.01)
     confident[:, 0] = 0.97
     np.testing.assert_array_equal(
-        st.select_batch("hybrid", confident, 8, 1, features=features)[0],
-        st.select_batch("hybrid", confident, 8, 1, features=features, pool_confidence=0.97)[0],
+        select("hybrid", probas=confident), select("hybrid", 0.97, probas=confident)
     )
+
+
+def test_hybrid_picks_only_typical_images_until_it_knows_three_labels_per_class() -> None:
+    """A confident model on 11 labels of 4 classes still gets an all-typical batch: small
+    networks are confident long before they are right."""
+    rng = np.random.default_rng(9)
+    probas = rng.dirichlet(np.ones(4), size=200)
+    features = rng.normal(size=(200, 5))
+    few = rng.normal(size=(11, 5))
+
+    def select(name, **params):
+        return st.select_batch(
+            name,
+            probas,
+            8,
+            1,
+            features=features,
+            labeled_features=few,
+            pool_confidence=1.0,
+            **params,
+        )[0]
+
+    np.testing.assert_array_equal(select("hybrid"), select("typiclust"))
+    np.testing.assert_array_equal(select("hybrid", typical_per_class=2), select("cluster_margin"))
+
+
+def test_mean_confidence_skips_rows_it_cannot_score() -> None:
     assert st.mean_confidence(np.array([[0.9, 0.1], [np.nan, 0.5], [0.6, 0.4]])) == 0.75
     assert st.mean_confidence(np.zeros((0, 3))) is None
