@@ -30,6 +30,7 @@ def main(cfg) -> None:
     from omegaconf import OmegaConf
 
     from activelearn.rounds import RoundBlocked, run_campaign, run_round
+    from activelearn.scoring import StrategyError, check_strategy
     from activelearn.workspace import PipelineFailed, run_pipeline
 
     config: Config = OmegaConf.to_object(cfg)
@@ -37,6 +38,7 @@ def main(cfg) -> None:
     if hydra_cfg.mode == RunMode.MULTIRUN:  # each job its own campaign, apart from the rest
         config = replace(config, workspace=str(Path(hydra_cfg.runtime.output_dir) / "campaign"))
     try:
+        check_strategy(config.strategy)
         if config.campaign.rounds > 0:
             states = run_campaign(config)
             print(campaign_summary(states))
@@ -50,7 +52,7 @@ def main(cfg) -> None:
                 f"on {metrics['test_images']} test images, "
                 f"trained on {metrics['labeled_images']} labels"
             )
-    except (RoundBlocked, PipelineFailed) as err:
+    except (RoundBlocked, PipelineFailed, StrategyError) as err:
         log.error("%s", err)
         sys.exit(1)
 

@@ -6,7 +6,7 @@ of the wrong type fails when the config is composed, not rounds later.
 """
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -46,6 +46,9 @@ class StrategyConfig:
     candidates: int = 1000  # most uncertain samples handed to diversity selectors
     mc_samples: int = 0  # Monte-Carlo dropout passes; 0 = one deterministic pass
     cold_start: str = "random"  # round 0 without a model: random | kcenter | typiclust
+    # The selector's own parameters, e.g. {typical_per_class: 5} for hybrid or {alpha: 0.5}
+    # for ranked_batch (activelearn.strategies.selector_params lists each one's defaults).
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

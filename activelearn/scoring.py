@@ -160,6 +160,34 @@ def _keep(current: dict, new: dict, size: int, by: tuple[str, ...]) -> dict:
     return {k: v[order] for k, v in both.items()}
 
 
+class StrategyError(ValueError):
+    """A strategy setting that cannot work; the message names the setting and the fix."""
+
+
+def check_strategy(cfg: StrategyConfig) -> None:
+    """Fail at once, before any round work, on a strategy setting that cannot work."""
+    if cfg.name not in strategies.STRATEGIES:
+        raise StrategyError(
+            f"strategy.name={cfg.name!r} is not a strategy; choose one of "
+            f"{', '.join(strategies.STRATEGIES)}"
+        )
+    if cfg.cold_start not in COLD_START:
+        raise StrategyError(
+            f"strategy.cold_start={cfg.cold_start!r}: choose one of {', '.join(COLD_START)}"
+        )
+    if strategies.STRATEGIES[cfg.name].measure in MC_MEASURES and cfg.mc_samples <= 0:
+        raise StrategyError(
+            f"strategy={cfg.name} needs Monte-Carlo samples: set strategy.mc_samples=20"
+        )
+    accepted = strategies.selector_params(cfg.name)
+    unknown = sorted(set(cfg.params) - set(accepted))
+    if unknown:
+        raise StrategyError(
+            f"strategy.params: {cfg.name} has no parameter {', '.join(unknown)}; "
+            f"it accepts {', '.join(sorted(accepted)) or 'none'}"
+        )
+
+
 @dataclass(frozen=True)
 class ScoringPlan:
     """What to compute per pool sample: resolved once from the strategy config."""
@@ -175,18 +203,10 @@ class ScoringPlan:
 
     @classmethod
     def of(cls, cfg: StrategyConfig, cold: bool, prep: Preprocessing, seed: int) -> ScoringPlan:
+        check_strategy(cfg)
         name = COLD_START[cfg.cold_start] if cold else cfg.name
-        if name not in strategies.STRATEGIES:
-            raise ValueError(
-                f"strategy.name={name!r} is not a strategy; choose one of "
-                f"{', '.join(strategies.STRATEGIES)}"
-            )
         strategy = strategies.STRATEGIES[name]
         mc = 0 if cold else cfg.mc_samples
-        if strategy.measure in MC_MEASURES and not mc:
-            raise ValueError(
-                f"strategy={name} needs Monte-Carlo samples: set strategy.mc_samples=20"
-            )
         measures = () if cold else DETERMINISTIC_MEASURES + (MC_MEASURES if mc else ())
         key = None if cold or strategy.measure in (None, "random") else strategy.measure
         return cls(
@@ -401,6 +421,7 @@ def select_candidates(
         labeled_features=_labeled_features(classifier, labeled_x, plan.cold),
         pool_confidence=pool_confidence,
         candidates=cfg.candidates,
+        **(cfg.params if plan.strategy == cfg.name else {}),  # not for a cold start's
     )
 
 

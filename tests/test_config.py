@@ -76,3 +76,21 @@ def test_cli_misspelled_override_exits_nonzero_naming_the_key():
     result = run_cli("model.dropuot=0.5")
     assert result.returncode != 0
     assert "dropuot" in result.stderr
+
+
+def test_strategy_params_compose_as_a_mapping():
+    config = OmegaConf.to_object(compose_config(["+strategy.params.typical_per_class=5"]))
+    assert config.strategy.params == {"typical_per_class": 5}
+
+
+def test_cli_bad_strategy_parameter_exits_before_any_work(tmp_path):
+    result = run_cli(
+        "+strategy.params.typical_per_klass=5",
+        f"workspace={tmp_path / 'campaign'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    assert "hybrid has no parameter typical_per_klass; it accepts" in output
+    assert "typical_per_class" in output and "Traceback" not in output
+    assert not (tmp_path / "campaign").exists()

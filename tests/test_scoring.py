@@ -11,7 +11,7 @@ from activelearn.data import Preprocessing, class_names_of, load_labeled
 from activelearn.manifest import Manifest
 from activelearn.model import Classifier
 from activelearn.queue import read_queue
-from activelearn.scoring import score_and_select, stream_pool
+from activelearn.scoring import StrategyError, check_strategy, score_and_select, stream_pool
 from activelearn.strategies import MeanConfidence
 from tests.conftest import write_class_folders
 
@@ -103,6 +103,50 @@ def test_diversity_strategies_queue_distinct_pool_samples(tmp_path, classifier, 
     picked = [q.sample_id for q in result.queue]
     assert len(picked) == 6 == len(set(picked))
     assert set(picked) <= set(manifest.in_state("pool"))
+
+
+def test_strategy_settings_that_cannot_work_fail_before_any_scoring():
+    with pytest.raises(StrategyError, match="hybrid has no parameter alfa; it accepts .*typical"):
+        check_strategy(StrategyConfig(name="hybrid", params={"alfa": 0.5}))
+    with pytest.raises(StrategyError, match="strategy.cold_start='kcentre': choose one of"):
+        check_strategy(StrategyConfig(cold_start="kcentre"))
+    with pytest.raises(StrategyError, match="strategy.name='entropyy' is not a strategy"):
+        check_strategy(StrategyConfig(name="entropyy"))
+    with pytest.raises(StrategyError, match="set strategy.mc_samples=20"):
+        check_strategy(StrategyConfig(name="bald"))
+    check_strategy(StrategyConfig(name="ranked_batch", params={"alpha": 0.5}))
+
+
+def test_strategy_params_reach_the_selector_but_not_the_cold_starts(
+    tmp_path, classifier, pool, monkeypatch
+):
+    from activelearn import strategies
+
+    seen = []
+    select_batch = strategies.select_batch
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return select_batch(*args, **kwargs)
+
+    monkeypatch.setattr(strategies, "select_batch", spy)
+    model, labeled_x = classifier
+    pool_dir, manifest = pool
+    cfg = StrategyConfig(
+        name="hybrid",
+        batch_size=4,
+        candidates=5,
+        cold_start="typiclust",
+        params={"typical_per_class": 0},
+    )
+    common = dict(prep=PREP, seed=0, batch_size=8)
+    score_and_select(model, manifest, pool_dir, cfg, tmp_path / "r1", labeled_x=labeled_x, **common)
+    assert seen[-1]["typical_per_class"] == 0
+    # A cold start selects with typiclust, which has no such parameter: not passed.
+    cold = score_and_select(
+        None, manifest, pool_dir, cfg, tmp_path / "r0", labeled_x=None, **common
+    )
+    assert "typical_per_class" not in seen[-1] and len(cold.queue) == 4
 
 
 def test_hybrid_weighs_its_mix_by_the_whole_pools_confidence(
