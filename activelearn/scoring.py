@@ -421,7 +421,7 @@ def select_candidates(
         labeled_features=_labeled_features(classifier, labeled_x, plan.cold),
         pool_confidence=pool_confidence,
         candidates=cfg.candidates,
-        **(cfg.params if plan.strategy == cfg.name else {}),  # not for a cold start's
+        **(cfg.params if plan.strategy == cfg.name else {}),  # a cold start's takes others
     )
 
 
