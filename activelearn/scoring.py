@@ -193,6 +193,7 @@ class ScoringPlan:
     """What to compute per pool sample: resolved once from the strategy config."""
 
     strategy: str  # the STRATEGIES name in effect (the cold-start one without a model)
+    params: dict  # its selector parameters from the config (not for another cold-start one)
     cold: bool  # no model yet: pixel features only
     mc_samples: int
     measures: tuple[str, ...]  # the columns of scores.csv after predicted, confidence
@@ -211,6 +212,7 @@ class ScoringPlan:
         key = None if cold or strategy.measure in (None, "random") else strategy.measure
         return cls(
             strategy=name,
+            params=dict(cfg.params) if name == cfg.name else {},
             cold=cold,
             mc_samples=mc,
             measures=measures,
@@ -421,7 +423,7 @@ def select_candidates(
         labeled_features=_labeled_features(classifier, labeled_x, plan.cold),
         pool_confidence=pool_confidence,
         candidates=cfg.candidates,
-        **(cfg.params if plan.strategy == cfg.name else {}),  # a cold start's takes others
+        **plan.params,
     )
 
 
