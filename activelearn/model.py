@@ -27,12 +27,20 @@ HISTORY_POINTS = 20  # training-history rows logged per fit
 
 
 def _bentoml():
-    """Import bentoml with a project-local store and no usage tracking."""
-    os.environ.setdefault("BENTOML_HOME", str(Path(".bentoml").resolve()))
+    """bentoml (no usage tracking) and the model store of the current directory.
+
+    The store is only where a model passes on its way to or from its `.bentomodel` file,
+    which is the truth. It is `.bentoml/` in the current directory (a round runs in its
+    workspace), or BENTOML_HOME when that is set, looked up on every call: the campaigns
+    of a Hydra multirun share one process, and each keeps its models in its own workspace.
+    """
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     import bentoml
+    from bentoml._internal.models import ModelStore  # the `_model_store` of bentoml.models
 
-    return bentoml
+    models = Path(os.environ.get("BENTOML_HOME") or ".bentoml").resolve() / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    return bentoml, ModelStore(str(models))
 
 
 def build_network(n_classes: int, prep: Preprocessing, cfg: ModelConfig):
@@ -172,22 +180,22 @@ class Classifier:
 
     def save(self, path: str | Path) -> str:
         """Save as a BentoML model tagged `classifier:<version>` and export it to `path`."""
-        bentoml = _bentoml()
+        bentoml, store = _bentoml()
         tag = f"{BENTO_NAME}:{self.version}"
         try:
-            bentoml.models.delete(tag)  # retraining a round replaces its model
+            bentoml.models.delete(tag, _model_store=store)  # retraining replaces its model
         except bentoml.exceptions.NotFound:
             pass
         metadata = {"class_names": self.class_names, "preprocessing": self.prep.to_dict()}
         with bentoml.models.create(
-            tag, labels={"framework": "keras"}, metadata=metadata
+            tag, labels={"framework": "keras"}, metadata=metadata, _model_store=store
         ) as bento_model:
             self.network.save(bento_model.path_of(KERAS_FILE))
         path = Path(path).resolve()  # bentoml reads relative paths against its own root
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.stem}.partial{path.suffix}")
         partial.unlink(missing_ok=True)
-        bentoml.models.export_model(tag, str(partial))
+        bentoml.models.export_model(tag, str(partial), _model_store=store)
         partial.replace(path)  # readers (the serving app) never see half a file
         _remember(path, self)
         return tag
@@ -197,14 +205,14 @@ class Classifier:
         """Load an exported `.bentomodel` file; the file, not the local store, is the truth."""
         import keras
 
-        bentoml = _bentoml()
+        bentoml, store = _bentoml()
         path = Path(path).resolve()
         if not path.is_file():
             raise FileNotFoundError(f"no model at {path}: train one first (dvc repro)")
         if (known := _IN_MEMORY.get(_identity(path))) is not None:
             return known
         try:
-            bento_model = bentoml.models.import_model(str(path))
+            bento_model = bentoml.models.import_model(str(path), _model_store=store)
         except bentoml.exceptions.BentoMLException as err:
             if "already exists" not in str(err):
                 raise
@@ -212,8 +220,8 @@ class Classifier:
             tag = str(err).split("'")[1] if "'" in str(err) else None
             if tag is None:
                 raise
-            bentoml.models.delete(tag)
-            bento_model = bentoml.models.import_model(str(path))
+            bentoml.models.delete(tag, _model_store=store)
+            bento_model = bentoml.models.import_model(str(path), _model_store=store)
         meta = bento_model.info.metadata
         network = keras.models.load_model(bento_model.path_of(KERAS_FILE))
         classifier = cls(

@@ -32,7 +32,8 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_sweep_runs_independent_campaigns_and_the_report_compares_them(tmp_path):
+def test_a_sweep_runs_independent_campaigns_and_the_report_compares_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("BENTOML_HOME")  # the default store: the workspace's own
     sweep = tmp_path / "sweep"
     done = run(
         "-m",
@@ -56,6 +57,9 @@ def test_a_sweep_runs_independent_campaigns_and_the_report_compares_them(tmp_pat
         assert [s["phases"]["train"]["labeled"] for s in states] == [20, 30]
         final[strategy] = states[-1]["phases"]["train"]["metrics"]["accuracy"]
         assert (ws / "mlruns.db").is_file()  # each campaign its own MLflow store
+        # ... and its own BentoML store, though the jobs run in one process
+        models = ws / ".bentoml" / "models" / "classifier"
+        assert sorted(p.name for p in models.iterdir() if p.is_dir()) == ["round-0", "round-1"]
         assert f"name: {strategy}" in (sweep / str(job) / ".hydra" / "config.yaml").read_text()
         queued[strategy] = (ws / "rounds" / "1" / "queue.jsonl").read_text()
     assert queued["margin"] != queued["random"]
