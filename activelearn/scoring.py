@@ -357,15 +357,19 @@ def score_and_select(
         picks, pick_scores = select_candidates(
             classifier, chosen, plan, cfg, rng, labeled_x, pool_confidence
         )
+        measured = {
+            m: strategies.MEASURES[m](chosen["probas"][picks]) for m in plan.measures
+        }  # the picks' rows of scores.csv
         queue = [
             QueueItem(
                 sample_id=str(chosen["id"][i]),
-                rank=rank,
+                rank=j + 1,
                 predicted=None if cold else class_names[int(chosen["predicted"][i])],
                 confidence=None if cold else float(chosen["confidence"][i]),
                 score=float(pick_scores[i]),
+                scores={m: float(values[j]) for m, values in measured.items()},
             )
-            for rank, i in enumerate(picks, start=1)
+            for j, i in enumerate(picks)
         ]
     write_queue(round_dir / "queue.jsonl", queue)
     summary = {

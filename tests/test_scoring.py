@@ -81,6 +81,12 @@ def test_entropy_queue_is_the_most_uncertain_and_skips_what_is_taken(tmp_path, c
     top = {r["sample_id"] for r in by_entropy[:7]}
     assert {q.sample_id for q in queue} == top
     assert all(q.predicted in model.class_names and 0 < q.confidence <= 1 for q in queue)
+    by_id = {r["sample_id"]: r for r in rows}
+    for q in queue:  # each queued sample carries its row of scores.csv
+        assert set(q.scores) == {"least_confidence", "margin", "entropy"}
+        assert q.scores["entropy"] == pytest.approx(q.score)
+        for measure, value in q.scores.items():
+            assert value == pytest.approx(float(by_id[q.sample_id][measure]), abs=1e-6)
     summary = json.loads((tmp_path / "rounds" / "1" / "queue_summary.json").read_text())
     assert sum(summary["class_mix"].values()) == 7 and summary["unreadable"] == 1
 
