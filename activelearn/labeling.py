@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from activelearn.faults import kill_point
+from activelearn.files import PARTIAL
 from activelearn.manifest import Manifest
 from activelearn.queue import QueueItem
 
@@ -115,7 +116,7 @@ def apply_answers(
             target = Path(raw_dir) / answer.label / answer.sample_id.replace("/", "__")
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():
-                tmp = target.with_name(f".{target.name}.tmp")
+                tmp = target.with_name(f".{target.name}{PARTIAL}")
                 shutil.copyfile(source, tmp)
                 tmp.replace(target)
             manifest.set_state(answer.sample_id, "labeled", round=round, label=answer.label)

@@ -1,7 +1,7 @@
 """Label Studio: the one module that talks to it, and the command that starts a local server.
 
     python -m activelearn.labelstudio serve [--port 8080] [--data-dir .labelstudio]
-                                            [--pool-dir data/pool]
+                                            [--pool-dir campaign/data/pool]
 
 `serve` installs Label Studio into its own virtual environment (`.venv-labelstudio/`, its
 pins clash with the training stack) when missing and runs it on 127.0.0.1 with a sqlite
@@ -33,7 +33,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 from collections import Counter, defaultdict
@@ -47,6 +46,7 @@ import httpx
 
 from activelearn.config import LabelingConfig
 from activelearn.faults import kill_point
+from activelearn.files import write_atomic
 from activelearn.labeling import (
     ACCEPTED,
     DELETED,
@@ -65,7 +65,7 @@ LABEL_STUDIO_VERSION = "1.23.2"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = PROJECT_ROOT / ".venv-labelstudio"
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".labelstudio"
-DEFAULT_POOL_DIR = PROJECT_ROOT / "data" / "pool"
+DEFAULT_POOL_DIR = Path("campaign/data/pool")  # the default workspace's (`workspace=campaign`)
 
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"  # the client's token; given to the server as its admin token
 USERNAME_ENV = "LABEL_STUDIO_USERNAME"
@@ -513,20 +513,6 @@ def round_report(round: int, export_file: str, outcomes: Sequence[TaskOutcome]) 
     }
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def keep_export(round_dir: Path, raw: bytes) -> Path:
     """Store a raw export in the round folder, never overwriting an earlier one.
 
@@ -536,7 +522,7 @@ def keep_export(round_dir: Path, raw: bytes) -> Path:
     for n in itertools.count(1):
         path = round_dir / ("annotations.raw.json" if n == 1 else f"annotations.raw.{n}.json")
         if not path.exists():
-            _write_atomic(path, raw)
+            write_atomic(path, raw)
             return path
         if path.stat().st_size == len(raw) and path.read_bytes() == raw:
             return path
@@ -679,9 +665,7 @@ class LabelStudioAnnotator:
         return {}
 
     def _save_state(self, state: dict) -> None:
-        _write_atomic(
-            self.state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
-        )
+        write_atomic(self.state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
 
     # ---- project
 
@@ -1064,7 +1048,7 @@ class LabelStudioAnnotator:
                 )
             )
         report = round_report(round, export_file.name, outcomes)
-        _write_atomic(
+        write_atomic(
             round_dir / "labelstudio_report.json",
             (json.dumps(report, indent=2) + "\n").encode(),
         )

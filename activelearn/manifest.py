@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from activelearn.data import Preprocessing, UnreadableImage, list_files, preprocess, sample_id
+from activelearn.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +59,12 @@ class Manifest:
         return cls(path, samples)
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         columns = [f.name for f in fields(Sample)]
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".manifest-", suffix=".csv")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=columns)
-                writer.writeheader()
-                for sample in self.samples.values():
-                    writer.writerow({k: "" if v is None else v for k, v in asdict(sample).items()})
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(self.path, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            for sample in self.samples.values():
+                writer.writerow({k: "" if v is None else v for k, v in asdict(sample).items()})
 
     def in_state(self, state: str) -> list[str]:
         return [s.sample_id for s in self.samples.values() if s.state == state]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from activelearn.files import write_atomic
 
 
 @dataclass
@@ -21,17 +21,7 @@ class QueueItem:
 
 def write_queue(path: str | Path, items: list[QueueItem]) -> None:
     """Write the queue in one rename, so a killed round never leaves half a queue."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".queue-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            for item in items:
-                f.write(json.dumps(asdict(item)) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, "".join(json.dumps(asdict(item)) + "\n" for item in items))
 
 
 def read_queue(path: str | Path) -> list[QueueItem]:

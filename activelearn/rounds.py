@@ -17,10 +17,8 @@ import contextlib
 import csv
 import json
 import logging
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -33,6 +31,7 @@ from activelearn import labeling
 from activelearn.config import Config
 from activelearn.data import class_folders, class_names_of, list_files, preprocess
 from activelearn.faults import kill_point
+from activelearn.files import write_atomic
 from activelearn.manifest import Manifest
 from activelearn.queue import QueueItem, read_queue, write_queue
 from activelearn.stages import HISTORY, METRICS, MODEL_FILE, PREPARED, preprocessing
@@ -71,11 +70,7 @@ class RoundState:
 
     def record(self, phase: str, result: dict) -> None:
         self.phases[phase] = result
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.data, f, indent=2)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.data, indent=2))
 
 
 @dataclass

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from tqdm import tqdm
 from activelearn import strategies
 from activelearn.config import ScoringConfig, StrategyConfig
 from activelearn.data import Preprocessing, UnreadableImage, preprocess
+from activelearn.files import atomic_file
 from activelearn.manifest import Manifest
 from activelearn.queue import QueueItem, write_queue
 
@@ -318,32 +318,25 @@ def score_and_select(
     candidates = CandidateSet(plan.candidates, rng)
     class_names = [] if cold else classifier.class_names
     round_dir.mkdir(parents=True, exist_ok=True)
-    scores_path = round_dir / "scores.csv"
-    fd, tmp = tempfile.mkstemp(dir=round_dir, prefix=".scores-")
     n_scored, confidence, unreadable = 0, strategies.MeanConfidence(), []
-    try:
-        with os.fdopen(fd, "w", newline="") as f, contextlib.closing(blocks):
-            writer = csv.writer(f)
-            writer.writerow(["sample_id", "predicted", "confidence", *plan.measures])
-            with tqdm(
-                total=len(ids),
-                desc=f"scoring the pool ({scoring.engine})",
-                unit="image",
-                disable=None,
-            ) as progress:
-                for block in blocks:
-                    progress.update(len(block.ids) + len(block.unreadable))
-                    unreadable += block.unreadable
-                    candidates.absorb(block.candidates)
-                    if cold or not block.ids:
-                        continue
-                    _write_score_rows(writer, block, class_names, plan.measures)
-                    n_scored += len(block.ids)
-                    confidence.add(block.confidence)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)  # no half-written scores left behind
-        raise
-    os.replace(tmp, scores_path)
+    with atomic_file(round_dir / "scores.csv", newline="") as f, contextlib.closing(blocks):
+        writer = csv.writer(f)
+        writer.writerow(["sample_id", "predicted", "confidence", *plan.measures])
+        with tqdm(
+            total=len(ids),
+            desc=f"scoring the pool ({scoring.engine})",
+            unit="image",
+            disable=None,
+        ) as progress:
+            for block in blocks:
+                progress.update(len(block.ids) + len(block.unreadable))
+                unreadable += block.unreadable
+                candidates.absorb(block.candidates)
+                if cold or not block.ids:
+                    continue
+                _write_score_rows(writer, block, class_names, plan.measures)
+                n_scored += len(block.ids)
+                confidence.add(block.confidence)
     for sid, reason in unreadable:
         log.warning("pool image rejected: %s", reason)
         manifest.set_state(sid, "rejected", reason=reason)

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from activelearn import stage_worker, stages
 from activelearn.config import Config
 from activelearn.data import list_files, split_test_set
+from activelearn.files import PARTIAL
 from activelearn.manifest import Manifest
 from activelearn.stages import METRICS, PARAMS, preprocessing
 
@@ -32,11 +33,12 @@ PIPELINE = (
 )  # the project's, copied into new workspaces
 
 
-# Run state that is not part of a round's commit (DVC adds its own outs to .gitignore).
-WORKSPACE_GITIGNORE = """\
+# Run state that is not part of a round's commit (DVC adds its own outs to .gitignore),
+# and files a killed process left half-written.
+WORKSPACE_GITIGNORE = f"""\
 /rounds/*/state.json
 /rounds/*/scores.csv
-/rounds/*/*.tmp
+*{PARTIAL}
 /mlruns.db
 /mlartifacts/
 /.bentoml/
@@ -67,6 +69,8 @@ def init_workspace(ws: Path) -> None:
     if not (ws / ".dvc").is_dir():
         _run(sys.executable, "-m", "dvc", "init", "-q", cwd=ws)
         _run(sys.executable, "-m", "dvc", "config", "core.analytics", "false", cwd=ws)
+        with (ws / ".dvcignore").open("a") as f:  # not part of `dvc add data/raw`
+            f.write(f"*{PARTIAL}\n")
     if not (ws / "dvc.yaml").exists():
         shutil.copyfile(PIPELINE, ws / "dvc.yaml")
     ignore = ws / ".gitignore"

@@ -172,7 +172,7 @@ def test_a_node_that_cannot_read_the_pool_is_a_clear_error(tmp_path, campaign, l
             ray_scoring(actors=1, block_size=64),
             pool=Path("/nowhere"),
         )
-    assert not list((tmp_path / "round").glob(".scores-*"))  # no half-written scores
+    assert not list((tmp_path / "round").glob("*.partial"))  # no half-written scores
 
 
 @pytest.mark.integration
