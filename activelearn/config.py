@@ -27,7 +27,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "cnn"
+    name: str = "cnn"  # the Keras model's name; the network is always build_network's CNN
     filters: list[int] = field(default_factory=lambda: [32, 64])  # one conv block each
     dense_units: int = 128
     dropout: float = 0.3
@@ -71,7 +71,9 @@ class LabelingConfig:
 @dataclass
 class TrackingConfig:
     uri: str = "sqlite:///mlruns.db"  # MLflow tracking URI; relative paths are in the workspace
-    experiment: str = "activelearn"
+    # None: the campaign's own experiment, named by its id (`campaign.id` in the workspace);
+    # a name puts every campaign that gives it into one experiment, each under its own run.
+    experiment: str | None = None
 
 
 @dataclass

@@ -35,7 +35,14 @@ from activelearn.files import write_atomic
 from activelearn.manifest import Manifest
 from activelearn.queue import QueueItem, read_queue, write_queue
 from activelearn.stages import HISTORY, METRICS, MODEL_FILE, PREPARED, preprocessing
-from activelearn.workspace import init_workspace, prepare_data, repro, write_params
+from activelearn.workspace import (
+    CAMPAIGN_ID,
+    campaign_id,
+    init_workspace,
+    prepare_data,
+    repro,
+    write_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -250,10 +257,11 @@ def track(r: Round) -> dict:
     from activelearn.tracking import CampaignTracker, tracking_uri
 
     cfg = r.cfg
+    campaign = campaign_id(Path.cwd())
     tracker = CampaignTracker(
         tracking_uri(cfg.tracking.uri, Path.cwd()),
-        cfg.tracking.experiment,
-        cfg.tracking.experiment,
+        cfg.tracking.experiment or campaign,
+        campaign,
         Path.cwd(),
     )
     run_id = tracker.round_run(r.n)
@@ -289,7 +297,7 @@ def track(r: Round) -> dict:
         if test:
             tracker.log_campaign_point("test_accuracy", test["accuracy"], train_result["labeled"])
             version = tracker.register_model(
-                run_id, MODEL_FILE.resolve(), f"{cfg.tracking.experiment}-classifier", r.n
+                run_id, MODEL_FILE.resolve(), f"{campaign}-classifier", r.n
             )
     finally:
         tracker.finish(run_id)
@@ -322,6 +330,7 @@ def commit(r: Round) -> dict:
         "params.yaml",
         "dvc.lock",
         r.cfg.data.manifest,
+        CAMPAIGN_ID,
         str(r.dir),
         *(f"{p}.dvc" for p in tracked),
         *(str(Path(p).parent / ".gitignore") for p in tracked),

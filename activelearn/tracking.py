@@ -1,7 +1,8 @@
 """The only module that talks to MLflow.
 
-One experiment per campaign; a parent run for the campaign and one child run per round,
-found again by tags when a round is rerun, so reruns resume instead of duplicating.
+One experiment per campaign (unless `tracking.experiment` names one to share); a parent
+run for the campaign and one child run per round, found again by the campaign's id and
+the round when a round is rerun, so reruns resume instead of duplicating.
 The campaign run logs test accuracy with the labeled count as its step: the MLflow UI
 draws the learning curve from it.
 """
@@ -58,7 +59,7 @@ class CampaignTracker:
             return runs[0].info.run_id
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"campaign-{self.campaign}",
+            run_name=self.campaign,
             tags={CAMPAIGN_TAG: self.campaign},
         )
         return run.info.run_id

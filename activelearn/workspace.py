@@ -11,6 +11,8 @@ import contextlib
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from omegaconf import OmegaConf
 from activelearn import stage_worker, stages
 from activelearn.config import Config
 from activelearn.data import list_files, split_test_set
-from activelearn.files import PARTIAL
+from activelearn.files import PARTIAL, write_atomic
 from activelearn.manifest import Manifest
 from activelearn.stages import METRICS, PARAMS, preprocessing
 
@@ -32,6 +34,8 @@ PIPELINE = (
     Path(__file__).resolve().parents[1] / "dvc.yaml"
 )  # the project's, copied into new workspaces
 
+
+CAMPAIGN_ID = "campaign.id"  # the workspace's campaign id (committed with every round)
 
 # Run state that is not part of a round's commit (DVC adds its own outs to .gitignore),
 # and files a killed process left half-written.
@@ -59,9 +63,20 @@ def _run(*cmd: str, cwd: Path) -> None:
     subprocess.run(cmd, cwd=cwd, env=python_environment(), check=True)
 
 
+def campaign_id(ws: Path) -> str:
+    """The campaign's name in MLflow, made once with the workspace: unique, so campaigns
+    that share a tracking server never resume each other's runs."""
+    path = ws / CAMPAIGN_ID
+    if not path.exists():
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", ws.name).strip("-") or "campaign"
+        write_atomic(path, f"{name}-{secrets.token_hex(4)}\n")
+    return path.read_text().strip()
+
+
 def init_workspace(ws: Path) -> None:
     """Make `ws` its own git + DVC repository with the pipeline, if it is not one yet."""
     ws.mkdir(parents=True, exist_ok=True)
+    campaign_id(ws)
     if not (ws / ".git").exists() and not (ws / ".dvc").is_dir():
         _run("git", "init", "-q", cwd=ws)
         _run("git", "config", "user.name", "activelearn", cwd=ws)

@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from activelearn.rounds import run_round
+from activelearn.workspace import campaign_id
 from tests.test_rounds import make_config, make_workspace
 
 pytestmark = pytest.mark.integration
@@ -68,24 +69,33 @@ def mlflow_server(tmp_path):
     server.wait(timeout=30)
 
 
-def test_round_logs_to_a_real_mlflow_server(
+def test_rounds_log_to_a_real_mlflow_server_one_campaign_apart_from_another(
     tmp_path, mlflow_server, monkeypatch, bentoml_home, tiny_model_cfg
 ):
     from mlflow import MlflowClient
 
     url, artifacts = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    ws = tmp_path / "campaign"
-    make_workspace(ws)
-    state = run_round(replace(make_config(ws, tiny_model_cfg), round=0))
-    run_id = state["phases"]["track"]["run_id"]
+    runs = {}
+    for name in ("a", "b"):  # two campaigns in folders of the same name, one experiment
+        ws = tmp_path / name / "campaign"
+        make_workspace(ws)
+        cfg = make_config(ws, tiny_model_cfg)
+        cfg = replace(cfg, round=0, tracking=replace(cfg.tracking, experiment="shared"))
+        runs[campaign_id(ws)] = run_round(cfg)["phases"]["track"]["run_id"]
+        assert not (ws / "mlruns.db").exists()  # nothing went to the local store
+    assert len(runs) == 2
 
     client = MlflowClient(tracking_uri=url)
-    run = client.get_run(run_id)
-    assert run.info.run_name == "round-0" and run.info.status == "FINISHED"
-    assert run.data.metrics["test_accuracy"] > 0
-    assert "queue.png" in {a.path for a in client.list_artifacts(run_id)}
-    assert list(artifacts.rglob("classifier.bentomodel"))  # stored by the server
-    assert not (ws / "mlruns.db").exists()  # nothing went to the local store
-    versions = client.search_model_versions("name = 'test-campaign-classifier'")
-    assert [v.run_id for v in versions] == [run_id]
+    experiment = client.get_experiment_by_name("shared").experiment_id
+    assert len(client.search_runs([experiment])) == 4  # a campaign run and a round run each
+    for campaign, run_id in runs.items():
+        run = client.get_run(run_id)
+        assert run.info.run_name == "round-0" and run.info.status == "FINISHED"
+        assert run.data.metrics["test_accuracy"] > 0
+        assert "queue.png" in {a.path for a in client.list_artifacts(run_id)}
+        parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+        assert parent.info.run_name == campaign  # never the other campaign's run
+        versions = client.search_model_versions(f"name = '{campaign}-classifier'")
+        assert [v.run_id for v in versions] == [run_id]
+    assert len(list(artifacts.rglob("classifier.bentomodel"))) == 2  # stored by the server

@@ -14,6 +14,7 @@ import pytest
 from activelearn.config import CampaignConfig, Config, DataConfig, StrategyConfig, TrackingConfig
 from activelearn.faults import VARIABLE
 from activelearn.rounds import PHASES, RoundBlocked, run_campaign, run_round
+from activelearn.workspace import campaign_id
 from tests.conftest import pattern_image
 
 pytestmark = pytest.mark.integration
@@ -45,7 +46,7 @@ def make_config(ws: Path, tiny_model_cfg, **campaign) -> Config:
         data=DataConfig(image_size=[12, 12], channels=1, demo=None),
         model=tiny_model_cfg,
         strategy=StrategyConfig(name="margin", batch_size=6, candidates=30),
-        tracking=TrackingConfig(uri="sqlite:///mlruns.db", experiment="test-campaign"),
+        tracking=TrackingConfig(uri="sqlite:///mlruns.db"),  # the campaign's own experiment
         campaign=CampaignConfig(**({"stop_patience": 0} | campaign)),
         workspace=str(ws),
     )
@@ -60,7 +61,8 @@ def mlflow_client(ws: Path):
 def campaign_state(ws: Path) -> dict:
     """Everything a rerun must reproduce: labels, manifest, queues, runs, model versions."""
     client = mlflow_client(ws)
-    experiment = client.get_experiment_by_name("test-campaign")
+    campaign = campaign_id(ws)
+    experiment = client.get_experiment_by_name(campaign)
     runs = client.search_runs([experiment.experiment_id])
     git = subprocess.run(["git", "tag"], cwd=ws, capture_output=True, text=True, check=True)
     return {
@@ -70,8 +72,10 @@ def campaign_state(ws: Path) -> dict:
             p.parent.name: [json.loads(line)["sample_id"] for line in p.read_text().splitlines()]
             for p in sorted((ws / "rounds").glob("*/queue.jsonl"))
         },
-        "runs": sorted(r.info.run_name for r in runs),
-        "versions": len(client.search_model_versions("name = 'test-campaign-classifier'")),
+        "runs": sorted(
+            "<campaign>" if r.info.run_name == campaign else r.info.run_name for r in runs
+        ),
+        "versions": len(client.search_model_versions(f"name = '{campaign}-classifier'")),
         "tags": git.stdout.split(),
     }
 
@@ -104,18 +108,18 @@ def test_three_round_campaign_end_to_end(reference):
 
     state = campaign_state(ws)
     assert state["tags"] == ["round-0", "round-1", "round-2"]
-    assert state["runs"] == ["campaign-test-campaign", "round-0", "round-1", "round-2"]
+    assert state["runs"] == ["<campaign>", "round-0", "round-1", "round-2"]
     assert state["versions"] == 3
     assert len(state["labeled"]) == 18
     queued = [sid for q in state["queues"].values() for sid in q]
     assert len(queued) == len(set(queued)) == 18  # never the same image twice
 
     client = mlflow_client(ws)
-    experiment = client.get_experiment_by_name("test-campaign")
+    experiment = client.get_experiment_by_name(campaign_id(ws))
     parent = [
         r
         for r in client.search_runs([experiment.experiment_id])
-        if r.info.run_name.startswith("campaign")
+        if r.info.run_name == campaign_id(ws)
     ][0]
     curve = client.get_metric_history(parent.info.run_id, "test_accuracy")
     assert sorted(p.step for p in curve) == [6, 12, 18]  # labels on the x axis
@@ -201,7 +205,6 @@ def run_cli_round(ws: Path, n: int, kill_at: str | None = None, *extra: str) -> 
         "strategy.batch_size=6",
         "strategy.candidates=30",
         "campaign.stop_patience=0",
-        "tracking.experiment=test-campaign",
         "hydra.run.dir=" + str(ws.parent / "hydra"),
         *extra,
     ]
