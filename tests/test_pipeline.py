@@ -76,3 +76,20 @@ def test_repro_trains_evaluates_and_reruns_only_changed_stages(
     env = python_environment({k: v for k, v in os.environ.items() if k != stage_worker.VARIABLE})
     subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", "-f"], cwd=ws, env=env, check=True)
     assert (ws / "evaluation" / "metrics.json").read_text() == metrics
+
+
+def test_the_pipeline_follows_the_configured_data_folders(tmp_path, bentoml_home, tiny_model_cfg):
+    ws = tmp_path / "campaign"
+    write_class_folders(ws / "labeled", per_class=10)
+    cfg = Config(
+        data=DataConfig(image_size=[12, 12], channels=1, raw_dir="labeled", test_dir="held_out"),
+        model=tiny_model_cfg,
+        workspace=str(ws),
+    )
+    metrics = run_pipeline(cfg)
+    assert metrics["labeled_images"] + metrics["test_images"] == 30
+    assert list_files(ws / "held_out") and not (ws / "data" / "raw").exists()
+    assert dvc_status(ws) == {}
+
+    write_class_folders(ws / "labeled", per_class=1, seed=9)  # a new label: prepare is stale
+    assert set(dvc_status(ws)) == {"prepare"}
