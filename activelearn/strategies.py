@@ -609,10 +609,10 @@ def _select_kcenter(scores, k, rng, pool: _Pool, metric="euclidean"):
     return kcenter_greedy(pool.features, pool.labeled_features, k, rng, metric=metric)
 
 
-def _select_cluster_margin(scores, k, rng, pool: _Pool, candidate_factor=10):
-    """The ``pool.candidates`` (default ``candidate_factor * k``) best scores, then the best
-    of each of k clusters among them."""
-    n_candidates = pool.candidates if pool.candidates is not None else candidate_factor * k
+def _select_cluster_margin(scores, k, rng, pool: _Pool):
+    """The ``pool.candidates`` (default ``10 * k``) best scores, then the best of each of
+    k clusters among them."""
+    n_candidates = pool.candidates if pool.candidates is not None else 10 * k
     shortlist = top_k(scores, max(n_candidates, k), rng)
     return shortlist[cluster_then_top(scores[shortlist], pool.features[shortlist], k, rng)]
 
@@ -637,15 +637,15 @@ def _select_hybrid(
     rng,
     pool: _Pool,
     typical_per_class=3,
-    candidate_factor=10,
     max_clusters=500,
     min_cluster_size=5,
     n_neighbors=20,
 ):
     """TypiClust picks the whole batch while fewer than ``typical_per_class`` labels per
-    class are known (or there is no model); after that, the share of the batch the model
-    expects to get wrong (one minus its mean confidence on the pool). Cluster-margin picks
-    the rest.
+    class are known on average (``typical_per_class * classes`` in all; the selector sees
+    the labeled set's features, not its labels), or there is no model; after that, the
+    share of the batch the model expects to get wrong (one minus its mean confidence on
+    the pool). Cluster-margin picks the rest.
 
     A weak model's uncertainty is not worth following (sampling bias), so typical points
     cover the data first. Its confidence alone cannot say when it is weak: the digits CNN
@@ -662,9 +662,7 @@ def _select_hybrid(
     )
     rest = np.setdiff1d(np.arange(len(scores)), diverse)
     rest_pool = _Pool(pool.features[rest], None, pool.confidence, pool.candidates)
-    uncertain = rest[
-        _select_cluster_margin(scores[rest], k - len(diverse), rng, rest_pool, candidate_factor)
-    ]
+    uncertain = rest[_select_cluster_margin(scores[rest], k - len(diverse), rng, rest_pool)]
     parts = [diverse, uncertain] if share >= 0.5 else [uncertain, diverse]
     return np.concatenate(parts).astype(np.intp)
 
