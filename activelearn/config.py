@@ -43,7 +43,7 @@ class ModelConfig:
 class StrategyConfig:
     name: str = "hybrid"
     batch_size: int = 10  # images queued per round
-    candidates: int = 1000  # most uncertain samples handed to diversity selectors
+    candidates: int = 1000  # the best-scored samples, plus as many at random, selectors see
     mc_samples: int = 0  # Monte-Carlo dropout passes; 0 = one deterministic pass
     cold_start: str = "random"  # round 0 without a model: random | kcenter | typiclust
     # The selector's own parameters, e.g. {typical_per_class: 5} for hybrid or {alpha: 0.5}
@@ -80,7 +80,7 @@ class TrackingConfig:
 class CampaignConfig:
     rounds: int = 0  # > 0: run this many rounds unattended (simulated annotator)
     budget: int = 400  # stop once this many labels have been spent
-    min_answered: float = 1.0  # share of the previous queue answered before a round goes on
+    min_answered: float = 1.0  # share of the open queue answered before a round goes on
     stop_set: int = 200  # unlabeled pool samples on which consecutive models are compared
     stop_agreement: float = 0.99  # stop when consecutive models agree this much ...
     stop_patience: int = 2  # ... this many rounds in a row (0 = never stop early)

@@ -12,7 +12,6 @@ import io
 import logging
 import random
 import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -130,13 +129,12 @@ def class_folders(root: str | Path) -> dict[str, list[Path]]:
 class LabeledArrays:
     x: np.ndarray  # [n, height, width, channels] float32
     y: np.ndarray  # [n] int class indices into class_names
-    paths: list[str]
     rejected: list[tuple[str, str]]  # (file, reason)
 
 
 def load_labeled(root: str | Path, class_names: list[str], prep: Preprocessing) -> LabeledArrays:
     """Decode a class-folder tree; unreadable files are skipped, logged and returned."""
-    xs, ys, paths, rejected = [], [], [], []
+    xs, ys, rejected = [], [], []
     index = {name: i for i, name in enumerate(class_names)}
     for name, files in class_folders(root).items():
         for path in files:
@@ -147,9 +145,8 @@ def load_labeled(root: str | Path, class_names: list[str], prep: Preprocessing) 
                 rejected.append((str(path), str(err)))
                 continue
             ys.append(index[name])
-            paths.append(str(path))
     x = np.stack(xs) if xs else np.zeros((0, *prep.input_shape), np.float32)
-    return LabeledArrays(x, np.asarray(ys, dtype=np.int64), paths, rejected)
+    return LabeledArrays(x, np.asarray(ys, dtype=np.int64), rejected)
 
 
 def split_test_set(raw_dir: str | Path, test_dir: str | Path, fraction: float, seed: int) -> int:
@@ -187,14 +184,3 @@ def split_test_set(raw_dir: str | Path, test_dir: str | Path, fraction: float, s
 def class_names_of(*roots: str | Path) -> list[str]:
     """The sorted union of class folder names under the given roots."""
     return sorted({name for root in roots for name in class_folders(root)})
-
-
-def batched(items: Iterable, size: int) -> Iterable[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

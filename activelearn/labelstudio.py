@@ -58,6 +58,7 @@ from activelearn.labeling import (
     Answer,
 )
 from activelearn.queue import QueueItem
+from activelearn.stages import round_tag
 
 log = logging.getLogger(__name__)
 
@@ -352,10 +353,6 @@ def label_config(class_names: Sequence[str]) -> str:
         "  </Choices>\n"
         "</View>\n"
     )
-
-
-def round_tag(round: int) -> str:
-    return f"round-{round}"
 
 
 def prediction_score(item: QueueItem, queue_length: int) -> float:
@@ -765,13 +762,13 @@ class LabelStudioAnnotator:
         relative = (self.pool_dir / sample_id).relative_to(self.document_root).as_posix()
         return "/data/local-files/?d=" + urllib.parse.quote(relative)
 
-    def list_tasks(self, project_id: int, fields: str = "task_only") -> list:
-        """Every task of the project: data and counters (`all` adds annotations and
-        predictions, at about twice the cost)."""
+    def list_tasks(self, project_id: int) -> list:
+        """Every task of the project: data and counters, without annotations and
+        predictions (which would about double the cost)."""
         return self._call(
             "listing tasks",
             lambda: list(
-                self._client.tasks.list(project=project_id, fields=fields, page_size=1000)
+                self._client.tasks.list(project=project_id, fields="task_only", page_size=1000)
             ),
         )
 

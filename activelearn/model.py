@@ -1,4 +1,5 @@
-"""The classifier behind a small protocol: fit, predict_proba, features, evaluate, save, load.
+"""The classifier behind a small protocol: fit, predict_proba, predict_with_features,
+evaluate, save, load.
 
 This is the one module that imports TensorFlow for training; everything else in the
 package, the DVC stages and the serving app included, goes through `Classifier`.

@@ -34,7 +34,7 @@ from activelearn.faults import kill_point
 from activelearn.files import write_atomic
 from activelearn.manifest import Manifest
 from activelearn.queue import QueueItem, read_queue, write_queue
-from activelearn.stages import HISTORY, METRICS, MODEL_FILE, PREPARED, preprocessing
+from activelearn.stages import HISTORY, METRICS, MODEL_FILE, PREPARED, preprocessing, round_tag
 from activelearn.workspace import (
     CAMPAIGN_ID,
     campaign_id,
@@ -61,8 +61,8 @@ def round_dir(n: int) -> Path:
 class RoundState:
     """`rounds/<N>/state.json`: the result of every finished phase."""
 
-    def __init__(self, n: int):
-        self.path = round_dir(n) / "state.json"
+    def __init__(self, n: int, workspace: Path = Path()):
+        self.path = workspace / round_dir(n) / "state.json"
         self.data = (
             json.loads(self.path.read_text()) if self.path.exists() else {"round": n, "phases": {}}
         )
@@ -89,7 +89,6 @@ class Round:
     state: RoundState
     manifest: Manifest
     annotator: labeling.Annotator
-    class_names: list[str]
 
     @property
     def dir(self) -> Path:
@@ -253,7 +252,7 @@ def stopping_signal(r: Round, classifier) -> dict:
 
 def track(r: Round) -> dict:
     """Log the round to MLflow: a child run of the campaign run, resumed on a rerun."""
-    from activelearn.reporting import round_figures
+    from activelearn.reporting import campaign_curve, round_figures
     from activelearn.tracking import CampaignTracker, tracking_uri
 
     cfg = r.cfg
@@ -289,7 +288,7 @@ def track(r: Round) -> dict:
             metrics["stop_agreement"] = select_result["agreement"]
         metrics |= {f"labeled_{c}": n for c, n in train_result.get("per_class", {}).items()}
         tracker.log_metrics(run_id, metrics, step=r.n)
-        figures = round_figures(r.n, cfg, queue, learning_curve_so_far(r.n))
+        figures = round_figures(r.n, cfg, queue, campaign_curve(Path.cwd()))
         tracker.log_artifacts(
             run_id, [r.dir / "queue.jsonl", r.dir / "queue_summary.json", *figures]
         )
@@ -339,8 +338,8 @@ def commit(r: Round) -> dict:
     run("git", "add", "--", *[f for f in files if Path(f).exists()])
     if subprocess.run(["git", "diff", "--cached", "--quiet"]).returncode:  # something staged
         run("git", "commit", "-q", "-m", f"round {r.n}")
-    run("git", "tag", "-f", f"round-{r.n}")
-    return {"committed": True, "tag": f"round-{r.n}"}
+    run("git", "tag", "-f", round_tag(r.n))
+    return {"committed": True, "tag": round_tag(r.n)}
 
 
 PHASE_FUNCTIONS = {
@@ -371,15 +370,6 @@ def flat_params(cfg: Config) -> dict:
     return flat
 
 
-def learning_curve_so_far(n: int) -> list[tuple[int, float]]:
-    points = []
-    for k in range(n + 1):
-        metrics = RoundState(k).phases.get("train", {}).get("metrics")
-        if metrics:
-            points.append((metrics["labeled_images"], metrics["accuracy"]))
-    return points
-
-
 def run_round(cfg: Config) -> dict:
     """Run (or finish) round `cfg.round`; returns its state. Raises RoundBlocked."""
     if cfg.round is None or cfg.round < 0:
@@ -399,14 +389,7 @@ def run_round(cfg: Config) -> dict:
             return state.data
         prepare_data(cfg)
         class_names = class_names_of(cfg.data.raw_dir, cfg.data.test_dir)
-        r = Round(
-            cfg,
-            n,
-            state,
-            Manifest.load(cfg.data.manifest),
-            make_annotator(cfg, class_names),
-            class_names,
-        )
+        r = Round(cfg, n, state, Manifest.load(cfg.data.manifest), make_annotator(cfg, class_names))
         for phase in PHASES:
             if phase in state.phases:
                 continue
@@ -422,10 +405,7 @@ def run_round(cfg: Config) -> dict:
 def next_round(ws: Path) -> int:
     """The first round of the workspace that has not finished."""
     n = 0
-    while (ws / round_dir(n) / "state.json").exists():
-        state = json.loads((ws / round_dir(n) / "state.json").read_text())
-        if not all(p in state["phases"] for p in PHASES):
-            return n
+    while RoundState(n, ws).finished:
         n += 1
     return n
 

@@ -107,21 +107,18 @@ def tie_keys(ids: list[str] | np.ndarray, seed: int) -> np.ndarray:
 class CandidateSet:
     """The `size` best keys seen so far plus a uniform reservoir of `size`: bounded memory.
 
-    Rows carry a random `_u` column (their tie-break and reservoir key): given by the
-    caller (`tie_keys`), or drawn from `rng`. Keeping the top `size` is associative, so
-    sets built on separate blocks of the pool and merged with `absorb` equal the set
-    built over the whole pool in one pass.
+    Rows carry a `_u` column, their tie-break and reservoir key (`tie_keys`: fixed by seed
+    and sample id, so equal scores are never ranked by order). Keeping the top `size` is
+    associative, so sets built on separate blocks of the pool and merged with `absorb`
+    equal the set built over the whole pool in one pass.
     """
 
-    def __init__(self, size: int, rng: np.random.Generator | None = None):
-        self.size, self.rng = size, rng
+    def __init__(self, size: int):
+        self.size = size
         self.best: dict[str, np.ndarray] = {}
         self.reservoir: dict[str, np.ndarray] = {}
 
     def add(self, key: np.ndarray | None, **columns: np.ndarray) -> None:
-        n = len(next(iter(columns.values())))
-        if "_u" not in columns:  # a random tie-break key: equal scores never ranked by order
-            columns["_u"] = self.rng.random(n)
         if key is not None:
             columns["_key"] = key
             self.best = _keep(self.best, columns, self.size, by=("_key", "_u"))
@@ -315,7 +312,7 @@ def score_and_select(
         blocks = score_on_ray(ids, pool_dir, plan, model_path, scoring, batch_size)
     else:
         blocks = score_locally(classifier, ids, pool_dir, plan, batch_size)
-    candidates = CandidateSet(plan.candidates, rng)
+    candidates = CandidateSet(plan.candidates)
     class_names = [] if cold else classifier.class_names
     round_dir.mkdir(parents=True, exist_ok=True)
     n_scored, confidence, unreadable = 0, strategies.MeanConfidence(), []

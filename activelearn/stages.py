@@ -52,9 +52,10 @@ def load_params(path: Path = PARAMS) -> Config:
     return OmegaConf.to_object(merged)
 
 
-def model_version(cfg: Config) -> str:
-    """The round tag that names the model in BentoML, MLflow and Label Studio."""
-    return f"round-{cfg.round or 0}"
+def round_tag(round: int) -> str:
+    """`round-N`: the round's git tag and MLflow run, and its model's version in BentoML,
+    MLflow and Label Studio."""
+    return f"round-{round}"
 
 
 def preprocessing(cfg: Config) -> Preprocessing:
@@ -108,7 +109,7 @@ def train(cfg: Config) -> None:
     class_names = json.loads((PREPARED / "classes.json").read_text())
     x, y = _arrays("train")
     classifier = Classifier.build(
-        class_names, preprocessing(cfg), cfg.model, cfg.seed, version=model_version(cfg)
+        class_names, preprocessing(cfg), cfg.model, cfg.seed, version=round_tag(cfg.round or 0)
     )
     history = classifier.fit(x, y, cfg.model, cfg.seed)
     tag = classifier.save(MODEL_FILE)

@@ -14,7 +14,8 @@ Two layers of pure functions, with no model framework in sight:
   never a duplicate. Ties are broken by the caller's seeded ``numpy.random.Generator``,
   never by array order.
 
-A strategy is a measure plus a selector plus parameters: one entry in ``STRATEGIES``.
+A strategy is a measure plus a selector: one entry in ``STRATEGIES``; the selector's
+parameters come from the caller (``strategy.params`` in the config).
 ``select_batch`` is the one function the scorer calls.
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -576,12 +577,11 @@ def _mean_knn_distance(points: np.ndarray, n_neighbors: int, block: int = 2**22)
 
 @dataclass(frozen=True)
 class Strategy:
-    """A measure (key of ``MEASURES``, or None for pure diversity), a selector (key of
-    ``SELECTORS``) and default selector parameters."""
+    """A measure (key of ``MEASURES``, or None for pure diversity) and a selector (key of
+    ``SELECTORS``)."""
 
     measure: str | None
     selector: str
-    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -700,12 +700,11 @@ def selector_params(strategy_name: str) -> dict[str, Any]:
     """The parameters ``select_batch`` accepts for a strategy, with their defaults."""
     strategy = STRATEGIES[strategy_name]
     signature = inspect.signature(SELECTORS[strategy.selector])
-    defaults = {
+    return {
         name: p.default
         for name, p in signature.parameters.items()
         if p.default is not inspect.Parameter.empty
     }
-    return {**defaults, **strategy.params}
 
 
 def select_batch(
@@ -791,5 +790,5 @@ def select_batch(
         pool_confidence = mean_confidence(probas)
     classes = probas.shape[1] if probas is not None else None
     pool = _Pool(features, labeled_features, pool_confidence, candidates, classes)
-    indices = SELECTORS[strategy.selector](scores, k, rng, pool, **{**strategy.params, **params})
+    indices = SELECTORS[strategy.selector](scores, k, rng, pool, **params)
     return np.asarray(indices, dtype=np.intp), scores

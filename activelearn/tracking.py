@@ -13,6 +13,8 @@ import logging
 import os
 from pathlib import Path
 
+from activelearn.stages import round_tag
+
 log = logging.getLogger(__name__)
 
 CAMPAIGN_TAG = "activelearn.campaign"
@@ -34,7 +36,6 @@ class CampaignTracker:
 
         self.client = MlflowClient(tracking_uri=uri)
         self.campaign = campaign
-        self.uri = uri
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
@@ -73,7 +74,7 @@ class CampaignTracker:
             return runs[0].info.run_id
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"round-{round}",
+            run_name=round_tag(round),
             tags={
                 CAMPAIGN_TAG: self.campaign,
                 ROUND_TAG: str(round),
@@ -107,10 +108,10 @@ class CampaignTracker:
         if all(point.step != labeled for point in history):
             self.client.log_metric(self.parent_id, metric, float(value), step=labeled)
 
-    def log_artifacts(self, run_id: str, paths: list[Path], folder: str | None = None) -> None:
+    def log_artifacts(self, run_id: str, paths: list[Path]) -> None:
         for path in paths:
             if path.exists():
-                self.client.log_artifact(run_id, str(path), folder)
+                self.client.log_artifact(run_id, str(path))
 
     def register_model(self, run_id: str, model_file: Path, name: str, round: int) -> str:
         """Log the BentoML file and register it: one model version per round."""

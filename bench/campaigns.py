@@ -195,13 +195,12 @@ def select_in_memory(
     """`score_and_select`'s choice for a trained model, on already decoded pool arrays.
 
     The scorer's own per-batch work (`score_batch` under the same `ScoringPlan`) on the
-    same batches, merged into a `CandidateSet` on the same seeded generator, then the
-    same `select_candidates`: only the file decoding and the CSV/queue files of the real
-    scorer are left out.
+    same batches, merged into a `CandidateSet`, then the same `select_candidates`: only
+    the file decoding and the CSV/queue files of the real scorer are left out.
     """
     rng = np.random.default_rng(seed)
     plan = ScoringPlan.of(cfg, False, classifier.prep, seed)
-    candidates = CandidateSet(plan.candidates, rng)
+    candidates = CandidateSet(plan.candidates)
     confidence = MeanConfidence()
     for start in range(0, len(ids), SCORE_BATCH):
         batch = Batch(ids[start : start + SCORE_BATCH], x[start : start + SCORE_BATCH], [])

@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 class Backend:
     """The model, the image source, the counters and the retrainer of one running app."""
 
-    def __init__(self, settings: ServingSettings, models: ModelStore | None = None):
+    def __init__(self, settings: ServingSettings):
         self.settings = settings
-        self.models = models or ModelStore(settings.model_path)
+        self.models = ModelStore(settings.model_path)
         self.http = httpx.Client(timeout=settings.fetch_timeout, follow_redirects=False)
         self.images = ImageSource(settings, self.http)
         self.decoders = ThreadPoolExecutor(settings.image_workers, thread_name_prefix="decode")

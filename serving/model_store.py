@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,8 @@ Signature = tuple[int, int, int]  # mtime_ns, size, inode
 
 
 class ModelStore:
-    def __init__(self, path: Path, loader: Callable[[Path], Classifier] = Classifier.load):
+    def __init__(self, path: Path):
         self.path = Path(path)
-        self.loader = loader
         self.classifier: Classifier | None = None
         self.loaded_at: float | None = None
         self.error: str | None = None
@@ -68,7 +66,7 @@ class ModelStore:
     def _load(self, signature: Signature) -> None:
         started = time.perf_counter()
         try:
-            classifier = self.loader(self.path)
+            classifier = Classifier.load(self.path)
         except Exception as err:  # any broken file must not take the server down
             self._failed = signature
             self.error = f"{self.path}: could not load ({type(err).__name__}: {err})"
