@@ -10,6 +10,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from activelearn.config import Config, register_configs
+from activelearn.scoring import check_strategy
 from tests.conftest import CONF_DIR
 
 GROUPS = ["data", "model", "strategy", "labeling", "tracking", "scoring", "experiment"]
@@ -29,8 +30,26 @@ def compose_config(overrides: list[str]):
     "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
 )
 def test_every_group_option_composes_to_the_schema(group, option):
-    config = OmegaConf.to_object(compose_config([f"{group}={option}"]))
-    assert isinstance(config, Config)
+    composed = compose_config([f"{group}={option}"])
+    assert isinstance(OmegaConf.to_object(composed), Config)
+    chosen = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / group / f"{option}.yaml"))
+    section = composed if group == "experiment" else composed[group]  # a preset is global
+    assert_sets(section, chosen)
+    if group == "strategy":
+        config = OmegaConf.to_object(composed)
+        assert config.strategy.name == option
+        check_strategy(config.strategy)  # its settings work, e.g. MC samples for bald
+
+
+def assert_sets(section, expected: dict, where: str = "") -> None:
+    """Every value the option's file sets is in the composed config."""
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            assert_sets(section[key], value, f"{where}{key}.")
+            continue
+        actual = section[key]
+        actual = OmegaConf.to_container(actual) if OmegaConf.is_config(actual) else actual
+        assert actual == value, f"{where}{key}"
 
 
 def test_every_group_has_options():

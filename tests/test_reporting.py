@@ -57,7 +57,16 @@ def test_report_sweep_writes_table_figure_and_mlflow_run(tmp_path):
     assert (out / "learning_curves.png").stat().st_size > 0
     assert "entropy" in (out / "summary.md").read_text()
     assert (out / "summary.csv").read_text().startswith("strategy,")
-    assert (tmp_path / "mlruns.db").exists()
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("activelearn-sweeps").experiment_id
+    (run,) = client.search_runs([experiment])
+    for row in rows:
+        assert run.data.metrics[f"{row['strategy']}.auc"] == pytest.approx(row["auc"])
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert {"report/summary.csv", "report/learning_curves.png"} <= logged
 
 
 def test_report_of_a_folder_without_campaigns_is_a_clear_error(tmp_path):

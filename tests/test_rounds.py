@@ -9,10 +9,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from activelearn.config import CampaignConfig, Config, DataConfig, StrategyConfig, TrackingConfig
 from activelearn.faults import VARIABLE
+from activelearn.model import Classifier
 from activelearn.rounds import PHASES, RoundBlocked, run_campaign, run_round
 from activelearn.workspace import campaign_id
 from tests.conftest import pattern_image
@@ -158,14 +160,14 @@ def test_round_tag_brings_back_that_rounds_data_and_model(reference):
             [sys.executable, "-m", "dvc", "checkout", "-q", "--force"], cwd=ws, check=True
         )
         assert len(list((ws / "data" / "raw").rglob("*.png"))) == 12
-        lock = (ws / "dvc.lock").read_text()
-        assert "classifier.bentomodel" in lock
+        assert Classifier.load(ws / "model" / "classifier.bentomodel").version == "round-1"
     finally:
         subprocess.run(["git", "checkout", "-q", "-"], cwd=ws, check=True)
         subprocess.run(
             [sys.executable, "-m", "dvc", "checkout", "-q", "--force"], cwd=ws, check=True
         )
     assert len(list((ws / "data" / "raw").rglob("*.png"))) == 18
+    assert Classifier.load(ws / "model" / "classifier.bentomodel").version == "round-2"
 
 
 def test_rerunning_a_finished_round_changes_nothing(reference):
@@ -240,9 +242,18 @@ def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
     assert not (ws / "rounds" / "1" / "queue.jsonl").exists()
 
     settled = make_config(
-        ws, tiny_model_cfg, rounds=5, budget=100, stop_patience=1, stop_agreement=0.0
-    )  # any agreement counts as settled
+        ws, tiny_model_cfg, rounds=6, budget=100, stop_patience=3, stop_agreement=0.0
+    )  # any agreement counts: round 0 had no model before it, rounds 1, 2, 3 agree
     more = run_campaign(settled)
-    assert [s["round"] for s in more] == [2]
-    select = more[0]["phases"]["select"]
-    assert select["stop"] and select["reason"].startswith("predictions stable")
+    assert [s["round"] for s in more] == [2, 3]
+    assert not more[0]["phases"]["select"]["stop"]  # two rounds in a row are not three
+    select = more[1]["phases"]["select"]
+    assert (
+        select["reason"] == f"predictions stable: agreement {select['agreement']:.3f} for 3 rounds"
+    )
+    now, before = (
+        np.array(json.loads((ws / "rounds" / str(n) / "stop_predictions.json").read_text()))
+        for n in (3, 2)
+    )
+    assert len(now) == 90  # the whole pool at round 0 (stop_set is 200)
+    assert select["agreement"] == pytest.approx(np.mean(now == before))

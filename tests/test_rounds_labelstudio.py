@@ -9,7 +9,7 @@ import pytest
 
 from activelearn.config import LabelingConfig
 from activelearn.manifest import Manifest
-from activelearn.rounds import run_round
+from activelearn.rounds import RoundBlocked, run_round
 from tests.test_rounds import make_config, make_workspace, run_cli_round
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,7 @@ def test_two_rounds_with_people_in_label_studio(
     )
 
     # Round 1 refuses to start while round 0's queue is unanswered.
-    with pytest.raises(Exception, match="not labeled yet"):
+    with pytest.raises(RoundBlocked, match="not labeled yet"):
         run_round(replace(cfg, round=1))
 
     # People answer, most uncertain first, as Label Studio serves them.

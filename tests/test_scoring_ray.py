@@ -1,6 +1,6 @@
 """The Ray engine picks what the local scorer picks: on a local Ray and a two-node cluster.
 
-Needs the `ray` extra (pip install '.[ray]'); skipped without it. A few hundred
+Needs the `ray` extra (pip install '.[ray]'; `make setup` installs it). A few hundred
 generated images, a tiny model, one actor per test on a local Ray of 2 CPUs, and one
 test on a cluster of two `ray start` nodes on this machine, stopped afterwards.
 """
@@ -14,20 +14,19 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import ray  # noqa: F401 (a test dependency: fail here, never skip, without it)
 
-ray = pytest.importorskip("ray")
-
-from activelearn.config import (  # noqa: E402
+from activelearn.config import (
     ModelConfig,
     RayScoringConfig,
     ScoringConfig,
     StrategyConfig,
 )
-from activelearn.data import Preprocessing, class_names_of, load_labeled  # noqa: E402
-from activelearn.manifest import Manifest  # noqa: E402
-from activelearn.model import Classifier  # noqa: E402
-from activelearn.scoring import score_and_select  # noqa: E402
-from tests.conftest import write_class_folders  # noqa: E402
+from activelearn.data import Preprocessing, class_names_of, load_labeled
+from activelearn.manifest import Manifest
+from activelearn.model import Classifier
+from activelearn.scoring import score_and_select
+from tests.conftest import write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
 BATCH = 32

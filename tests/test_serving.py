@@ -522,8 +522,9 @@ def test_next_round_from_the_model_version():
     assert next_round("dev") is None and next_round(None) is None
 
 
-def test_image_source_refuses_before_touching_anything(world):
+def test_image_source_refuses_before_touching_anything(world, foreign):
     root = world["root"]
+    seen = len(foreign.requests)
     with httpx.Client() as http:
         source = ImageSource(settings_for(world, allowed_hosts="cdn.example.com"), http)
         assert source.read(local("pool/class0/s5-000.png")) == root / "pool/class0/s5-000.png"
@@ -534,6 +535,7 @@ def test_image_source_refuses_before_touching_anything(world):
             local("/etc/passwd"),
             "http://evil.example.com/x.png",
             "https://user:pw@evil.example.com/x.png",
+            f"http://localhost:{foreign.port}/img/x.png",  # a live host, not allowed
             "s3://bucket/x.png",
             "relative/path.png",
             "",
@@ -542,3 +544,6 @@ def test_image_source_refuses_before_touching_anything(world):
             with pytest.raises(ImageError) as err:
                 source.read(url)
             assert "pw" not in str(err.value)
+            if isinstance(url, str) and url.startswith("http"):
+                assert str(err.value).endswith("refused")  # by the allow-list, not a failed fetch
+    assert len(foreign.requests) == seen  # never asked

@@ -39,7 +39,10 @@ MC = np.stack(
 
 
 class FakeLearner:
-    """Just what modAL's query functions read: predict_proba, X_training, on_transformed."""
+    """Just what modAL's query functions read: predict_proba, X_training, on_transformed.
+
+    A stand-in for modAL's ActiveLearner on purpose: parity means the same picks from the
+    same probabilities, so modAL's real query functions read these fixed ones."""
 
     def __init__(self, probas: np.ndarray, labeled: np.ndarray | None = None) -> None:
         self.probas = probas
@@ -350,9 +353,14 @@ def test_select_batch_scores_and_top_k_agree() -> None:
 
 def test_select_batch_cold_start_without_model() -> None:
     features = np.random.default_rng(7).normal(size=(60, 3))
+    picks = {}
     for name in ("random", "typiclust", "coldstart_kcenter", "hybrid"):
-        indices, scores = st.select_batch(name, None, 5, 0, features=features)
-        assert len(set(indices.tolist())) == 5
+        picks[name], _ = st.select_batch(name, None, 5, 0, features=features)
+        assert len(set(picks[name].tolist())) == 5
+    kcenter = st.kcenter_greedy(features, None, 5, np.random.default_rng(0))
+    assert picks["coldstart_kcenter"].tolist() == kcenter.tolist()
+    assert picks["hybrid"].tolist() == picks["typiclust"].tolist()  # no model: all typical
+    assert picks["random"].tolist() != picks["typiclust"].tolist()
     with pytest.raises(ValueError, match="needs class probabilities"):
         st.select_batch("entropy", None, 5, 0, features=features)
 
