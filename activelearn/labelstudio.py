@@ -895,7 +895,7 @@ class LabelStudioAnnotator:
         open_tasks = {
             t.id: t
             for t in tasks
-            if (_data(t).get("round") or round) < round
+            if _data(t).get("round", round) < round  # round 0 is a round too
             and not _field(t, "is_labeled")
             and not _field(t, "cancelled_annotations")
         }

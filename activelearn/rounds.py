@@ -134,9 +134,10 @@ def ingest(r: Round) -> dict:
     still_open = [a.sample_id for a in answers if a.status == labeling.OPEN]
     answered = 1 - len(still_open) / len(items)
     if answered < r.cfg.campaign.min_answered:
+        named = ", ".join(still_open[:5]) + (", ..." if len(still_open) > 5 else "")
         raise RoundBlocked(
-            f"{len(still_open)} of {len(items)} queued images are not labeled yet "
-            f"({answered:.0%} answered, campaign.min_answered={r.cfg.campaign.min_answered}); "
+            f"{len(still_open)} of {len(items)} queued images are not labeled yet ({named}; "
+            f"{answered:.0%} answered, campaign.min_answered={r.cfg.campaign.min_answered}); "
             f"label them, or lower campaign.min_answered, then run round={r.n} again"
         )
     queued_in = {item.sample_id: r.manifest.samples[item.sample_id].round for item in items}

@@ -2,6 +2,7 @@
 through the API as an annotator would, with a kill inside the push."""
 
 import csv
+import json
 from dataclasses import replace
 
 import httpx
@@ -14,6 +15,11 @@ from tests.test_rounds import make_config, make_workspace, run_cli_round
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.labelstudio_server"]
+
+
+def still_open_ids(ws) -> set[str]:
+    manifest = Manifest.load(ws / "data" / "manifest.csv")
+    return {s.sample_id for s in manifest.samples.values() if s.state == "queued"}
 
 
 def test_two_rounds_with_people_in_label_studio(
@@ -60,9 +66,11 @@ def test_two_rounds_with_people_in_label_studio(
     with pytest.raises(RoundBlocked, match="not labeled yet"):
         run_round(replace(cfg, round=1))
 
-    # People answer, most uncertain first, as Label Studio serves them.
-    for _ in range(6):
+    # People answer half, most uncertain first, as Label Studio serves them.
+    answered = set()
+    for _ in range(3):
         task = http.get(f"/api/projects/{project['id']}/next").raise_for_status().json()
+        answered.add(task["data"]["sample_id"])
         label = truth[task["data"]["sample_id"]]
         http.post(
             f"/api/tasks/{task['id']}/annotations/",
@@ -78,15 +86,29 @@ def test_two_rounds_with_people_in_label_studio(
             },
         ).raise_for_status()
 
-    state = run_round(replace(cfg, round=1))
-    assert state["phases"]["ingest"]["accepted"] == 6
-    assert state["phases"]["train"]["labeled"] == 12
+    with pytest.raises(RoundBlocked, match="3 of 6 queued images are not labeled yet") as err:
+        run_round(replace(cfg, round=1))
+    assert all(sid in str(err.value) for sid in still_open_ids(ws) - answered)  # named
+    half = replace(cfg, round=1, campaign=replace(cfg.campaign, min_answered=0.5))
+    state = run_round(half)
+    assert state["phases"]["ingest"]["accepted"] == 3
+    assert state["phases"]["train"]["labeled"] == 9
     assert (ws / "rounds" / "1" / "annotations.raw.json").is_file()
     manifest = Manifest.load(ws / "data" / "manifest.csv")
     labeled = {s.sample_id: s.label for s in manifest.samples.values() if s.state == "labeled"}
-    assert len(labeled) == 6 and all(truth[sid] == label for sid, label in labeled.items())
+    assert set(labeled) == answered and all(truth[sid] == label for sid, label in labeled.items())
+    still_open = {
+        s.sample_id for s in manifest.samples.values() if s.state == "queued" and s.round == 0
+    }
+    assert len(still_open) == 3 and not still_open & answered
 
+    # The open half is ranked again by round 1's model, in the round files and in Label Studio.
+    rescored = (ws / "rounds" / "1" / "rescored.jsonl").read_text().splitlines()
+    assert {json.loads(line)["sample_id"] for line in rescored} == still_open
     tasks = http.get("/api/tasks", params={"project": project["id"], "fields": "all"}).json()
     assert len(tasks["tasks"]) == 12
+    for task in tasks["tasks"]:
+        if task["data"]["sample_id"] in still_open:
+            assert "round-1" in {p["model_version"] for p in task["predictions"]}
     assert http.get(f"/api/projects/{project['id']}").json()["model_version"] == "round-1"
     assert labelstudio.token not in (ws / "rounds" / "labelstudio.json").read_text()
