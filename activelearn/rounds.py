@@ -156,10 +156,10 @@ def ingest(r: Round) -> dict:
 
 def train(r: Round) -> dict:
     """Retrain through `dvc repro` on the labeled set; nothing to train at a cold start."""
+    write_params(replace(r.cfg, round=r.n))  # dvc.yaml reads it, even with nothing to train
     counts = labeled_counts(r.cfg)
     if not sum(counts.values()):
         return {"cold_start": True, "labeled": 0}
-    write_params(replace(r.cfg, round=r.n))
     repro(Path.cwd())
     metrics = json.loads(METRICS.read_text())
     with HISTORY.open() as f:

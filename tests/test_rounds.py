@@ -257,3 +257,21 @@ def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
     )
     assert len(now) == 90  # the whole pool at round 0 (stop_set is 200)
     assert select["agreement"] == pytest.approx(np.mean(now == before))
+
+
+def test_a_campaign_without_labels_starts_cold(tmp_path, tiny_model_cfg, bentoml_home):
+    import shutil
+
+    from activelearn.queue import read_queue
+
+    ws = tmp_path / "campaign"
+    make_workspace(ws)
+    shutil.rmtree(ws / "data" / "raw")  # a test set and a pool, no labels yet
+    first, second = run_campaign(make_config(ws, tiny_model_cfg, rounds=2))
+    assert first["phases"]["train"]["cold_start"] and first["phases"]["train"]["labeled"] == 0
+    assert first["phases"]["select"]["strategy"] == "random"  # strategy.cold_start
+    queue = read_queue(ws / "rounds" / "0" / "queue.jsonl")
+    assert len(queue) == 6 and all(q.predicted is None for q in queue)
+    assert second["phases"]["train"]["labeled"] == 6  # the cold batch, answered
+    assert second["phases"]["train"]["metrics"]["test_images"] == 18
+    assert campaign_state(ws)["runs"] == ["<campaign>", "round-0", "round-1"]
