@@ -113,3 +113,19 @@ def test_cli_bad_strategy_parameter_exits_before_any_work(tmp_path):
     assert "hybrid has no parameter typical_per_klass; it accepts" in output
     assert "typical_per_class" in output and "Traceback" not in output
     assert not (tmp_path / "campaign").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["round=1"], "round 0 has not finished in"),
+        (["campaign.rounds=2", "labeling=labelstudio"], "campaign.rounds needs labeling=simulated"),
+        (["round=0", "data=folder"], "no labeled images in"),
+    ],
+    ids=["round-before-the-last-finished", "unattended-with-people", "no-images"],
+)
+def test_cli_a_round_that_cannot_go_on_says_why_and_exits_1(tmp_path, args, message):
+    result = run_cli(*args, f"workspace={tmp_path / 'campaign'}", f"hydra.run.dir={tmp_path}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    assert message in output and "Traceback" not in output

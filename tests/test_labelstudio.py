@@ -44,6 +44,7 @@ from activelearn.labelstudio import (
     agreement,
     decide,
     free_port,
+    keep_export,
     label_config,
     start_server,
 )
@@ -507,3 +508,12 @@ def test_votes_follow_the_policy():
 def test_label_config_escapes_class_names():
     config = label_config(['cat "big"', "a&b"])
     assert "value='cat \"big\"'" in config and 'value="a&amp;b"' in config
+
+
+def test_a_raw_export_is_never_overwritten(tmp_path):
+    first = keep_export(tmp_path, b'[{"id": 1}]')
+    assert keep_export(tmp_path, b'[{"id": 1}]') == first  # the same export: stored once
+    second = keep_export(tmp_path, b'[{"id": 1}, {"id": 2}]')
+    assert (first.name, second.name) == ("annotations.raw.json", "annotations.raw.2.json")
+    assert first.read_bytes() == b'[{"id": 1}]'  # the earlier one untouched
+    assert keep_export(tmp_path, b"[]").name == "annotations.raw.3.json"

@@ -1,6 +1,7 @@
 """`dvc repro` end to end in a temporary git repo on tiny generated data (real DVC)."""
 
 import contextlib
+import csv
 import json
 import os
 import subprocess
@@ -81,13 +82,20 @@ def test_repro_trains_evaluates_and_reruns_only_changed_stages(
 def test_the_pipeline_follows_the_configured_data_folders(tmp_path, bentoml_home, tiny_model_cfg):
     ws = tmp_path / "campaign"
     write_class_folders(ws / "labeled", per_class=10)
+    (ws / "labeled" / "class1" / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n cut off")
     cfg = Config(
         data=DataConfig(image_size=[12, 12], channels=1, raw_dir="labeled", test_dir="held_out"),
         model=tiny_model_cfg,
         workspace=str(ws),
     )
     metrics = run_pipeline(cfg)
-    assert metrics["labeled_images"] + metrics["test_images"] == 30
+    assert metrics["labeled_images"] + metrics["test_images"] == 30  # the torn one skipped
+    with (ws / "prepared" / "rejected.csv").open() as f:
+        (rejected,) = list(csv.DictReader(f))
+    assert rejected["path"].endswith("class1/torn.png") and rejected["split"] in ("train", "test")
+    report = json.loads((ws / "evaluation" / "report.json").read_text())
+    assert set(report["per_class"]) == {"class0", "class1", "class2"}
+    assert sum(map(sum, report["confusion_matrix"])) == metrics["test_images"]
     assert list_files(ws / "held_out") and not (ws / "data" / "raw").exists()
     assert dvc_status(ws) == {}
 

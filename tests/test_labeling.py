@@ -1,0 +1,51 @@
+"""The simulated annotator: answers from a labels file, careless at a set rate, alike on a rerun."""
+
+import csv
+
+import pytest
+
+from activelearn.labeling import ACCEPTED, SKIPPED, SimulatedAnnotator
+from activelearn.queue import QueueItem
+
+CLASSES = ["cat", "dog", "fox"]
+
+
+def labels_file(tmp_path, n: int):
+    path = tmp_path / "pool_labels.csv"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(
+            [("path", "label"), *((f"p/{i}.png", CLASSES[i % 3]) for i in range(n))]
+        )
+    return path
+
+
+def queue(ids):
+    return [QueueItem(sid, rank, None, None, 0.0) for rank, sid in enumerate(ids, start=1)]
+
+
+def test_answers_are_the_labels_file_and_unknown_images_are_skipped(tmp_path):
+    annotator = SimulatedAnnotator(labels_file(tmp_path, 30), CLASSES)
+    answers = annotator.collect(0, queue(["p/4.png", "p/5.png", "elsewhere.png"]), tmp_path)
+    assert [(a.sample_id, a.status, a.label) for a in answers[:2]] == [
+        ("p/4.png", ACCEPTED, "dog"),
+        ("p/5.png", ACCEPTED, "fox"),
+    ]
+    assert answers[2].status == SKIPPED and "not in the labels file" in answers[2].detail
+
+
+def test_a_careless_annotator_flips_about_its_error_rate_the_same_way_on_a_rerun(tmp_path):
+    path = labels_file(tmp_path, 3000)
+    ids = [f"p/{i}.png" for i in range(3000)]
+    truth = {sid: CLASSES[i % 3] for i, sid in enumerate(ids)}
+    careless = SimulatedAnnotator(path, CLASSES, error_rate=0.2, seed=1)
+    answers = careless.collect(4, queue(ids), tmp_path)
+    wrong = [a for a in answers if a.label != truth[a.sample_id]]
+    assert 0.17 < len(wrong) / len(ids) < 0.23  # binomial(3000, 0.2): within 4 sd
+    assert all(a.status == ACCEPTED and a.label in CLASSES for a in answers)
+    assert careless.collect(4, queue(ids), tmp_path) == answers  # a rerun answers alike
+    assert careless.collect(5, queue(ids), tmp_path) != answers  # another round, other slips
+
+
+def test_a_missing_labels_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.csv not found"):
+        SimulatedAnnotator(tmp_path / "nowhere.csv", CLASSES)
