@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -306,6 +306,17 @@ def test_ingest_votes_rejects_and_loses_nothing(campaign, labelstudio, tmp_path,
     assert not [p for p, content in files_after.items() if token in content]
     assert labelstudio.token not in caplog.text
     assert token not in labelstudio.server.log_file.read_bytes()
+
+    # The same answers under the config's strict policies: one dissent rejects, a skip excludes.
+    strict = LabelStudioAnnotator(
+        replace(campaign.annotator.settings, vote="unanimous", skipped="exclude"),
+        CLASSES,
+        campaign.pool,
+        token=labelstudio.token,
+    )
+    judged = {a.sample_id: a.status for a in strict.collect(1, queue, tmp_path / "strict")}
+    assert judged[majority] == DISAGREEMENT and judged[cancelled] == EXCLUDED
+    assert [judged[sid] for sid in ranked[5:-3]] == [ACCEPTED] * len(ranked[5:-3])
 
 
 @pytest.mark.integration
