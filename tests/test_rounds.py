@@ -275,3 +275,19 @@ def test_a_campaign_without_labels_starts_cold(tmp_path, tiny_model_cfg, bentoml
     assert second["phases"]["train"]["labeled"] == 6  # the cold batch, answered
     assert second["phases"]["train"]["metrics"]["test_images"] == 18
     assert campaign_state(ws)["runs"] == ["<campaign>", "round-0", "round-1"]
+
+
+def test_git_commit_false_leaves_the_workspace_history_alone(
+    tmp_path, tiny_model_cfg, bentoml_home
+):
+    import shutil
+
+    ws = tmp_path / "campaign"
+    make_workspace(ws)
+    shutil.rmtree(ws / "data" / "raw")  # a cold round: quick, and it still commits by default
+    cfg = make_config(ws, tiny_model_cfg, git_commit=False)
+    state = run_round(replace(cfg, round=0))
+    assert state["phases"]["commit"]["committed"] is False
+    log = subprocess.run(["git", "log", "--oneline"], cwd=ws, capture_output=True, text=True)
+    tags = subprocess.run(["git", "tag"], cwd=ws, capture_output=True, text=True, check=True)
+    assert log.returncode != 0 and tags.stdout == ""  # no commit, no round-0 tag

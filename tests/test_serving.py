@@ -522,6 +522,22 @@ def test_next_round_from_the_model_version():
     assert next_round("dev") is None and next_round(None) is None
 
 
+def test_an_image_over_the_size_limit_is_refused(world, foreign):
+    size = len(foreign.files["/img/x.png"])
+    url = f"http://localhost:{foreign.port}/img/x.png"
+    with httpx.Client() as http:
+        for limit, fits in ((size, True), (size - 1, False)):
+            settings = settings_for(
+                world, allowed_hosts=f"localhost:{foreign.port}", max_image_bytes=limit
+            )
+            source = ImageSource(settings, http)
+            if fits:
+                assert source.read(url) == foreign.files["/img/x.png"]
+            else:
+                with pytest.raises(ImageError, match="over the image limit"):
+                    source.read(url)
+
+
 def test_image_source_refuses_before_touching_anything(world, foreign):
     root = world["root"]
     seen = len(foreign.requests)
