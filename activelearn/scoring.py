@@ -42,6 +42,7 @@ DETERMINISTIC_MEASURES = ("least_confidence", "margin", "entropy")
 MC_MEASURES = ("bald", "variation_ratio")
 COLD_START = {"random": "random", "kcenter": "coldstart_kcenter", "typiclust": "typiclust"}
 PIXEL_FEATURES = Preprocessing((8, 8), 1)  # the model-free feature of a cold start
+MEASURE_COLUMN = "measure:"  # candidate columns with a measure's scores (for the queue)
 # Decoding is mostly GIL-bound Python (PIL's file parsing): on two cores a second decode
 # thread slows the forward pass more than it speeds decoding (end-to-end 0.76-0.82x of
 # decode + forward with one thread, 0.78-0.90x with two). Leave a core to the model there.
@@ -176,12 +177,10 @@ def check_strategy(cfg: StrategyConfig) -> None:
         raise StrategyError(
             f"strategy={cfg.name} needs Monte-Carlo samples: set strategy.mc_samples=20"
         )
-    accepted = strategies.selector_params(cfg.name)
-    unknown = sorted(set(cfg.params) - set(accepted))
-    if unknown:
+    if unknown := strategies.unknown_params(cfg.name, cfg.params):
         raise StrategyError(
             f"strategy.params: {cfg.name} has no parameter {', '.join(unknown)}; "
-            f"it accepts {', '.join(sorted(accepted)) or 'none'}"
+            f"it accepts {', '.join(sorted(strategies.selector_params(cfg.name))) or 'none'}"
         )
 
 
@@ -254,6 +253,7 @@ def score_batch(classifier, batch: Batch, plan: ScoringPlan) -> ScoredBlock:
         features=features,
         predicted=block.predicted,
         confidence=block.confidence,
+        **{MEASURE_COLUMN + m: values for m, values in block.scores.items()},
         **columns,
     )
     return block
@@ -347,19 +347,16 @@ def score_and_select(
         picks, pick_scores = select_candidates(
             classifier, chosen, plan, cfg, rng, labeled_x, pool_confidence
         )
-        measured = {
-            m: strategies.MEASURES[m](chosen["probas"][picks]) for m in plan.measures
-        }  # the picks' rows of scores.csv
         queue = [
             QueueItem(
                 sample_id=str(chosen["id"][i]),
-                rank=j + 1,
+                rank=rank,
                 predicted=None if cold else class_names[int(chosen["predicted"][i])],
                 confidence=None if cold else float(chosen["confidence"][i]),
                 score=float(pick_scores[i]),
-                scores={m: float(values[j]) for m, values in measured.items()},
+                scores={m: float(chosen[MEASURE_COLUMN + m][i]) for m in plan.measures},
             )
-            for j, i in enumerate(picks)
+            for rank, i in enumerate(picks, start=1)
         ]
     write_queue(round_dir / "queue.jsonl", queue)
     summary = {

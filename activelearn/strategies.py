@@ -707,6 +707,11 @@ def selector_params(strategy_name: str) -> dict[str, Any]:
     }
 
 
+def unknown_params(strategy_name: str, params: Mapping[str, Any]) -> list[str]:
+    """The names in ``params`` that the strategy's selector does not take."""
+    return sorted(set(params) - set(selector_params(strategy_name)))
+
+
 def select_batch(
     strategy_name: str,
     probas: np.ndarray | None,
@@ -746,12 +751,10 @@ def select_batch(
             f"unknown strategy {strategy_name!r}; choose one of: {', '.join(STRATEGIES)}"
         )
     strategy = STRATEGIES[strategy_name]
-    accepted = selector_params(strategy_name)
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
+    if unknown := unknown_params(strategy_name, params):
         raise ValueError(
             f"strategy {strategy_name!r} has no parameter(s) {unknown}; "
-            f"it accepts: {sorted(accepted) or 'none'}"
+            f"it accepts: {sorted(selector_params(strategy_name)) or 'none'}"
         )
     rng = np.random.default_rng(rng)
     k = _check_k(k)
