@@ -221,7 +221,11 @@ def select(r: Round) -> dict:
 
 
 def stopping_signal(r: Round, classifier) -> dict:
-    """Stabilizing predictions: agreement of consecutive models on a fixed unlabeled set."""
+    """Stabilizing predictions: agreement of consecutive models on a fixed unlabeled set.
+
+    The set is drawn once from the pool; images in it that have been labeled since are
+    left out of the agreement, since a model agrees with the labels it was trained on.
+    """
     cfg = r.cfg.campaign
     if classifier is None or cfg.stop_patience <= 0:
         return {"stop": False, "agreement": None}
@@ -238,7 +242,12 @@ def stopping_signal(r: Round, classifier) -> dict:
     previous = round_dir(r.n - 1) / "stop_predictions.json"
     if not previous.exists():
         return {"stop": False, "agreement": None}
-    agreement = float(np.mean(np.array(json.loads(previous.read_text())) == predicted))
+    unlabeled = np.array([r.manifest.samples[s].state != "labeled" for s in ids], bool)
+    if not unlabeled.any():
+        log.warning("every image of the stop set %s is labeled: no stop signal", stop_file)
+        return {"stop": False, "agreement": None}
+    same = np.array(json.loads(previous.read_text())) == np.array(predicted)
+    agreement = float(np.mean(same[unlabeled]))
     streak = 1 if agreement >= cfg.stop_agreement else 0
     if streak:
         for n in range(r.n - 1, -1, -1):
@@ -248,7 +257,12 @@ def stopping_signal(r: Round, classifier) -> dict:
             streak += 1
     stop = streak >= cfg.stop_patience
     reason = f"predictions stable: agreement {agreement:.3f} for {streak} rounds" if stop else ""
-    return {"stop": stop, "agreement": agreement, "reason": reason}
+    return {
+        "stop": stop,
+        "agreement": agreement,
+        "agreement_images": int(unlabeled.sum()),
+        "reason": reason,
+    }
 
 
 def track(r: Round) -> dict:

@@ -14,6 +14,7 @@ import pytest
 
 from activelearn.config import CampaignConfig, Config, DataConfig, StrategyConfig, TrackingConfig
 from activelearn.faults import VARIABLE
+from activelearn.manifest import Manifest
 from activelearn.model import Classifier
 from activelearn.rounds import PHASES, RoundBlocked, run_campaign, run_round
 from activelearn.workspace import campaign_id
@@ -256,7 +257,12 @@ def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
         for n in (3, 2)
     )
     assert len(now) == 90  # the whole pool at round 0 (stop_set is 200)
-    assert select["agreement"] == pytest.approx(np.mean(now == before))
+    manifest = Manifest.load(ws / "data" / "manifest.csv")
+    stop_set = json.loads((ws / "rounds" / "stop_set.json").read_text())
+    unlabeled = np.array([manifest.samples[s].state != "labeled" for s in stop_set])
+    assert 0 < unlabeled.sum() < len(now)  # images labeled since are not compared
+    assert select["agreement_images"] == unlabeled.sum()
+    assert select["agreement"] == pytest.approx(np.mean((now == before)[unlabeled]))
 
 
 def test_a_campaign_without_labels_starts_cold(tmp_path, tiny_model_cfg, bentoml_home):
