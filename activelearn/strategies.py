@@ -62,7 +62,7 @@ def _checked_probas(probas: np.ndarray, measure: str, *, mc: bool) -> tuple[np.n
             f"{measure}: needs Monte-Carlo dropout samples, probas of shape [n, classes, T]; "
             f"got shape {arr.shape}. Score the pool with MC dropout (mc_samples >= 2)."
         )
-    bad = ~np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
+    bad = ~np.isfinite(arr).all(axis=tuple(range(1, arr.ndim)))
     if bad.any():
         logger.warning(
             "%s: %d of %d rows of probas contain NaN/inf; they score %s and are selected last",
@@ -497,6 +497,7 @@ def typiclust(
     max_clusters: int = 500,
     min_cluster_size: int = 5,
     n_neighbors: int = 20,
+    selectable: np.ndarray | None = None,
 ) -> np.ndarray:
     """TypiClust (Hacohen et al. 2022): typical samples of uncovered clusters.
 
@@ -504,12 +505,15 @@ def typiclust(
     clusters. Each pick goes to the cluster with the fewest labeled or picked members
     (largest first; clusters under ``min_cluster_size`` only once the others run out) and
     takes its most typical unpicked sample: typicality is 1 / mean distance to the
-    ``n_neighbors`` nearest neighbours within the cluster.
+    ``n_neighbors`` nearest neighbours within the cluster. Rows outside ``selectable``
+    (default: all) are picked last, like rows with NaN/inf features.
     """
     k, rng = _check_k(k), np.random.default_rng(rng)
     features = _as_features(features, None)
     labeled = _as_labeled(labeled_features, features.shape[1])
     ok = _selectable(None, features)
+    if selectable is not None:
+        ok &= selectable
     idx = np.flatnonzero(ok)
     m = len(idx)
     n_picks = min(k, m)
@@ -613,7 +617,8 @@ def _select_cluster_margin(scores, k, rng, pool: _Pool):
     """The ``pool.candidates`` (default ``10 * k``) best scores, then the best of each of
     k clusters among them."""
     n_candidates = pool.candidates if pool.candidates is not None else 10 * k
-    shortlist = top_k(scores, max(n_candidates, k), rng)
+    ranked = np.where(_selectable(scores, pool.features), scores, INVALID_SCORE)
+    shortlist = top_k(ranked, max(n_candidates, k), rng)
     return shortlist[cluster_then_top(scores[shortlist], pool.features[shortlist], k, rng)]
 
 
@@ -628,6 +633,7 @@ def _select_typiclust(
         max_clusters=max_clusters,
         min_cluster_size=min_cluster_size,
         n_neighbors=n_neighbors,
+        selectable=_selectable(scores, None),  # hybrid: rows without a valid score go last
     )
 
 

@@ -345,6 +345,25 @@ def test_select_batch_runs_every_strategy(name: str) -> None:
     np.testing.assert_array_equal(indices, again)
 
 
+@pytest.mark.parametrize("name", list(st.STRATEGIES))
+def test_every_strategy_takes_rows_it_cannot_score_last(name: str) -> None:
+    rng = np.random.default_rng(7)
+    probas = rng.dirichlet(np.ones(3), size=(60, 5)).transpose(0, 2, 1)
+    features = rng.normal(size=(60, 8))
+    probas[0], features[0] = np.nan, 0.0  # no prediction, at the centre of the pool
+    probas[1], features[1] = 1 / 3, np.nan  # the most uncertain, without features
+    picks, _ = st.select_batch(
+        name, probas, 12, 0, features=features, labeled_features=features[2:6], candidates=12
+    )
+    strategy = st.STRATEGIES[name]
+    unusable = {0} if strategy.measure else set()  # without a measure, row 0 is a row
+    if strategy.selector in st._NEEDS_FEATURES:
+        unusable.add(1)
+    assert not unusable & set(picks.tolist())
+    empty, scores = st.select_batch(name, probas[:0], 5, 0, features=features[:0])
+    assert len(empty) == 0 == len(scores)
+
+
 def test_select_batch_scores_and_top_k_agree() -> None:
     indices, scores = st.select_batch("margin", PLANTED, 1, 0)
     assert indices.tolist() == [1]
