@@ -21,7 +21,8 @@ class QueueItem:
 
 def write_queue(path: str | Path, items: list[QueueItem]) -> None:
     """Write the queue in one rename, so a killed round never leaves half a queue."""
-    write_atomic(path, "".join(json.dumps(asdict(item)) + "\n" for item in items))
+    lines = (json.dumps(asdict(item), allow_nan=False) + "\n" for item in items)  # strict JSON
+    write_atomic(path, "".join(lines))
 
 
 def read_queue(path: str | Path) -> list[QueueItem]:

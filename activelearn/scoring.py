@@ -173,7 +173,14 @@ def check_strategy(cfg: StrategyConfig) -> None:
         raise StrategyError(
             f"strategy.cold_start={cfg.cold_start!r}: choose one of {', '.join(COLD_START)}"
         )
-    if strategies.STRATEGIES[cfg.name].measure in MC_MEASURES and cfg.mc_samples <= 0:
+    for setting, value, least in (
+        ("batch_size", cfg.batch_size, 1),
+        ("candidates", cfg.candidates, 0),
+        ("mc_samples", cfg.mc_samples, 0),
+    ):
+        if value < least:
+            raise StrategyError(f"strategy.{setting}={value}: must be at least {least}")
+    if strategies.STRATEGIES[cfg.name].measure in MC_MEASURES and cfg.mc_samples < 2:
         raise StrategyError(
             f"strategy={cfg.name} needs Monte-Carlo samples: set strategy.mc_samples=20"
         )
@@ -182,6 +189,22 @@ def check_strategy(cfg: StrategyConfig) -> None:
             f"strategy.params: {cfg.name} has no parameter {', '.join(unknown)}; "
             f"it accepts {', '.join(sorted(strategies.selector_params(cfg.name))) or 'none'}"
         )
+    if cfg.params:
+        try:  # the selector on a few planted samples: a bad value fails now, not after scoring
+            _dry_run(cfg.name, dict(cfg.params))
+        except (ValueError, TypeError) as err:
+            raise StrategyError(f"strategy.params: {err}") from err
+
+
+def _dry_run(name: str, params: dict) -> None:
+    rng = np.random.default_rng(0)
+    probas = rng.dirichlet(np.ones(3), size=(8, 2)).transpose(0, 2, 1)  # [8, 3, 2 samples]
+    if strategies.STRATEGIES[name].measure not in MC_MEASURES:
+        probas = probas.mean(axis=-1)
+    features = rng.normal(size=(10, 4))
+    strategies.select_batch(
+        name, probas, 2, rng, features=features[:8], labeled_features=features[8:], **params
+    )
 
 
 @dataclass(frozen=True)
@@ -244,9 +267,8 @@ def score_batch(classifier, batch: Batch, plan: ScoringPlan) -> ScoredBlock:
         block.candidates.add(None, features=batch.x.reshape(len(batch.x), -1), **columns)
         return block
     probas, features = classifier.predict_with_features(batch.x, plan.mc_samples)
-    mean = probas.mean(axis=-1) if probas.ndim == 3 else probas
     block.scores = {m: strategies.MEASURES[m](probas) for m in plan.measures}
-    block.predicted, block.confidence = mean.argmax(axis=1), mean.max(axis=1)
+    block.predicted, block.confidence = top_class(probas)
     block.candidates.add(
         block.scores[plan.key_measure] if plan.key_measure else None,
         probas=probas,
@@ -349,10 +371,13 @@ def score_and_select(
         )
         queue = [
             QueueItem(
-                sample_id=str(chosen["id"][i]),
-                rank=rank,
-                predicted=None if cold else class_names[int(chosen["predicted"][i])],
-                confidence=None if cold else float(chosen["confidence"][i]),
+                str(chosen["id"][i]),
+                rank,
+                *(
+                    (None, None)
+                    if cold
+                    else _prediction(class_names, chosen["predicted"][i], chosen["confidence"][i])
+                ),
                 score=float(pick_scores[i]),
                 scores={m: float(chosen[MEASURE_COLUMN + m][i]) for m in plan.measures},
             )
@@ -379,13 +404,29 @@ def score_and_select(
     return ScoringResult(queue, summary)
 
 
+def top_class(probas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's predicted class and its probability (averaged over MC samples); a row
+    with NaN/inf has no prediction: class -1, probability NaN."""
+    mean = probas.mean(axis=-1) if probas.ndim == 3 else probas
+    finite = np.isfinite(mean).all(axis=1)
+    return np.where(finite, mean.argmax(axis=1), -1), np.where(finite, mean.max(axis=1), np.nan)
+
+
+def _prediction(class_names: list[str], predicted: int, confidence: float) -> tuple:
+    """(class name, probability) of one row, both None when the model gave none."""
+    if predicted < 0:
+        return None, None
+    return class_names[predicted], float(confidence)
+
+
 def _write_score_rows(writer, block: ScoredBlock, class_names: list[str], measures) -> None:
     for j, sid in enumerate(block.ids):
+        predicted, confidence = _prediction(class_names, block.predicted[j], block.confidence[j])
         writer.writerow(
             [
                 sid,
-                class_names[block.predicted[j]],
-                f"{block.confidence[j]:.6f}",
+                predicted or "",
+                "" if confidence is None else f"{confidence:.6f}",
                 *(f"{block.scores[m][j]:.6f}" for m in measures),
             ]
         )
@@ -440,15 +481,9 @@ def predict_items(classifier, items: list[QueueItem], pool_dir: str | Path) -> l
     for batch in stream_pool(ids, pool_dir, classifier.prep):
         if not batch.ids:
             continue
-        probas = classifier.predict_proba(batch.x)
-        for sid, p in zip(batch.ids, probas, strict=True):
-            out.append(
-                QueueItem(
-                    sample_id=sid,
-                    rank=by_id[sid].rank,
-                    score=by_id[sid].score,
-                    predicted=classifier.class_names[int(p.argmax())],
-                    confidence=float(p.max()),
-                )
-            )
+        predicted, confidence = top_class(classifier.predict_proba(batch.x))
+        for sid, c, p in zip(batch.ids, predicted, confidence, strict=True):
+            item = by_id[sid]
+            label, p = _prediction(classifier.class_names, c, p)
+            out.append(QueueItem(sid, item.rank, label, p, item.score))
     return out

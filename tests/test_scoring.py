@@ -91,6 +91,48 @@ def test_entropy_queue_is_the_most_uncertain_and_skips_what_is_taken(tmp_path, c
     assert sum(summary["class_mix"].values()) == 7 and summary["unreadable"] == 1
 
 
+class GivesNaNFor:
+    """The real model, except that it gives NaN for one image's input: a stand-in for an
+    overflow that a trained model cannot be made to produce on demand."""
+
+    def __init__(self, model, image: np.ndarray):
+        self.model, self.image = model, image
+        self.class_names, self.prep = model.class_names, model.prep
+
+    def predict_with_features(self, x, mc_samples=0):
+        probas, features = self.model.predict_with_features(x, mc_samples)
+        probas[(x == self.image).all(axis=(1, 2, 3))] = np.nan
+        return probas, features
+
+
+def test_a_sample_the_model_gives_nan_for_is_queued_last_without_a_prediction(
+    tmp_path, classifier, pool
+):
+    from activelearn.data import preprocess
+
+    model, labeled_x = classifier
+    pool_dir, manifest = pool
+    manifest.set_state("class0/broken.png", "rejected", reason="broken")
+    nan_id = "class0/s5-003.png"
+    result = score_and_select(
+        GivesNaNFor(model, preprocess(pool_dir / nan_id, PREP)),
+        manifest,
+        pool_dir,
+        StrategyConfig(name="margin", batch_size=100),
+        tmp_path,
+        labeled_x=labeled_x,
+        prep=PREP,
+        seed=0,
+    )
+    last = result.queue[-1]
+    assert (last.sample_id, last.predicted, last.confidence) == (nan_id, None, None)
+    assert all(q.predicted and q.confidence for q in result.queue[:-1])
+    for line in (tmp_path / "queue.jsonl").read_text().splitlines():  # strict JSON: no NaN
+        json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in queue.jsonl"))
+    row = next(r for r in read_scores(tmp_path / "scores.csv") if r["sample_id"] == nan_id)
+    assert (row["predicted"], row["confidence"], row["margin"]) == ("", "", "-1.000000")
+
+
 @pytest.mark.parametrize("name", ["ranked_batch", "cluster_margin", "hybrid", "typiclust"])
 def test_diversity_strategies_queue_distinct_pool_samples(tmp_path, classifier, pool, name):
     model, labeled_x = classifier
@@ -118,9 +160,22 @@ def test_strategy_settings_that_cannot_work_fail_before_any_scoring():
         check_strategy(StrategyConfig(cold_start="kcentre"))
     with pytest.raises(StrategyError, match="strategy.name='entropyy' is not a strategy"):
         check_strategy(StrategyConfig(name="entropyy"))
-    with pytest.raises(StrategyError, match="set strategy.mc_samples=20"):
-        check_strategy(StrategyConfig(name="bald"))
+    for one_pass in (0, 1):  # one sample has no variation to measure
+        with pytest.raises(StrategyError, match="set strategy.mc_samples=20"):
+            check_strategy(StrategyConfig(name="bald", mc_samples=one_pass))
+    with pytest.raises(StrategyError, match="strategy.batch_size=0: must be at least 1"):
+        check_strategy(StrategyConfig(batch_size=0))
+    with pytest.raises(StrategyError, match="strategy.candidates=-5: must be at least 0"):
+        check_strategy(StrategyConfig(candidates=-5))
+    # parameter values, not only names: the selector itself judges them on planted samples
+    with pytest.raises(StrategyError, match=r"strategy.params: .*alpha must be in \[0, 1\]"):
+        check_strategy(StrategyConfig(name="ranked_batch", params={"alpha": 2.0}))
+    with pytest.raises(StrategyError, match="strategy.params: .*'metric' parameter"):
+        check_strategy(StrategyConfig(name="ranked_batch", params={"metric": "euclidian"}))
+    with pytest.raises(StrategyError, match="strategy.params: "):
+        check_strategy(StrategyConfig(name="hybrid", params={"max_clusters": "many"}))
     check_strategy(StrategyConfig(name="ranked_batch", params={"alpha": 0.5}))
+    check_strategy(StrategyConfig(name="bald", mc_samples=5, params={}))
 
 
 def test_strategy_params_reach_the_selector_but_not_the_cold_starts(
