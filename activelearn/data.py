@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
 
 log = logging.getLogger(__name__)
 
 # Truncated files must fail loudly, not decode as half-grey images.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Larger images are refused before decoding: a small compressed file can hold gigabytes
+# of pixels. 64 megapixels still admits any camera's photo (48 MP: 8000 x 6000).
+MAX_PIXELS = 64_000_000
+EXIF_ORIENTATION = 0x0112
 
 
 class UnreadableImage(ValueError):
@@ -35,6 +39,15 @@ class Preprocessing:
 
     image_size: tuple[int, int]  # height, width
     channels: int  # 1 = grayscale, 3 = RGB
+
+    def __post_init__(self) -> None:
+        size = tuple(self.image_size)
+        if len(size) != 2 or not all(isinstance(n, int) and n > 0 for n in size):
+            raise ValueError(
+                f"image size {list(size)}: give [height, width], two positive integers"
+            )
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels {self.channels}: 1 (grayscale) or 3 (RGB)")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -51,49 +64,62 @@ class Preprocessing:
 def preprocess(source: str | Path | bytes | BinaryIO, prep: Preprocessing) -> np.ndarray:
     """Decode one image of any common format, mode and size into a float32 array.
 
-    First frame of animations; 16-bit and float images rescaled to 8-bit range;
-    alpha composited on white; then converted to gray or RGB, resized to
-    `prep.image_size` and scaled to [0, 1]. Shape: (height, width, channels).
+    First frame of animations, turned upright by its EXIF orientation (as viewers and
+    Label Studio show it); 16-bit and float images rescaled to 8-bit range; transparency
+    composited on white; then converted to gray or RGB, resized to `prep.image_size` and
+    scaled to [0, 1]. Shape: (height, width, channels).
     Training, scoring and serving all call this function.
     """
     name = source if isinstance(source, (str, Path)) else "<bytes>"
     if isinstance(source, bytes):
         source = io.BytesIO(source)
+    mode, (height, width) = ("L" if prep.channels == 1 else "RGB"), prep.image_size
     try:
         with Image.open(source) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise UnreadableImage(
+                    f"{name}: {img.width} x {img.height} pixels, over the limit of "
+                    f"{MAX_PIXELS:,}; downscale it"
+                )
             img.seek(0)
             img.load()
+            if _rotated(img):
+                img = ImageOps.exif_transpose(img)
             img = _to_8bit(img)
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
                 rgba = img.convert("RGBA")
                 img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img.alpha_composite(rgba)
-            mode, (height, width) = ("L" if prep.channels == 1 else "RGB"), prep.image_size
             if img.mode != mode:  # each step only when needed: an unneeded one is a copy
                 img = img.convert(mode)
             if img.size != (width, height):
                 img = img.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.float32) / 255.0
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        OSError,
-        ValueError,
-        SyntaxError,
-    ) as err:
+    except UnreadableImage:
+        raise
+    except Exception as err:  # whatever a broken file makes the decoders raise
         raise UnreadableImage(f"{name}: not a readable image ({err})") from err
     if array.ndim == 2:
         array = array[..., None]
     return array
 
 
+def _rotated(img: Image.Image) -> bool:
+    """Whether EXIF says to turn the image; only images that carry EXIF are asked, since
+    parsing it costs more than decoding a small PNG."""
+    has_exif = "exif" in img.info or img.format in ("TIFF", "MPO")
+    return has_exif and img.getexif().get(EXIF_ORIENTATION, 1) != 1
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit and 32-bit integer/float modes to 8-bit grayscale, keeping the full range."""
+    """Integer modes (16-bit range, as Pillow reads PNG, TIFF and PGM) and float mode
+    (range [0, 1]) to 8-bit grayscale: a fixed scale, so a pixel's value never depends on
+    the other pixels of its image."""
     if img.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
         return img
+    high = 1.0 if img.mode == "F" else 65535.0
     values = np.asarray(img, dtype=np.float64)
-    high = 65535.0 if img.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-    return Image.fromarray(np.clip(values / high * 255.0, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(values / high * 255.0, 0, 255).round().astype(np.uint8))
 
 
 def list_files(root: str | Path) -> list[Path]:
@@ -166,14 +192,14 @@ def split_test_set(raw_dir: str | Path, test_dir: str | Path, fraction: float, s
         )
     rng = random.Random(seed)
     moved = 0
-    for name, files in class_folders(raw_dir).items():
+    for files in class_folders(raw_dir).values():
         files = list(files)
         rng.shuffle(files)
         take = int(round(len(files) * fraction))
         if len(files) > 1:
             take = min(max(take, 1), len(files) - 1)  # every class on both sides
         for path in files[:take]:
-            target = test_dir / name / path.name
+            target = test_dir / path.relative_to(raw_dir)  # subfolders kept: no name clash
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(path, target)
             moved += 1

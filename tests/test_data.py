@@ -70,6 +70,53 @@ def test_transparent_pixels_become_white(tmp_path):
     assert preprocess(tmp_path / "clear.png", RGB).min() == 1.0
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_transparent_colour_becomes_white(tmp_path, mode):
+    """Gray and RGB PNGs mark one colour transparent (a tRNS chunk), not by alpha."""
+    img = Image.new(mode, (4, 4), 0)
+    img.save(tmp_path / "keyed.png", transparency=0 if mode == "L" else (0, 0, 0))
+    assert preprocess(tmp_path / "keyed.png", GRAY).min() == 1.0
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "WEBP"])
+def test_exif_orientation_turns_the_image_upright(tmp_path, fmt):
+    left_dark = Image.fromarray(np.array([[10, 250]] * 2, np.uint8)).resize((64, 64))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: turn 90 degrees clockwise to show it
+    left_dark.save(tmp_path / "photo", format=fmt, exif=exif.tobytes())
+    x = preprocess(tmp_path / "photo", Preprocessing((2, 2), 1))[..., 0]
+    assert x[0].max() < 0.3 and x[1].min() > 0.7  # dark on top, as a viewer shows it
+
+
+def test_wide_range_images_scale_by_their_type_not_their_brightest_pixel(tmp_path):
+    dim = np.full((4, 4), 250, np.uint16)  # 16-bit: 250 of 65535 is nearly black
+    one_bright = dim.copy()
+    one_bright[0, 0] = 60000
+    for name, pixels in (("dim.png", dim), ("bright.png", one_bright)):
+        Image.fromarray(pixels).save(tmp_path / name)
+    assert preprocess(tmp_path / "dim.png", GRAY).max() < 0.01
+    assert preprocess(tmp_path / "bright.png", GRAY)[-1, -1, 0] < 0.01
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "half.tif")
+    assert preprocess(tmp_path / "half.tif", GRAY).mean() == pytest.approx(0.5, abs=0.01)
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch):
+    import activelearn.data
+
+    monkeypatch.setattr(activelearn.data, "MAX_PIXELS", 10_000)  # a real limit is 100s of MB
+    Image.new("L", (101, 100)).save(tmp_path / "big.png")
+    with pytest.raises(UnreadableImage, match=r"big.png: 101 x 100 pixels, over the limit"):
+        preprocess(tmp_path / "big.png", GRAY)
+    Image.new("L", (100, 100)).save(tmp_path / "fits.png")
+    assert preprocess(tmp_path / "fits.png", GRAY).shape == (8, 8, 1)
+
+
+@pytest.mark.parametrize("size, channels", [((16,), 1), ((0, 8), 1), ((8, 8), 2)])
+def test_a_preprocessing_that_cannot_work_is_refused(size, channels):
+    with pytest.raises(ValueError, match="image size|channels"):
+        Preprocessing(size, channels)
+
+
 def test_bytes_and_paths_decode_alike(tmp_path):
     gradient("RGB").save(tmp_path / "a.png")
     assert np.array_equal(
@@ -92,6 +139,20 @@ def test_broken_files_raise_a_named_error(tmp_path):
     for name in write_broken_files(tmp_path):
         with pytest.raises(UnreadableImage, match=name):
             preprocess(tmp_path / name, GRAY)
+
+
+def test_a_file_the_decoder_chokes_on_is_unreadable_too(tmp_path):
+    """Pillow raises more than OSError on odd files: here NotImplementedError."""
+    import io
+    import struct
+
+    dds = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(dds, "DDS")
+    header = bytearray(dds.getvalue())
+    header[80:88] = struct.pack("<I4s", 4, bytes(4))  # pixel format: FourCC code zero
+    (tmp_path / "odd.dds").write_bytes(header)
+    with pytest.raises(UnreadableImage, match="odd.dds: not a readable image"):
+        preprocess(tmp_path / "odd.dds", GRAY)
 
 
 def test_load_labeled_skips_and_reports_broken_files(tmp_path):
@@ -122,6 +183,20 @@ def test_manifest_records_pool_and_rejects_and_survives_a_reload(tmp_path):
     assert again.sync_pool(pool, GRAY) == {}  # nothing new, nothing decoded twice
 
 
+def test_a_pool_file_whose_name_is_not_utf8_is_skipped_not_fatal(tmp_path, caplog):
+    import os
+
+    pool = tmp_path / "pool"
+    write_class_folders(pool, per_class=2, n_classes=1)
+    latin1 = os.path.join(os.fsencode(pool), b"caf\xe9.png")  # a Latin-1 name
+    Image.new("L", (4, 4)).save(os.fsdecode(latin1))
+    manifest = Manifest(tmp_path / "manifest.csv")
+    assert manifest.sync_pool(pool, GRAY) == {"pool": 2, "skipped": 1}
+    manifest.save()
+    assert len(Manifest.load(tmp_path / "manifest.csv").samples) == 2
+    assert "caf\\xe9.png" in caplog.text and "not UTF-8" in caplog.text
+
+
 def test_manifest_save_leaves_old_file_when_writing_fails(tmp_path):
     manifest = Manifest(tmp_path / "manifest.csv")
     manifest.set_state("a.png", "pool")
@@ -145,6 +220,18 @@ def test_test_set_is_drawn_once_and_never_redrawn(tmp_path):
     assert split_test_set(raw, test, 0.2, seed=0) == 0
     assert [p.relative_to(test) for p in list_files(test)] == fixed
     assert not {p.relative_to(raw) for p in list_files(raw)} & set(fixed)
+
+
+def test_test_split_keeps_files_of_the_same_name_apart(tmp_path):
+    raw, test = tmp_path / "raw", tmp_path / "test"
+    for camera in range(4):  # four different images, all called img.png
+        folder = raw / "cat" / f"cam{camera}"
+        folder.mkdir(parents=True)
+        Image.new("L", (4, 4), camera * 60).save(folder / "img.png")
+    assert split_test_set(raw, test, 0.5, seed=0) == 2
+    assert len(list_files(raw)) == len(list_files(test)) == 2
+    pixels = {preprocess(p, GRAY).max() for p in list_files(raw) + list_files(test)}
+    assert len(pixels) == 4  # none overwritten
 
 
 def test_test_split_is_seeded(tmp_path):
