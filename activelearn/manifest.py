@@ -87,7 +87,8 @@ class Manifest:
         self.samples[sample_id] = Sample(sample_id, state, round, label, reason)
 
     def sync_pool(self, pool_dir: str | Path, prep: Preprocessing) -> dict[str, int]:
-        """Add pool files not yet listed; files that do not decode are recorded as rejected.
+        """Add pool files not yet listed; files that do not decode are recorded as rejected,
+        and files whose names are not UTF-8 are skipped (and counted) until renamed.
 
         Only new files are decoded, so a rerun over a large pool costs one directory walk.
         Returns counts of what was added.
@@ -96,6 +97,10 @@ class Manifest:
         for path in list_files(pool_dir):
             sid = sample_id(path, pool_dir)
             if sid in self.samples:
+                continue
+            if not _utf8(sid):  # no id for it in the manifest, the queue or Label Studio
+                log.warning("pool file %r skipped: rename it, its name is not UTF-8", bytes(path))
+                added["skipped"] += 1
                 continue
             try:
                 preprocess(path, prep)
@@ -107,3 +112,11 @@ class Manifest:
             self.set_state(sid, "pool")
             added["pool"] += 1
         return dict(added)
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # undecodable bytes of the file name, kept as surrogates
+        return False
+    return True
