@@ -7,13 +7,15 @@ The round loop pushes a queue and later collects answers; it never knows who ans
 from __future__ import annotations
 
 import csv
+import glob
+import hashlib
 import logging
 import random
 import shutil
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from activelearn.faults import kill_point
@@ -103,21 +105,26 @@ def apply_answers(
 
     Idempotent: a sample already labeled keeps its first label and is not copied twice.
     The manifest is saved once, atomically, after the copies, so a kill in between
-    leaves images that a rerun recognises (same target path) and no half-written state.
+    leaves images that a rerun recognises (same target path) and no half-written state;
+    if the answer changed meanwhile, the rerun's label replaces the earlier copy.
     """
     counts = Counter()
+    raw_dir = Path(raw_dir)
     for answer in answers:
         current = manifest.samples.get(answer.sample_id)
         if current is not None and current.state in ("labeled", "rejected"):
             counts["unchanged"] += 1
             continue
         if answer.status == ACCEPTED:
-            source = Path(pool_dir) / answer.sample_id
-            target = Path(raw_dir) / answer.label / answer.sample_id.replace("/", "__")
+            name = labeled_name(answer.sample_id)
+            target = raw_dir / answer.label / name
+            for earlier in raw_dir.glob(f"*/{glob.escape(name)}"):
+                if earlier != target:  # copied under another label by a killed run
+                    earlier.unlink()
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():
                 tmp = target.with_name(f".{target.name}{PARTIAL}")
-                shutil.copyfile(source, tmp)
+                shutil.copyfile(Path(pool_dir) / answer.sample_id, tmp)
                 tmp.replace(target)
             manifest.set_state(answer.sample_id, "labeled", round=round, label=answer.label)
         elif answer.status in (UNKNOWN_LABEL, DISAGREEMENT, EXCLUDED):
@@ -129,3 +136,12 @@ def apply_answers(
     kill_point("ingest:before-manifest")
     manifest.save()
     return dict(counts)
+
+
+def labeled_name(sample_id: str) -> str:
+    """The file name of a labeled pool image in its class folder: readable, and unique to
+    the sample (a hash of its id), so it never clashes with a seed image or another
+    sample (`a/b.png` and `a__b.png`)."""
+    path = PurePosixPath(sample_id)
+    digest = hashlib.blake2b(sample_id.encode(), digest_size=4).hexdigest()
+    return f"{str(path.with_suffix('')).replace('/', '__')}~{digest}{path.suffix}"

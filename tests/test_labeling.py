@@ -1,10 +1,20 @@
-"""The simulated annotator: answers from a labels file, careless at a set rate, alike on a rerun."""
+"""The simulated annotator (answers from a labels file, careless at a set rate, alike on a
+rerun), and answers becoming labeled images."""
 
 import csv
 
 import pytest
+from PIL import Image
 
-from activelearn.labeling import ACCEPTED, SKIPPED, SimulatedAnnotator
+from activelearn.labeling import (
+    ACCEPTED,
+    SKIPPED,
+    Answer,
+    SimulatedAnnotator,
+    apply_answers,
+    labeled_name,
+)
+from activelearn.manifest import Manifest
 from activelearn.queue import QueueItem
 
 CLASSES = ["cat", "dog", "fox"]
@@ -49,3 +59,29 @@ def test_a_careless_annotator_flips_about_its_error_rate_the_same_way_on_a_rerun
 def test_a_missing_labels_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.csv not found"):
         SimulatedAnnotator(tmp_path / "nowhere.csv", CLASSES)
+
+
+def test_each_answered_image_is_one_file_under_its_latest_label(tmp_path):
+    pool, raw = tmp_path / "pool", tmp_path / "raw"
+    (pool / "a").mkdir(parents=True)
+    for shade, sid in enumerate(["a/b.png", "a__b.png"]):  # one flattened name, two images
+        Image.new("L", (4, 4), shade * 100).save(pool / sid)
+    (raw / "dog").mkdir(parents=True)
+    (raw / "dog" / "a__b.png").write_bytes(b"a seed image of the same name")
+    manifest = Manifest(tmp_path / "manifest.csv")
+    for sid in ("a/b.png", "a__b.png"):
+        manifest.set_state(sid, "queued", round=0)
+
+    first = [Answer("a/b.png", ACCEPTED, "cat"), Answer("a__b.png", ACCEPTED, "dog")]
+    apply_answers(first, Manifest(manifest.path, dict(manifest.samples)), pool, raw, 1)
+    # Killed before the manifest was saved; meanwhile the annotator changed an answer.
+    changed = [Answer("a/b.png", ACCEPTED, "dog"), first[1]]
+    apply_answers(changed, manifest, pool, raw, 1)
+
+    copies = sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.png"))
+    assert copies == sorted(
+        ["dog/a__b.png", f"dog/{labeled_name('a/b.png')}", f"dog/{labeled_name('a__b.png')}"]
+    )
+    for sid in ("a/b.png", "a__b.png"):
+        assert (raw / "dog" / labeled_name(sid)).read_bytes() == (pool / sid).read_bytes()
+    assert (raw / "dog" / "a__b.png").read_bytes() == b"a seed image of the same name"

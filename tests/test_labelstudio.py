@@ -32,6 +32,7 @@ from activelearn.labeling import (
     SKIPPED,
     UNKNOWN_LABEL,
     apply_answers,
+    labeled_name,
 )
 from activelearn.labelstudio import (
     EXCLUDED,
@@ -280,9 +281,9 @@ def test_ingest_votes_rejects_and_loses_nothing(campaign, labelstudio, tmp_path,
     counts = apply_answers(answers, Manifest.load(manifest_path), campaign.pool, raw_dir, 1)
     assert counts[ACCEPTED] == 43
     copied = sorted(p.relative_to(raw_dir).as_posix() for p in raw_dir.rglob("*.png"))
-    assert copied == sorted(f"{campaign.truth[s]}/{s.replace('/', '__')}" for s in accepted)
+    assert copied == sorted(f"{campaign.truth[s]}/{labeled_name(s)}" for s in accepted)
     for sid in accepted:
-        target = raw_dir / campaign.truth[sid] / sid.replace("/", "__")
+        target = raw_dir / campaign.truth[sid] / labeled_name(sid)
         assert target.read_bytes() == (campaign.pool / sid).read_bytes()
     after = Manifest.load(manifest_path)
     states = Counter(s.state for s in after.samples.values())
