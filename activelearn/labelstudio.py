@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from xml.etree import ElementTree
 from xml.sax.saxutils import quoteattr
 
 import httpx
@@ -343,16 +344,23 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def label_config(class_names: Sequence[str]) -> str:
-    """Image + single Choices, one choice per class, in the given order."""
+    """Image + single Choices, one choice per class, in the given order; a choice is
+    required, so an empty submit cannot pass for an answer."""
     choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in class_names)
     return (
         "<View>\n"
         '  <Image name="image" value="$image"/>\n'
-        '  <Choices name="label" toName="image" choice="single" showInLine="true">\n'
+        '  <Choices name="label" toName="image" choice="single" showInLine="true"'
+        ' required="true">\n'
         f"{choices}\n"
         "  </Choices>\n"
         "</View>\n"
     )
+
+
+def choices_of(config: str) -> list[str]:
+    """The choice values of a labeling config, in order."""
+    return [c.get("value") for c in ElementTree.fromstring(config).iter("Choice")]
 
 
 def prediction_score(item: QueueItem, queue_length: int) -> float:
@@ -592,8 +600,9 @@ class LabelStudioAnnotator:
         """Run one request; transient failures (5xx, 429, timeouts, dropped connections)
         are retried with exponential backoff, the rest become one clear error.
 
-        A request that creates something (`idempotent=False`) is not retried after a
-        timeout, since it may have been done: the error says so instead.
+        A request that creates something (`idempotent=False`) is retried only when it was
+        surely not done (no connection, or 429). After a timeout or a 5xx it may have been
+        done, or may still be in progress on the server: the error says so instead.
         """
         from label_studio_sdk.core.api_error import ApiError
 
@@ -615,10 +624,7 @@ class LabelStudioAnnotator:
                         f"{attempts} attempts): {SERVE_HINT}"
                     ) from None
                 if sent and not idempotent:
-                    raise LabelStudioError(
-                        f"Label Studio at {self.url}: {what} got no answer ({last}) and may "
-                        f"have been done anyway; check Label Studio, then run again"
-                    ) from None
+                    raise self._maybe_done(what, last) from None
             except ApiError as err:
                 status = err.status_code
                 body = self._redact(str(err.body))[:800]
@@ -638,6 +644,8 @@ class LabelStudioAnnotator:
                         f"Label Studio at {self.url}: {what} failed with HTTP {status}: {body}"
                     ) from None
                 last = f"HTTP {status}: {body}"
+                if status != 429 and not idempotent:
+                    raise self._maybe_done(what, last) from None
             if attempt < attempts - 1:
                 wait = self.settings.backoff * 2**attempt * random.uniform(0.8, 1.2)
                 log.warning(
@@ -652,6 +660,13 @@ class LabelStudioAnnotator:
         raise LabelStudioError(
             f"Label Studio at {self.url}: {what} still failing after {attempts} attempts "
             f"({last}); check the server and its log, then run again"
+        )
+
+    def _maybe_done(self, what: str, failure: str) -> LabelStudioError:
+        return LabelStudioError(
+            f"Label Studio at {self.url}: {what} got no answer ({failure}) and may have been "
+            "done anyway, or still be in progress: wait until Label Studio has finished "
+            "(its task list stops changing), then run again; nothing is sent twice then"
         )
 
     # ---- campaign state
@@ -695,12 +710,15 @@ class LabelStudioAnnotator:
             self._save_state(state)  # before anything else can fail: never a second project
             log.info("created Label Studio project %d at %s", project_id, self.url)
         else:
-            self._get_project(project_id)
-            if state.get("classes") != self.class_names:
-                self._call(
-                    "updating the labeling config to the current classes",
-                    lambda: self._client.projects.update(project_id, label_config=config),
+            if state.get("url", self.url) != self.url:
+                raise LabelStudioError(
+                    f"{self.state_path} is about project {project_id} at {state['url']}, not at "
+                    f"labeling.url={self.url}: point labeling.url there, or, if that server "
+                    f"has moved, change the url in {self.state_path}"
                 )
+            ours_changed = state.get("classes") != self.class_names
+            self._keep_settings(project_id, self._get_project(project_id), config, ours_changed)
+            if ours_changed:
                 state["classes"] = self.class_names
                 self._save_state(state)
         if state.get("storage_id") is None or state.get("storage_path") != str(self.pool_dir):
@@ -708,6 +726,29 @@ class LabelStudioAnnotator:
             state["storage_path"] = str(self.pool_dir)
             self._save_state(state)
         return project_id
+
+    def _keep_settings(self, project_id: int, project, config: str, ours_changed: bool) -> None:
+        """Put back the labeling config and the answers wanted per task where they differ
+        from the campaign's: edited in Label Studio, or changed in our config."""
+        changes = {}
+        if project.label_config.strip() != config.strip():  # stored without the last newline
+            changes["label_config"] = config
+            theirs = choices_of(project.label_config)
+            if theirs != self.class_names and not ours_changed:
+                log.warning(
+                    "project %d offered the choices %s; the campaign's classes are %s: "
+                    "labeling config restored (rename class folders to rename classes)",
+                    project_id,
+                    theirs,
+                    self.class_names,
+                )
+        if project.maximum_annotations != self.settings.annotations_per_task:
+            changes["maximum_annotations"] = self.settings.annotations_per_task
+        if changes:
+            self._call(
+                f"updating {', '.join(changes)} of project {project_id}",
+                lambda: self._client.projects.update(project_id, **changes),
+            )
 
     def _get_project(self, project_id: int):
         from label_studio_sdk.core.api_error import ApiError
@@ -809,9 +850,9 @@ class LabelStudioAnnotator:
                 recorded[_data(t)["sample_id"]] = t.id
         if missing:
             payload = [self.task_payload(round, item, len(queue)) for item in missing]
-            imported = self._import_tasks(project_id, payload, round)
+            imported = self._import_tasks(project_id, payload)
             kill_point("push:after-import")  # crash tests: tasks in, our state not yet
-            if imported is None:  # retried: ask Label Studio what arrived
+            if imported is None:  # ask Label Studio what arrived
                 imported = {
                     _data(t)["sample_id"]: t.id
                     for t in self.list_tasks(project_id)
@@ -851,39 +892,24 @@ class LabelStudioAnnotator:
             "result": prediction_result(item.predicted),
         }
 
-    def _import_tasks(
-        self, project_id: int, payload: list[dict], round: int
-    ) -> dict[str, int] | None:
-        """One bulk import; returns {sample id: task id}, or None after a retry.
+    def _import_tasks(self, project_id: int, payload: list[dict]) -> dict[str, int] | None:
+        """One bulk import; returns {sample id: task id}, or None when Label Studio did not
+        say which tasks it made (editions that import in the background).
 
-        A retry (after a timeout, say) first checks what already arrived, so an import
-        that did succeed slowly is not imported twice.
+        Never retried automatically: after a timeout the server may still be importing,
+        and tasks sent again then would be duplicates. A rerun imports only what is missing.
         """
-        attempts = []
 
         def attempt() -> dict[str, int] | None:
-            todo = payload
-            if attempts:
-                arrived = {
-                    _data(t).get("sample_id")
-                    for t in self.list_tasks(project_id)
-                    if _data(t).get("round") == round
-                }
-                todo = [p for p in payload if p["data"]["sample_id"] not in arrived]
-            attempts.append(len(todo))
-            if not todo:
-                return None
             response = self._client.projects.import_tasks(
-                project_id, request=todo, return_task_ids=True
+                project_id, request=payload, return_task_ids=True
             )
             task_ids = _field(response, "task_ids")
-            if len(attempts) > 1 or not task_ids or len(task_ids) != len(todo):
+            if not task_ids or len(task_ids) != len(payload):
                 return None
-            return {
-                p["data"]["sample_id"]: task_id for p, task_id in zip(todo, task_ids, strict=True)
-            }
+            return {p["data"]["sample_id"]: t for p, t in zip(payload, task_ids, strict=True)}
 
-        return self._call(f"importing {len(payload)} task(s)", attempt)
+        return self._call(f"importing {len(payload)} task(s)", attempt, idempotent=False)
 
     def _repredict_open_tasks(
         self, project_id: int, round: int, tasks: list, rescored: Sequence[QueueItem]
