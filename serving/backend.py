@@ -100,7 +100,10 @@ class Backend:
         except (ImageError, UnreadableImage) as err:
             message = f"task {task.id}: {err}"
             log.warning("predict: %s", message)
-            return message
+        except Exception as err:  # e.g. a Pillow decoder bug: this task fails, not the request
+            message = f"task {task.id}: cannot read the image ({type(err).__name__}: {err})"
+            log.exception("predict: %s", message)
+        return message
 
     def check_labels(self, target: ChoiceTarget, classifier: Classifier) -> None:
         """Warn once per config and model when the model predicts labels the config lacks."""

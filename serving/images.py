@@ -45,7 +45,10 @@ class ImageSource:
         url = url.strip()
         if url.startswith("data:"):
             return _data_url(url)
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as err:  # e.g. an unclosed '[' in the host
+            raise ImageError(f"{_short(url)}: not a valid URL ({err})") from err
         if parts.scheme in ("http", "https"):
             if _origin(url) == self.label_studio_origin:
                 return self._from_label_studio(parts.path, parts.query, absolute=url)
@@ -116,6 +119,8 @@ class ImageSource:
                         raise ImageError(
                             f"{_short(url)}: over the image limit of {self.max_bytes} bytes"
                         )
+        except httpx.InvalidURL as err:  # e.g. control characters in the path
+            raise ImageError(f"{_short(url)}: not a valid URL ({err})") from err
         except httpx.HTTPError as err:
             raise ImageError(f"{_short(url)}: cannot fetch ({type(err).__name__}: {err})") from err
         return bytes(body)
@@ -146,7 +151,10 @@ def _data_url(url: str) -> bytes:
 
 def _short(url: str, limit: int = 200) -> str:
     """URLs in messages: without any user:password part, and not endless."""
-    parts = urlsplit(url)
-    if parts.password is not None or parts.username is not None:
-        url = parts._replace(netloc=parts.hostname or "").geturl()
+    try:
+        parts = urlsplit(url)
+        if parts.password is not None or parts.username is not None:
+            url = parts._replace(netloc=parts.hostname or "").geturl()
+    except ValueError:  # cannot be parsed: drop whatever could be user:password@
+        url = url.rpartition("@")[2]
     return url if len(url) <= limit else url[:limit] + "..."

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -230,6 +231,26 @@ def test_unreadable_refused_and_missing_images_fail_their_task_only(client, worl
     assert "no such file" in errors[3]
     assert "example.com" in errors[4] and "ALLOWED_HOSTS" in errors[4]
     assert "not a Label Studio" in errors[5]
+
+
+def test_a_task_that_breaks_url_parsing_or_the_decoder_fails_alone(client):
+    dds_without_pixel_format = b"DDS " + struct.pack("<I", 124) + bytes(120)
+    good = local("pool/class2/s5-000.png")
+    urls = [
+        good,
+        "http://[abc/x.png",  # urlsplit raises ValueError
+        "/data/upload/1/a\x01b.png",  # httpx raises InvalidURL
+        "data:image/dds;base64," + base64.b64encode(dds_without_pixel_format).decode(),
+        good,
+    ]
+    response = predict(client, urls)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert results[0]["result"] and results[-1]["result"] == results[0]["result"]
+    assert all(r["result"] == [] for r in results[1:-1])
+    assert "task 2: http://[abc/x.png: not a valid URL" in results[1]["error"]
+    assert "task 3:" in results[2]["error"] and "not a valid URL" in results[2]["error"]
+    assert "task 4:" in results[3]["error"]  # Pillow raised NotImplementedError
 
 
 def test_task_without_the_image_field_names_the_field(client):
@@ -562,4 +583,7 @@ def test_image_source_refuses_before_touching_anything(world, foreign):
             assert "pw" not in str(err.value)
             if isinstance(url, str) and url.startswith("http"):
                 assert str(err.value).endswith("refused")  # by the allow-list, not a failed fetch
+        with pytest.raises(ImageError, match="not a valid URL") as err:
+            source.read("https://user:pw@[evil.example.com/x.png")
+        assert "pw" not in str(err.value)
     assert len(foreign.requests) == seen  # never asked
