@@ -21,7 +21,11 @@ def main() -> None:
 
 
 def _variable(location: tuple) -> str:
-    return f"{ENV_PREFIX}{str(location[0]).upper()}: " if location else ""
+    """A field's variable; a field with aliases is already located by its variable."""
+    if not location:
+        return ""
+    name = str(location[0]).upper()
+    return f"{name if name.startswith(ENV_PREFIX) else ENV_PREFIX + name}: "
 
 
 if __name__ == "__main__":

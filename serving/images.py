@@ -122,7 +122,9 @@ class ImageSource:
         except httpx.InvalidURL as err:  # e.g. control characters in the path
             raise ImageError(f"{_short(url)}: not a valid URL ({err})") from err
         except httpx.HTTPError as err:
-            raise ImageError(f"{_short(url)}: cannot fetch ({type(err).__name__}: {err})") from err
+            # h11 quotes a header it refuses, so with the token only the error's type is told
+            reason = type(err).__name__ if with_token else f"{type(err).__name__}: {err}"
+            raise ImageError(f"{_short(url)}: cannot fetch ({reason})") from err
         return bytes(body)
 
 

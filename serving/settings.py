@@ -1,7 +1,7 @@
 """The serving app's settings, from the environment only (prefix `ACTIVELEARN_SERVING_`).
 
 Secrets (the Label Studio token, the basic-auth password) are `SecretStr`: they print as
-`**********` in logs, reprs and error messages.
+`**********` in logs, reprs and error messages, and a refused value is not echoed either.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ ENV_PREFIX = "ACTIVELEARN_SERVING_"
 class ServingSettings(BaseSettings):
     """Every knob of the Label Studio ML backend; relative paths are against the working dir."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", populate_by_name=True, hide_input_in_errors=True
+    )
 
     # Where `python -m serving` binds; `uvicorn serving.app:app` takes its own flags.
     host: str = "127.0.0.1"
@@ -93,6 +95,21 @@ class ServingSettings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"label_studio_url={value!r}: must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("label_studio_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """A stray newline or space (an env file with CRLF) would break the Authorization
+        header, and an HTTP header cannot carry other control or non-ASCII characters."""
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if not (token.isascii() and token.isprintable()):
+            raise ValueError(
+                f"LABEL_STUDIO_API_KEY (or {ENV_PREFIX}LABEL_STUDIO_TOKEN) has control or "
+                "non-ASCII characters: copy the token again from Label Studio"
+            )
+        return SecretStr(token) if token else None
 
     @model_validator(mode="after")
     def _auth_needs_both(self) -> ServingSettings:
