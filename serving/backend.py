@@ -130,7 +130,7 @@ class Backend:
         version = self.models.version
         if action in ANNOTATION_ACTIONS:
             counted = True
-            counts = self.counter.record(project or "unknown", action)
+            counts = self.counter.record(project or "unknown", action, event.annotation_count())
             threshold = self.settings.retrain_threshold
             if threshold and counts.pending >= threshold:
                 started, detail = self.retrainer.start(

@@ -22,10 +22,12 @@ from serving.settings import ENV_PREFIX
 
 log = logging.getLogger(__name__)
 
+# Label Studio's annotation events (label_studio/webhooks/models.py) and what they count as
 ANNOTATION_ACTIONS = {
     "ANNOTATION_CREATED": "created",
+    "ANNOTATIONS_CREATED": "created",  # in bulk, e.g. from predictions
     "ANNOTATION_UPDATED": "updated",
-    "ANNOTATION_DELETED": "deleted",
+    "ANNOTATIONS_DELETED": "deleted",  # the only deletion event, single or bulk
 }
 ROUND_TAG = re.compile(r"round-(\d+)")
 
@@ -43,13 +45,13 @@ class AnnotationCounter:
         self._lock = threading.Lock()
         self._projects: dict[str, ProjectCounts] = {}
 
-    def record(self, project: str, action: str) -> ProjectCounts:
+    def record(self, project: str, action: str, annotations: int) -> ProjectCounts:
         field = ANNOTATION_ACTIONS[action]
         with self._lock:
             counts = self._projects.setdefault(project, ProjectCounts())
-            setattr(counts, field, getattr(counts, field) + 1)
+            setattr(counts, field, getattr(counts, field) + annotations)
             if field != "deleted":
-                counts.pending += 1
+                counts.pending += annotations
             return counts.model_copy()
 
     def reset_pending(self, project: str | None) -> None:

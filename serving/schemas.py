@@ -99,10 +99,14 @@ class PredictResponse(BaseModel):
 
 
 class WebhookRequest(_Lenient):
+    """Label Studio's event: bulk ones carry lists (ANNOTATIONS_CREATED in `annotation` and
+    `task`, ANNOTATIONS_DELETED in `annotations`, ids only)."""
+
     action: str
     project: dict[str, Any] | int | str | None = None
-    annotation: dict[str, Any] | None = None
-    task: dict[str, Any] | None = None
+    annotation: dict[str, Any] | list[dict[str, Any]] | None = None
+    annotations: list[dict[str, Any]] | None = None
+    task: dict[str, Any] | list[dict[str, Any]] | None = None
 
     def project_id(self) -> str | None:
         """Label Studio sends the project as an object, an id, or '<id>.<timestamp>'."""
@@ -112,6 +116,11 @@ class WebhookRequest(_Lenient):
         if project is None:
             return None
         return str(project).split(".")[0]
+
+    def annotation_count(self) -> int:
+        """How many annotations the event is about; 1 when sent without payload."""
+        annotations = self.annotation if self.annotations is None else self.annotations
+        return len(annotations) if isinstance(annotations, list) else 1
 
 
 class WebhookResponse(BaseModel):

@@ -505,7 +505,8 @@ def test_webhook_counts_and_starts_the_retrain_at_the_threshold(world, tmp_path)
     with TestClient(create_app(settings)) as app:
         first = app.post("/webhook", json=annotation_event("ANNOTATION_CREATED")).json()
         assert first["counted"] and not first["retrain_started"] and "1 of 3" in first["detail"]
-        app.post("/webhook", json=annotation_event("ANNOTATION_DELETED"))  # not new
+        deleted = {"action": "ANNOTATIONS_DELETED", "project": 7, "annotations": [{"id": 1}]}
+        app.post("/webhook", json=deleted)  # not new
         app.post("/webhook", json=annotation_event("ANNOTATION_CREATED", project=8))
         app.post("/webhook", json=annotation_event("ANNOTATION_UPDATED"))
         assert app.get("/status").json()["retrain"]["state"] == "idle"
@@ -523,6 +524,22 @@ def test_webhook_counts_and_starts_the_retrain_at_the_threshold(world, tmp_path)
 
         ignored = app.post("/webhook", json={"action": "PROJECT_UPDATED", "project": 7}).json()
         assert not ignored["counted"] and "ignored" in ignored["detail"]
+
+
+def test_webhook_counts_each_annotation_of_a_bulk_event(client):
+    project = {"id": 9, "title": "p"}
+    created = {  # e.g. "Create annotations from predictions" on 3 tasks
+        "action": "ANNOTATIONS_CREATED",
+        "project": project,
+        "annotation": [{"id": i, "task": i, "result": []} for i in range(3)],
+        "task": [{"id": i, "data": {}} for i in range(3)],
+    }
+    deleted = {"action": "ANNOTATIONS_DELETED", "project": project, "annotations": [{"id": 0}]}
+    for event in (created, deleted):
+        response = client.post("/webhook", json=event)
+        assert response.status_code == 200 and response.json()["counted"]
+    counts = client.get("/status").json()["projects"]["9"]
+    assert counts == {"created": 3, "updated": 0, "deleted": 1, "pending": 3}
 
 
 def test_start_training_runs_one_retrain_at_a_time_and_stops_with_the_server(world, tmp_path):
