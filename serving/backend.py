@@ -127,7 +127,8 @@ class Backend:
         action = event.action.upper()
         project = event.project_id()
         counted, started = False, False
-        version = self.models.version
+        classifier = self.models.current()  # a retrain just finished may have written a round
+        version = classifier.version if classifier else None
         if action in ANNOTATION_ACTIONS:
             counted = True
             counts = self.counter.record(project or "unknown", action, event.annotation_count())

@@ -563,6 +563,20 @@ def test_start_training_runs_one_retrain_at_a_time_and_stops_with_the_server(wor
             time.sleep(0.05)
 
 
+def test_a_retrain_follows_the_round_on_disk_not_the_one_in_memory(world, tmp_path):
+    model, out = tmp_path / "classifier.bentomodel", tmp_path / "ran.txt"
+    shutil.copyfile(world["root"] / "model" / "classifier.bentomodel", model)
+    settings = settings_for(world, model_path=model, retrain_command=write_args_command(out))
+    with TestClient(create_app(settings)) as app:
+        incoming = tmp_path / "incoming.bentomodel"  # the last retrain wrote round-2 ...
+        shutil.copyfile(world["root"] / "round2.bentomodel", incoming)
+        incoming.replace(model)
+        event = {"action": "START_TRAINING", "project": 7}  # ... and no request loaded it yet
+        assert app.post("/webhook", json=event).json()["retrain_started"]
+        assert wait_for_retrain(app)["state"] == "succeeded"
+    assert out.read_text() == "round=3 project=7"
+
+
 def test_start_training_without_a_command_says_how_to_set_one(client):
     body = client.post("/webhook", json={"action": "START_TRAINING", "project": 3}).json()
     assert not body["retrain_started"] and "RETRAIN_COMMAND" in body["detail"]
