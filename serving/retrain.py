@@ -7,10 +7,12 @@ never two at a time. Its output goes to a log file; its state is read by /health
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -130,18 +132,18 @@ class Retrainer:
             return self._status.model_copy()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """At shutdown: end a running retrain (a round can be run again) rather than orphan it."""
+        """At shutdown: end a running retrain and the processes it started (a round can be
+        run again) rather than orphan them."""
         with self._lock:
             process = self._process
         if process is None or process.poll() is not None:
             return
         log.warning("server stopping: terminating the running retrain (pid %d)", process.pid)
-        process.terminate()
-        try:
+        _signal_group(process, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _signal_group(process, signal.SIGKILL)  # what is left: the retrain or its children
+        process.wait()
 
     def _arguments(self, project: str | None, model_version: str | None) -> list[str]:
         args = shlex.split(self.command)
@@ -172,6 +174,13 @@ class Retrainer:
                 code,
                 self.log_path,
             )
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    """Signal the retrain's process group: it leads its own session (start_new_session), so
+    the group is the retrain and the processes it started (dvc, its stages)."""
+    with contextlib.suppress(ProcessLookupError):  # all of them have exited
+        os.killpg(process.pid, signum)
 
 
 def _child_environment() -> dict[str, str]:
