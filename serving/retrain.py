@@ -90,10 +90,14 @@ class Retrainer:
                 args = self._arguments(project, model_version)
             except ValueError as err:
                 return False, str(err)
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            output = self.log_path.open("ab")
-            output.write(f"\n=== {time.ctime()}: {trigger}: {shlex.join(args)}\n".encode())
-            output.flush()
+            try:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                output = self.log_path.open("ab")
+                output.write(f"\n=== {time.ctime()}: {trigger}: {shlex.join(args)}\n".encode())
+                output.flush()
+            except OSError as err:
+                detail = f"cannot write the retrain log {self.log_path}: {err}"
+                return self._not_started(args, trigger, detail)
             try:
                 process = subprocess.Popen(
                     args,
@@ -107,11 +111,7 @@ class Retrainer:
             except OSError as err:
                 output.close()
                 detail = f"could not start {args[0]!r} in {self.cwd}: {err}"
-                self._status = RetrainStatus(
-                    state="failed", command=shlex.join(args), trigger=trigger, detail=detail
-                )
-                log.error("retrain: %s", detail)
-                return False, detail
+                return self._not_started(args, trigger, detail)
             self._process = process
             self._status = RetrainStatus(
                 state="running",
@@ -144,6 +144,14 @@ class Retrainer:
             process.wait(timeout)
         _signal_group(process, signal.SIGKILL)  # what is left: the retrain or its children
         process.wait()
+
+    def _not_started(self, args: list[str], trigger: str, detail: str) -> tuple[bool, str]:
+        """A run that could not start is a failed one, saying why (called under the lock)."""
+        self._status = RetrainStatus(
+            state="failed", command=shlex.join(args), trigger=trigger, detail=detail
+        )
+        log.error("retrain: %s", detail)
+        return False, detail
 
     def _arguments(self, project: str | None, model_version: str | None) -> list[str]:
         args = shlex.split(self.command)

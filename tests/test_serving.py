@@ -616,6 +616,19 @@ def test_a_failing_retrain_is_reported_with_its_log(world, tmp_path):
     assert "boom" in (tmp_path / "logs" / "retrain.log").read_text()
 
 
+def test_a_retrain_log_that_cannot_be_written_fails_the_retrain_not_the_webhook(world, tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    log_path = not_a_folder / "retrain.log"
+    settings = settings_for(world, retrain_command="python -c pass", retrain_log=log_path)
+    with TestClient(create_app(settings)) as app:
+        response = app.post("/webhook", json={"action": "START_TRAINING", "project": 7})
+        assert response.status_code == 200 and not response.json()["retrain_started"]
+        retrain = app.get("/status").json()["retrain"]
+    assert retrain["state"] == "failed" and f"retrain log {log_path}" in retrain["detail"]
+    assert retrain["detail"] == response.json()["detail"]
+
+
 # The small parts
 
 
