@@ -115,13 +115,17 @@ def make_annotator(cfg: Config, class_names: list[str]) -> labeling.Annotator:
 
 
 def open_queue(r: Round) -> list[QueueItem]:
-    """Queue items of every earlier round whose sample is still waiting for an answer."""
-    waiting = set(r.manifest.in_state("queued"))
+    """Queue items of every earlier round whose sample is still waiting for an answer.
+
+    Each from the round the manifest says it was queued in: a sample sent back to the
+    pool and queued again is in two queue files, but waits for one answer.
+    """
+    queued_in = {sid: r.manifest.samples[sid].round for sid in r.manifest.in_state("queued")}
     items = []
     for n in range(r.n):
         path = round_dir(n) / "queue.jsonl"
         if path.exists():
-            items += [item for item in read_queue(path) if item.sample_id in waiting]
+            items += [item for item in read_queue(path) if queued_in.get(item.sample_id) == n]
     return items
 
 

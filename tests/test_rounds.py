@@ -297,3 +297,27 @@ def test_git_commit_false_leaves_the_workspace_history_alone(
     log = subprocess.run(["git", "log", "--oneline"], cwd=ws, capture_output=True, text=True)
     tags = subprocess.run(["git", "tag"], cwd=ws, capture_output=True, text=True, check=True)
     assert log.returncode != 0 and tags.stdout == ""  # no commit, no round-0 tag
+
+
+def test_a_sample_queued_again_is_answered_once(tmp_path, monkeypatch):
+    """Queued in round 0, sent back to the pool, queued again in round 1: in both queue
+    files, but the round-2 ingest collects and counts it once."""
+    from activelearn import labeling
+    from activelearn.queue import QueueItem, write_queue
+    from activelearn.rounds import Round, RoundState, ingest
+
+    monkeypatch.chdir(tmp_path)
+    make_workspace(tmp_path)
+    again, waiting = "batch0/pool-0-00.png", "batch1/pool-1-01.png"
+    manifest = Manifest(tmp_path / "data" / "manifest.csv")
+    manifest.set_state(again, "queued", round=1)
+    manifest.set_state(waiting, "queued", round=0)
+    write_queue(
+        "rounds/0/queue.jsonl", [QueueItem(s, 1, None, None, 0.0) for s in (again, waiting)]
+    )
+    write_queue("rounds/1/queue.jsonl", [QueueItem(again, 1, None, None, 0.0)])
+    cfg = Config()
+    annotator = labeling.SimulatedAnnotator(cfg.data.pool_labels, ["c0", "c1", "c2"])
+    result = ingest(Round(cfg, 2, RoundState(2), manifest, annotator))
+    assert result["answers"] == 2 and result[labeling.ACCEPTED] == 2
+    assert manifest.samples[again].round == 1 and manifest.samples[waiting].round == 0
