@@ -317,8 +317,11 @@ def track(r: Round) -> dict:
             version = tracker.register_model(
                 run_id, MODEL_FILE.resolve(), f"{campaign}-classifier", r.n
             )
+        kill_point("track:after-log")
     finally:
         tracker.finish(run_id)
+    if select_result.get("stop"):  # no round after this one: the campaign's run ends too
+        tracker.finish(tracker.parent_id)
     return {"run_id": run_id, "model_version": version}
 
 

@@ -61,6 +61,14 @@ def mlflow_client(ws: Path):
     return MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlruns.db'}")
 
 
+def campaign_run(ws: Path):
+    """The campaign's parent run in MLflow."""
+    client = mlflow_client(ws)
+    experiment = client.get_experiment_by_name(campaign_id(ws))
+    runs = client.search_runs([experiment.experiment_id])
+    return next(r for r in runs if r.info.run_name == campaign_id(ws))
+
+
 def campaign_state(ws: Path) -> dict:
     """Everything a rerun must reproduce: labels, manifest, queues, runs, model versions."""
     client = mlflow_client(ws)
@@ -68,6 +76,10 @@ def campaign_state(ws: Path) -> dict:
     experiment = client.get_experiment_by_name(campaign)
     runs = client.search_runs([experiment.experiment_id])
     git = subprocess.run(["git", "tag"], cwd=ws, capture_output=True, text=True, check=True)
+
+    def name(run) -> str:
+        return "<campaign>" if run.info.run_name == campaign else run.info.run_name
+
     return {
         "labeled": sorted(str(p.relative_to(ws)) for p in (ws / "data" / "raw").rglob("*.png")),
         "manifest": (ws / "data" / "manifest.csv").read_text(),
@@ -75,9 +87,14 @@ def campaign_state(ws: Path) -> dict:
             p.parent.name: [json.loads(line)["sample_id"] for line in p.read_text().splitlines()]
             for p in sorted((ws / "rounds").glob("*/queue.jsonl"))
         },
-        "runs": sorted(
-            "<campaign>" if r.info.run_name == campaign else r.info.run_name for r in runs
-        ),
+        "runs": sorted(name(r) for r in runs),
+        "metric_steps": {  # a rerun logs no second point at a step
+            name(r): {
+                key: sorted(p.step for p in client.get_metric_history(r.info.run_id, key))
+                for key in r.data.metrics
+            }
+            for r in runs
+        },
         "versions": len(client.search_model_versions(f"name = '{campaign}-classifier'")),
         "tags": git.stdout.split(),
     }
@@ -119,11 +136,7 @@ def test_three_round_campaign_end_to_end(reference):
 
     client = mlflow_client(ws)
     experiment = client.get_experiment_by_name(campaign_id(ws))
-    parent = [
-        r
-        for r in client.search_runs([experiment.experiment_id])
-        if r.info.run_name == campaign_id(ws)
-    ][0]
+    parent = campaign_run(ws)
     curve = client.get_metric_history(parent.info.run_id, "test_accuracy")
     assert sorted(p.step for p in curve) == [6, 12, 18]  # labels on the x axis
     child = [
@@ -221,7 +234,7 @@ def test_killed_rounds_rerun_to_the_same_state(reference, tmp_path):
     kills = {
         0: ["before:select", "select:after-manifest", "before:commit"],
         1: ["before:ingest", "ingest:before-manifest", "before:track"],
-        2: ["before:train", "before:push"],
+        2: ["before:train", "track:after-log", "before:push"],
     }
     for n, points in kills.items():
         for point in points:
@@ -241,6 +254,7 @@ def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
     assert [s["phases"]["train"]["labeled"] for s in states] == [6, 8]  # last batch cut to 2
     assert states[-1]["phases"]["select"]["reason"] == "label budget of 8 spent"
     assert not (ws / "rounds" / "1" / "queue.jsonl").exists()
+    assert campaign_run(ws).info.status == "FINISHED"  # its run ends with the campaign
 
     settled = make_config(
         ws, tiny_model_cfg, rounds=6, budget=100, stop_patience=3, stop_agreement=0.0
