@@ -252,13 +252,9 @@ def stopping_signal(r: Round, classifier) -> dict:
         return {"stop": False, "agreement": None}
     same = np.array(json.loads(previous.read_text())) == np.array(predicted)
     agreement = float(np.mean(same[unlabeled]))
-    streak = 1 if agreement >= cfg.stop_agreement else 0
-    if streak:
-        for n in range(r.n - 1, -1, -1):
-            earlier = RoundState(n).phases.get("select", {}).get("agreement")
-            if earlier is None or earlier < cfg.stop_agreement:
-                break
-            streak += 1
+    streak = 0
+    if agreement >= cfg.stop_agreement:  # this round, and those in a row before it
+        streak = 1 + stable_rounds(r.n - 1, cfg.stop_agreement)
     stop = streak >= cfg.stop_patience
     reason = f"predictions stable: agreement {agreement:.3f} for {streak} rounds" if stop else ""
     return {
@@ -267,6 +263,17 @@ def stopping_signal(r: Round, classifier) -> dict:
         "agreement_images": int(unlabeled.sum()),
         "reason": reason,
     }
+
+
+def stable_rounds(n: int, agreement: float, workspace: Path = Path()) -> int:
+    """Rounds in a row, back from round `n`, whose models agreed at least `agreement`."""
+    streak = 0
+    while n - streak >= 0:
+        earlier = RoundState(n - streak, workspace).phases.get("select", {}).get("agreement")
+        if earlier is None or earlier < agreement:
+            break
+        streak += 1
+    return streak
 
 
 def track(r: Round) -> dict:
@@ -432,11 +439,29 @@ def next_round(ws: Path) -> int:
     return n
 
 
+def campaign_over(cfg: Config, ws: Path) -> str:
+    """Why the campaign ended, if its last round stopped it for a reason that still holds
+    under `cfg`; '' if it goes on (e.g. the budget was raised since)."""
+    n = next_round(ws) - 1  # the last finished round; -1 (no state) before the first
+    last = RoundState(n, ws).phases
+    if not last.get("select", {}).get("stop"):
+        return ""
+    rule = cfg.campaign
+    if last["train"]["labeled"] >= rule.budget or (
+        rule.stop_patience > 0 and stable_rounds(n, rule.stop_agreement, ws) >= rule.stop_patience
+    ):
+        return f"campaign already finished at round {n}: {last['select']['reason']}"
+    return ""
+
+
 def run_campaign(cfg: Config) -> list[dict]:
     """Rounds until `campaign.rounds` are done, the budget is spent or predictions settle."""
     if cfg.labeling.kind != "simulated":
         raise RoundBlocked("campaign.rounds needs labeling=simulated: people answer between rounds")
     ws = Path(cfg.workspace).resolve()
+    if over := campaign_over(cfg, ws):  # another round would only stop again
+        log.info("%s", over)
+        return []
     states = []
     for n in range(next_round(ws), cfg.campaign.rounds):
         state = run_round(replace(cfg, round=n))

@@ -3,6 +3,7 @@ real git; and crash tests that SIGKILL the round at every phase boundary."""
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -245,22 +246,28 @@ def test_killed_rounds_rerun_to_the_same_state(reference, tmp_path):
 
 
 def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
-    tmp_path, tiny_model_cfg, bentoml_home
+    tmp_path, tiny_model_cfg, bentoml_home, caplog
 ):
     ws = tmp_path / "campaign"
     make_workspace(ws)
     never_settles = {"stop_patience": 1, "stop_agreement": 2.0}
-    states = run_campaign(make_config(ws, tiny_model_cfg, rounds=5, budget=8, **never_settles))
+    spent = make_config(ws, tiny_model_cfg, rounds=5, budget=8, **never_settles)
+    states = run_campaign(spent)
     assert [s["phases"]["train"]["labeled"] for s in states] == [6, 8]  # last batch cut to 2
     assert states[-1]["phases"]["select"]["reason"] == "label budget of 8 spent"
     assert not (ws / "rounds" / "1" / "queue.jsonl").exists()
     assert campaign_run(ws).info.status == "FINISHED"  # its run ends with the campaign
+    with caplog.at_level(logging.INFO, "activelearn.rounds"):
+        assert run_campaign(spent) == []  # run again: no round, and it says why
+    assert "already finished at round 1: label budget of 8 spent" in caplog.text
+    assert not (ws / "rounds" / "2").exists()
 
     settled = make_config(
         ws, tiny_model_cfg, rounds=6, budget=100, stop_patience=3, stop_agreement=0.0
     )  # any agreement counts: round 0 had no model before it, rounds 1, 2, 3 agree
-    more = run_campaign(settled)
+    more = run_campaign(settled)  # a raised budget lets the campaign go on
     assert [s["round"] for s in more] == [2, 3]
+    assert run_campaign(settled) == [] and not (ws / "rounds" / "4").exists()
     assert not more[0]["phases"]["select"]["stop"]  # two rounds in a row are not three
     select = more[1]["phases"]["select"]
     assert (
