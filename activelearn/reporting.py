@@ -4,8 +4,9 @@
 
 reads every campaign of a Hydra sweep (one workspace per job) and writes
 `report/learning_curves.png`, `report/summary.csv` and `report/summary.md` in the sweep
-folder: per strategy, labels needed to reach each target accuracy, area under the
-learning curve and final accuracy (mean ± spread over seeds); and logs them to MLflow.
+folder: per configuration (the jobs' overrides that vary, seed aside), labels needed to
+reach each target accuracy, area under the learning curve and final accuracy (mean ±
+spread over seeds); and logs them to MLflow.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import csv
 import json
 import logging
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -105,7 +107,7 @@ def area_under_curve(curve: list[tuple[int, float]], budget: tuple[int, int]) ->
 
 
 def summarize(curves: dict[str, list[list[tuple[int, float]]]], targets: list[float]) -> list[dict]:
-    """One row per strategy: mean and spread over seeds of each figure of merit."""
+    """One row per configuration: mean and spread over seeds of each figure of merit."""
     lo = max(min(x for c in cs for x, _ in c[:1]) for cs in curves.values())
     hi = min(max(x for c in cs for x, _ in c[-1:]) for cs in curves.values())
     rows = []
@@ -146,16 +148,30 @@ def markdown_table(rows: list[dict], targets: list[float]) -> str:
 
 
 def sweep_curves(sweep: Path) -> dict[str, list[list[tuple[int, float]]]]:
-    """{strategy: [curve per job]} from a Hydra sweep folder."""
+    """{configuration: [curve per job]} from a Hydra sweep folder.
+
+    Jobs that differ only in `seed` are one configuration; it is named by its strategy
+    and the other overrides that vary across the sweep, e.g. `hybrid typical_per_class=5`.
+    """
     from omegaconf import OmegaConf
 
+    jobs = {}
+    for path in sorted(sweep.glob("*/.hydra/overrides.yaml")):
+        pairs = (o.lstrip("+~").partition("=") for o in OmegaConf.load(path))
+        jobs[path.parent.parent] = {key: value for key, _, value in pairs}
+    keys = {key for overrides in jobs.values() for key in overrides}
+    varying = sorted(
+        key
+        for key in keys - {"seed", "strategy", "strategy.name"}  # the name leads the label
+        if len({overrides.get(key) for overrides in jobs.values()}) > 1
+    )
     curves = defaultdict(list)
-    for overrides in sorted(sweep.glob("*/.hydra/config.yaml")):
-        job = overrides.parent.parent
-        cfg = OmegaConf.load(overrides)
+    for job, overrides in jobs.items():
         curve = campaign_curve(job / "campaign")
         if curve:
-            curves[cfg.strategy.name].append(curve)
+            strategy = OmegaConf.load(job / ".hydra" / "config.yaml").strategy.name
+            swept = [f"{k.rsplit('.', 1)[-1]}={overrides[k]}" for k in varying if k in overrides]
+            curves[" ".join([strategy, *swept])].append(curve)
     return dict(curves)
 
 
@@ -198,9 +214,10 @@ def _log_report(sweep: Path, out: Path, rows: list[dict]) -> None:
     )
     run = client.create_run(experiment, run_name=f"sweep-{sweep.parent.name}-{sweep.name}")
     for row in rows:
+        name = re.sub(r"[^\w./ -]", "_", row["strategy"])  # MLflow refuses '=' in names
         for key, value in row.items():
             if isinstance(value, float) and not np.isnan(value):
-                client.log_metric(run.info.run_id, f"{row['strategy']}.{key}", value)
+                client.log_metric(run.info.run_id, f"{name}.{key}", value)
     for path in out.iterdir():
         client.log_artifact(run.info.run_id, str(path), "report")
     client.set_terminated(run.info.run_id)

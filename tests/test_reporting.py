@@ -35,9 +35,12 @@ def test_summary_ranks_by_planted_curves_and_says_not_reached():
     assert "| good | 30 ± 0 (2/2)" in table and "not reached (0/1)" in table
 
 
-def write_job(sweep, job, strategy, curve):
+def write_job(sweep, job, strategy, curve, overrides=None):
+    """A finished job of a Hydra sweep: its config, its overrides and its rounds."""
     (sweep / job / ".hydra").mkdir(parents=True)
     OmegaConf.save({"strategy": {"name": strategy}}, sweep / job / ".hydra" / "config.yaml")
+    overrides = [f"strategy={strategy}", "seed=0"] if overrides is None else overrides
+    OmegaConf.save(overrides, sweep / job / ".hydra" / "overrides.yaml")
     for n, (labels, accuracy) in enumerate(curve):
         state = {
             "round": n,
@@ -67,6 +70,30 @@ def test_report_sweep_writes_table_figure_and_mlflow_run(tmp_path):
         assert run.data.metrics[f"{row['strategy']}.auc"] == pytest.approx(row["auc"])
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/summary.csv", "report/learning_curves.png"} <= logged
+
+
+def test_report_averages_only_seeds_of_one_configuration(tmp_path):
+    """`-m +strategy.params.typical_per_class=3,5 seed=0,1`: two configurations."""
+    jobs = [(3, 0, FAST), (5, 0, SLOW), (3, 1, FAST), (5, 1, SLOW)]
+    for job, (per_class, seed, curve) in enumerate(jobs):
+        swept = [
+            f"+strategy.params.typical_per_class={per_class}",
+            f"seed={seed}",
+            "campaign.rounds=3",
+        ]
+        write_job(tmp_path, str(job), "hybrid", curve, swept)
+    rows = report_sweep(tmp_path, [0.9])
+    assert [(r["strategy"], r["seeds"]) for r in rows] == [
+        ("hybrid typical_per_class=3", 2),
+        ("hybrid typical_per_class=5", 2),
+    ]
+    assert rows[0]["labels_to_0.9_reached"] == "2/2" and rows[1]["labels_to_0.9_reached"] == "0/2"
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("activelearn-sweeps").experiment_id
+    (run,) = client.search_runs([experiment])
+    assert run.data.metrics["hybrid typical_per_class_3.auc"] == pytest.approx(rows[0]["auc"])
 
 
 def test_report_of_a_folder_without_campaigns_is_a_clear_error(tmp_path):
