@@ -5,7 +5,7 @@
 reads every campaign of a Hydra sweep (one workspace per job) and writes
 `report/learning_curves.png`, `report/summary.csv` and `report/summary.md` in the sweep
 folder: per configuration (the jobs' overrides that vary, seed aside), labels needed to
-reach each target accuracy, area under the learning curve and final accuracy (mean ±
+reach each target accuracy, area under the learning curve and accuracy at its end (mean ±
 spread over seeds); and logs them to MLflow.
 """
 
@@ -99,7 +99,7 @@ def labels_to_reach(curve: list[tuple[int, float]], target: float) -> float:
 
 def area_under_curve(curve: list[tuple[int, float]], budget: tuple[int, int]) -> float:
     """Mean accuracy over the label budget [lo, hi], interpolated between rounds."""
-    if not curve:
+    if not curve or budget[0] > budget[1]:
         return float("nan")
     x, y = map(np.asarray, zip(*curve, strict=True))
     grid = np.arange(budget[0], budget[1] + 1)
@@ -107,15 +107,19 @@ def area_under_curve(curve: list[tuple[int, float]], budget: tuple[int, int]) ->
 
 
 def summarize(curves: dict[str, list[list[tuple[int, float]]]], targets: list[float]) -> list[dict]:
-    """One row per configuration: mean and spread over seeds of each figure of merit."""
-    lo = max(min(x for c in cs for x, _ in c[:1]) for cs in curves.values())
-    hi = min(max(x for c in cs for x, _ in c[-1:]) for cs in curves.values())
+    """One row per configuration: mean and spread over seeds of each figure of merit.
+
+    AUC and final accuracy are read over the label range every run covers, so a run that
+    ended early (crashed, or stopped by the stop rule) is never extended to the others'.
+    """
+    lo = max(c[0][0] for cs in curves.values() for c in cs)
+    hi = min(c[-1][0] for cs in curves.values() for c in cs)
     rows = []
     for name, runs in sorted(curves.items()):
-        row = {"strategy": name, "seeds": len(runs)}
+        row = {"strategy": name, "seeds": len(runs), "labels_lo": lo, "labels_hi": hi}
         figures = {f"labels_to_{t:g}": [labels_to_reach(c, t) for c in runs] for t in targets}
         figures["auc"] = [area_under_curve(c, (lo, hi)) for c in runs]
-        figures["final_accuracy"] = [c[-1][1] for c in runs]
+        figures["final_accuracy"] = [float(np.interp(hi, *zip(*c, strict=True))) for c in runs]
         for key, values in figures.items():
             values = np.asarray(values, dtype=float)
             reached = values[~np.isnan(values)]
@@ -128,7 +132,9 @@ def summarize(curves: dict[str, list[list[tuple[int, float]]]], targets: list[fl
 
 
 def markdown_table(rows: list[dict], targets: list[float]) -> str:
-    head = ["strategy", *(f"labels to {t:.0%}" for t in targets), "AUC", "final accuracy"]
+    lo, hi = rows[0]["labels_lo"], rows[0]["labels_hi"]
+    head = ["strategy", *(f"labels to {t:.0%}" for t in targets)]
+    head += [f"AUC ({lo}–{hi} labels)", f"accuracy at {hi} labels"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["strategy"]]

@@ -96,6 +96,16 @@ def test_report_averages_only_seeds_of_one_configuration(tmp_path):
     assert run.data.metrics["hybrid typical_per_class_3.auc"] == pytest.approx(rows[0]["auc"])
 
 
+def test_a_run_that_ended_early_is_not_extended_to_the_others_labels():
+    crashed = FAST[:2]  # no round after 30 labels
+    rows = summarize({"good": [FAST, crashed], "poor": [SLOW]}, [0.9])
+    good, _ = rows
+    assert good["auc"] == pytest.approx(area_under_curve(FAST, (20, 30)))
+    assert good["final_accuracy"] == pytest.approx(0.91)  # both runs at 30 labels
+    assert (good["labels_lo"], good["labels_hi"]) == (20, 30)  # what every run covers
+    assert "| AUC (20–30 labels) | accuracy at 30 labels |" in markdown_table(rows, [0.9])
+
+
 def test_report_of_a_folder_without_campaigns_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no finished campaign rounds"):
         report_sweep(tmp_path, [0.9])
