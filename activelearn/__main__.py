@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from activelearn.config import Config, register_configs
+from activelearn.config import Config, ConfigError, check_config, register_configs
 
 log = logging.getLogger("activelearn")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
@@ -30,7 +30,7 @@ def main(cfg) -> None:
     from omegaconf import OmegaConf
 
     from activelearn.rounds import RoundBlocked, run_campaign, run_round
-    from activelearn.scoring import StrategyError, check_strategy
+    from activelearn.scoring import StrategyError
     from activelearn.workspace import PipelineFailed, run_pipeline
 
     config: Config = OmegaConf.to_object(cfg)
@@ -38,7 +38,7 @@ def main(cfg) -> None:
     if hydra_cfg.mode == RunMode.MULTIRUN:  # each job its own campaign, apart from the rest
         config = replace(config, workspace=str(Path(hydra_cfg.runtime.output_dir) / "campaign"))
     try:
-        check_strategy(config.strategy)
+        check_config(config)
         if config.campaign.rounds > 0:
             states = run_campaign(config)
             print(campaign_summary(states))
@@ -52,7 +52,7 @@ def main(cfg) -> None:
                 f"on {metrics['test_images']} test images, "
                 f"trained on {metrics['labeled_images']} labels"
             )
-    except (RoundBlocked, PipelineFailed, StrategyError) as err:
+    except (ConfigError, StrategyError, RoundBlocked, PipelineFailed) as err:
         log.error("%s", err)
         sys.exit(1)
 

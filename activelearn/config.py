@@ -6,6 +6,7 @@ of the wrong type fails when the config is composed, not rounds later.
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -121,6 +122,39 @@ class Config:
     workspace: str = "campaign"  # the campaign's own git + DVC repo: data/, model/, rounds/
     seed: int = 0
     round: Optional[int] = None
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names it and the fix."""
+
+
+def check_config(cfg: Config) -> None:
+    """Fail at start-up, before the workspace changes, on settings the types let through
+    but that would fail later, after work was done (or reject every pool image)."""
+    from activelearn.data import list_files
+    from activelearn.scoring import check_strategy
+
+    check_strategy(cfg.strategy)
+    data, campaign = cfg.data, cfg.campaign
+    if len(data.image_size) != 2 or min(data.image_size) < 1:
+        raise ConfigError(
+            f"data.image_size={list(data.image_size)}: give height and width in pixels, "
+            "e.g. data.image_size=[32,32]"
+        )
+    if data.channels not in (1, 3):
+        raise ConfigError(f"data.channels={data.channels}: use 1 (grayscale) or 3 (RGB)")
+    if not 0 < data.test_fraction < 1 and not list_files(Path(cfg.workspace) / data.test_dir):
+        raise ConfigError(
+            f"data.test_fraction={data.test_fraction}: must be between 0 and 1 to draw a test "
+            f"set, or put a fixed test set into {data.test_dir}/<class>/ of the workspace"
+        )
+    if campaign.stop_patience > 0 and campaign.stop_set < 1:
+        raise ConfigError(
+            f"campaign.stop_set={campaign.stop_set}: the stop rule compares models on at "
+            "least 1 image; raise it, or turn the rule off with campaign.stop_patience=0"
+        )
+    if cfg.scoring.engine not in ("local", "ray"):
+        raise ConfigError(f"scoring.engine={cfg.scoring.engine!r}: choose local or ray")
 
 
 def register_configs() -> None:

@@ -9,9 +9,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from activelearn.config import Config, register_configs
+from activelearn.config import Config, ConfigError, check_config, register_configs
 from activelearn.scoring import check_strategy
-from tests.conftest import CONF_DIR
+from tests.conftest import CONF_DIR, write_class_folders
 
 GROUPS = ["data", "model", "strategy", "labeling", "tracking", "scoring", "experiment"]
 
@@ -113,6 +113,35 @@ def test_cli_bad_strategy_parameter_exits_before_any_work(tmp_path):
     assert "hybrid has no parameter typical_per_klass; it accepts" in output
     assert "typical_per_class" in output and "Traceback" not in output
     assert not (tmp_path / "campaign").exists()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("scoring.engine=gpu", "scoring.engine='gpu': choose local or ray"),
+        ("data.test_fraction=0", "data.test_fraction=0.0: must be between 0 and 1"),
+        ("campaign.stop_set=0", "campaign.stop_set=0: the stop rule compares models"),
+        ("data.image_size=[16]", "data.image_size=[16]: give height and width"),
+        ("data.channels=2", "data.channels=2: use 1 (grayscale) or 3 (RGB)"),
+    ],
+)
+def test_cli_a_setting_that_cannot_work_exits_before_any_work(tmp_path, override, message):
+    result = run_cli(
+        "round=0", override, f"workspace={tmp_path / 'campaign'}", f"hydra.run.dir={tmp_path}"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    assert message in output and "Traceback" not in output
+    assert not (tmp_path / "campaign").exists()
+
+
+def test_test_fraction_0_is_fine_with_a_fixed_test_set(tmp_path):
+    ws = tmp_path / "campaign"
+    write_class_folders(ws / "data" / "test", per_class=1)
+    check_config(OmegaConf.to_object(compose_config(["data.test_fraction=0", f"workspace={ws}"])))
+    with pytest.raises(ConfigError, match="data.test_fraction=0.0"):
+        empty = f"workspace={tmp_path / 'empty'}"
+        check_config(OmegaConf.to_object(compose_config(["data.test_fraction=0", empty])))
 
 
 @pytest.mark.parametrize(
