@@ -103,9 +103,12 @@ class RayScoringConfig:
     start_timeout: float = 300.0  # seconds to wait for every actor to load the model
 
 
+ENGINES = ("local", "ray")  # where the pool is scored: this machine, or a Ray cluster
+
+
 @dataclass
 class ScoringConfig:
-    engine: str = "local"  # local | ray (pip install '.[ray]')
+    engine: str = "local"  # one of ENGINES (ray: pip install '.[ray]')
     batch_size: int = 256  # images per forward pass, both engines
     ray: RayScoringConfig = field(default_factory=RayScoringConfig)
 
@@ -131,18 +134,15 @@ class ConfigError(ValueError):
 def check_config(cfg: Config) -> None:
     """Fail at start-up, before the workspace changes, on settings the types let through
     but that would fail later, after work was done (or reject every pool image)."""
-    from activelearn.data import list_files
+    from activelearn.data import Preprocessing, list_files
     from activelearn.scoring import check_strategy
 
     check_strategy(cfg.strategy)
     data, campaign = cfg.data, cfg.campaign
-    if len(data.image_size) != 2 or min(data.image_size) < 1:
-        raise ConfigError(
-            f"data.image_size={list(data.image_size)}: give height and width in pixels, "
-            "e.g. data.image_size=[32,32]"
-        )
-    if data.channels not in (1, 3):
-        raise ConfigError(f"data.channels={data.channels}: use 1 (grayscale) or 3 (RGB)")
+    try:
+        Preprocessing(tuple(data.image_size), data.channels)
+    except ValueError as err:
+        raise ConfigError(f"data.{err}") from err
     if not 0 < data.test_fraction < 1 and not list_files(Path(cfg.workspace) / data.test_dir):
         raise ConfigError(
             f"data.test_fraction={data.test_fraction}: must be between 0 and 1 to draw a test "
@@ -153,8 +153,8 @@ def check_config(cfg: Config) -> None:
             f"campaign.stop_set={campaign.stop_set}: the stop rule compares models on at "
             "least 1 image; raise it, or turn the rule off with campaign.stop_patience=0"
         )
-    if cfg.scoring.engine not in ("local", "ray"):
-        raise ConfigError(f"scoring.engine={cfg.scoring.engine!r}: choose local or ray")
+    if cfg.scoring.engine not in ENGINES:
+        raise ConfigError(f"scoring.engine={cfg.scoring.engine!r}: choose {' or '.join(ENGINES)}")
 
 
 def register_configs() -> None:

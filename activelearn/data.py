@@ -41,13 +41,11 @@ class Preprocessing:
     channels: int  # 1 = grayscale, 3 = RGB
 
     def __post_init__(self) -> None:
-        size = tuple(self.image_size)
+        size = list(self.image_size)
         if len(size) != 2 or not all(isinstance(n, int) and n > 0 for n in size):
-            raise ValueError(
-                f"image size {list(size)}: give [height, width], two positive integers"
-            )
+            raise ValueError(f"image_size={size}: give height and width in pixels, e.g. [32,32]")
         if self.channels not in (1, 3):
-            raise ValueError(f"channels {self.channels}: 1 (grayscale) or 3 (RGB)")
+            raise ValueError(f"channels={self.channels}: use 1 (grayscale) or 3 (RGB)")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
