@@ -29,6 +29,7 @@ register_configs()
 def main(cfg) -> None:
     from omegaconf import OmegaConf
 
+    from activelearn.labelstudio import LabelStudioError
     from activelearn.rounds import RoundBlocked, run_campaign, run_round
     from activelearn.scoring import StrategyError
     from activelearn.workspace import PipelineFailed, run_pipeline
@@ -52,7 +53,7 @@ def main(cfg) -> None:
                 f"on {metrics['test_images']} test images, "
                 f"trained on {metrics['labeled_images']} labels"
             )
-    except (ConfigError, StrategyError, RoundBlocked, PipelineFailed) as err:
+    except (ConfigError, StrategyError, RoundBlocked, PipelineFailed, LabelStudioError) as err:
         log.error("%s", err)
         sys.exit(1)
 

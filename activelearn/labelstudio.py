@@ -554,11 +554,17 @@ class LabelStudioAnnotator:
         token: str | None = None,
     ):
         if settings.vote not in ("majority", "unanimous"):
-            raise ValueError(f"labeling.vote={settings.vote!r}: use majority or unanimous")
+            raise LabelStudioError(f"labeling.vote={settings.vote!r}: use majority or unanimous")
         if settings.skipped not in ("pool", "exclude"):
-            raise ValueError(f"labeling.skipped={settings.skipped!r}: use pool or exclude")
+            raise LabelStudioError(f"labeling.skipped={settings.skipped!r}: use pool or exclude")
         if not class_names:
-            raise ValueError("Label Studio needs at least one class name")
+            raise LabelStudioError("Label Studio needs at least one class name")
+        url = urllib.parse.urlsplit(settings.url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise LabelStudioError(
+                f"labeling.url={settings.url!r}: give the server's address with its scheme, "
+                "e.g. http://127.0.0.1:8080"
+            )
         self.settings = settings
         self.url = settings.url.rstrip("/")
         self.class_names = list(class_names)
@@ -566,7 +572,7 @@ class LabelStudioAnnotator:
         root = settings.document_root
         self.document_root = Path(root).resolve() if root else self.pool_dir.parent
         if not self.pool_dir.is_relative_to(self.document_root):
-            raise ValueError(
+            raise LabelStudioError(
                 f"labeling.document_root={root!r} does not contain the pool {self.pool_dir}: "
                 "it must be the server's local-files root, a parent of the pool"
             )
