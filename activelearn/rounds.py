@@ -20,6 +20,7 @@ import logging
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -136,11 +137,15 @@ def ingest(r: Round) -> dict:
         return {"answers": 0}
     answers = r.annotator.collect(r.n - 1, items, r.dir)
     still_open = [a.sample_id for a in answers if a.status == labeling.OPEN]
-    answered = 1 - len(still_open) / len(items)
+    # The share is of everything asked, the last queue included: after a kill that saved
+    # its answers, a rerun finds only the open items left, but they are still a few of many.
+    latest = round_dir(r.n - 1) / "queue.jsonl"
+    asked = {i.sample_id for i in items + (read_queue(latest) if latest.exists() else [])}
+    answered = 1 - len(still_open) / len(asked)
     if answered < r.cfg.campaign.min_answered:
         named = ", ".join(still_open[:5]) + (", ..." if len(still_open) > 5 else "")
         raise RoundBlocked(
-            f"{len(still_open)} of {len(items)} queued images are not labeled yet ({named}; "
+            f"{len(still_open)} of {len(asked)} queued images are not labeled yet ({named}; "
             f"{answered:.0%} answered, campaign.min_answered={r.cfg.campaign.min_answered}); "
             f"label them, or lower campaign.min_answered, then run round={r.n} again"
         )
@@ -385,7 +390,8 @@ PHASE_FUNCTIONS = {
 
 
 def flat_params(cfg: Config) -> dict:
-    """The resolved config as flat MLflow params. It holds no secrets: tokens are env-only."""
+    """The resolved config as flat MLflow params, without secrets: tokens are env-only, and
+    a user:password written into a URL (a database tracking URI, say) is left out."""
     flat = {}
 
     def walk(prefix: str, node) -> None:
@@ -393,10 +399,19 @@ def flat_params(cfg: Config) -> dict:
             for key, value in node.items():
                 walk(f"{prefix}.{key}" if prefix else key, value)
         else:
-            flat[prefix] = node
+            flat[prefix] = _without_credentials(node)
 
     walk("", OmegaConf.to_container(OmegaConf.structured(cfg)))
     return flat
+
+
+def _without_credentials(value):
+    if not isinstance(value, str) or "@" not in value:
+        return value
+    parts = urllib.parse.urlsplit(value)
+    if parts.username is None and parts.password is None:
+        return value
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def run_round(cfg: Config) -> dict:

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -342,3 +343,47 @@ def test_a_sample_queued_again_is_answered_once(tmp_path, monkeypatch):
     result = ingest(Round(cfg, 2, RoundState(2), manifest, annotator))
     assert result["answers"] == 2 and result[labeling.ACCEPTED] == 2
     assert manifest.samples[again].round == 1 and manifest.samples[waiting].round == 0
+
+
+def test_an_ingest_rerun_after_its_answers_were_saved_still_goes_on(tmp_path, monkeypatch):
+    """Killed after the manifest took 9 of 10 answers, before the phase was recorded: the
+    rerun finds 1 open image, which is 10% of the queue, not 100%."""
+    from activelearn import labeling
+    from activelearn.queue import QueueItem, write_queue
+    from activelearn.rounds import Round, RoundState, ingest
+
+    class NineOfTen:  # people who have answered all but the last image (no server here)
+        def collect(self, round, queue, round_dir):
+            return [
+                labeling.Answer(q.sample_id, labeling.OPEN)
+                if q.sample_id == ids[-1]
+                else labeling.Answer(q.sample_id, labeling.ACCEPTED, "c0")
+                for q in queue
+            ]
+
+    monkeypatch.chdir(tmp_path)
+    make_workspace(tmp_path)
+    cfg = Config(campaign=CampaignConfig(min_answered=0.8))
+    manifest = Manifest(cfg.data.manifest)
+    ids = [f"batch{i % 3}/pool-0-{i:02d}.png" for i in range(10)]
+    for sid in ids:
+        manifest.set_state(sid, "queued", round=0)
+    manifest.save()
+    write_queue("rounds/0/queue.jsonl", [QueueItem(s, 1, None, None, 0.0) for s in ids])
+    for run in ("first", "rerun"):
+        result = ingest(Round(cfg, 1, RoundState(1), Manifest.load(cfg.data.manifest), NineOfTen()))
+        assert result["open"] == 1, run
+    assert Counter(s.state for s in Manifest.load(cfg.data.manifest).samples.values()) == {
+        "labeled": 9,
+        "queued": 1,
+    }
+
+
+def test_params_leave_out_a_password_written_into_a_url():
+    from activelearn.rounds import flat_params
+
+    cfg = Config(tracking=TrackingConfig(uri="postgresql://me:s3cret@db:5432/mlflow"))
+    params = flat_params(cfg)
+    assert params["tracking.uri"] == "postgresql://db:5432/mlflow"
+    assert "s3cret" not in json.dumps(params)
+    assert params["labeling.url"] == "http://127.0.0.1:8080"  # nothing to leave out
