@@ -35,7 +35,15 @@ from activelearn.faults import kill_point
 from activelearn.files import write_atomic
 from activelearn.manifest import Manifest
 from activelearn.queue import QueueItem, read_queue, write_queue
-from activelearn.stages import HISTORY, METRICS, MODEL_FILE, PREPARED, preprocessing, round_tag
+from activelearn.stages import (
+    EVALUATION,
+    HISTORY,
+    METRICS,
+    MODEL_FILE,
+    PREPARED,
+    preprocessing,
+    round_tag,
+)
 from activelearn.workspace import (
     CAMPAIGN_ID,
     campaign_id,
@@ -49,6 +57,7 @@ log = logging.getLogger(__name__)
 
 PHASES = ("ingest", "train", "select", "track", "push", "commit")
 ROUNDS = Path("rounds")
+STOP_SET = ROUNDS / "stop_set.json"  # drawn from the pool once, for the stop rule
 
 
 class RoundBlocked(RuntimeError):
@@ -238,13 +247,12 @@ def stopping_signal(r: Round, classifier) -> dict:
     cfg = r.cfg.campaign
     if classifier is None or cfg.stop_patience <= 0:
         return {"stop": False, "agreement": None}
-    stop_file = ROUNDS / "stop_set.json"
-    if not stop_file.exists():
+    if not STOP_SET.exists():
         pool = sorted(r.manifest.in_state("pool"))
         rng = np.random.default_rng(r.cfg.seed)
         chosen = sorted(rng.choice(pool, size=min(cfg.stop_set, len(pool)), replace=False))
-        stop_file.write_text(json.dumps([str(s) for s in chosen]))
-    ids = json.loads(stop_file.read_text())
+        write_atomic(STOP_SET, json.dumps([str(s) for s in chosen]))
+    ids = json.loads(STOP_SET.read_text())
     x = np.stack([preprocess(Path(r.cfg.data.pool_dir) / s, classifier.prep) for s in ids])
     predicted = classifier.predict_proba(x).argmax(axis=1).tolist()
     (r.dir / "stop_predictions.json").write_text(json.dumps(predicted))
@@ -253,7 +261,7 @@ def stopping_signal(r: Round, classifier) -> dict:
         return {"stop": False, "agreement": None}
     unlabeled = np.array([r.manifest.samples[s].state != "labeled" for s in ids], bool)
     if not unlabeled.any():
-        log.warning("every image of the stop set %s is labeled: no stop signal", stop_file)
+        log.warning("every image of the stop set %s is labeled: no stop signal", STOP_SET)
         return {"stop": False, "agreement": None}
     same = np.array(json.loads(previous.read_text())) == np.array(predicted)
     agreement = float(np.mean(same[unlabeled]))
@@ -362,12 +370,18 @@ def commit(r: Round) -> dict:
         "dvc.yaml",
         "params.yaml",
         "dvc.lock",
+        str(EVALUATION),  # metrics and plots live in git (cache: false): `dvc metrics diff`
         r.cfg.data.manifest,
         CAMPAIGN_ID,
         str(r.dir),
+        str(STOP_SET),
+        r.cfg.labeling.state_file,
         *(f"{p}.dvc" for p in tracked),
         *(str(Path(p).parent / ".gitignore") for p in tracked),
+        str(MODEL_FILE.parent / ".gitignore"),  # DVC's, for the model
         ".gitignore",
+        ".dvcignore",
+        ".dvc/config",
     ]
     run("git", "add", "--", *[f for f in files if Path(f).exists()])
     if subprocess.run(["git", "diff", "--cached", "--quiet"]).returncode:  # something staged

@@ -38,10 +38,12 @@ PIPELINE = (
 CAMPAIGN_ID = "campaign.id"  # the workspace's campaign id (committed with every round)
 
 # Run state that is not part of a round's commit (DVC adds its own outs to .gitignore),
-# and files a killed process left half-written.
+# files a killed process left half-written, and the default pool (data, not results).
 WORKSPACE_GITIGNORE = f"""\
 /rounds/*/state.json
 /rounds/*/scores.csv
+/data/pool/
+/data/pool_labels.csv
 *{PARTIAL}
 /mlruns.db
 /mlartifacts/

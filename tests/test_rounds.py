@@ -186,6 +186,28 @@ def test_round_tag_brings_back_that_rounds_data_and_model(reference):
     assert Classifier.load(ws / "model" / "classifier.bentomodel").version == "round-2"
 
 
+def test_rounds_compare_with_dvc_and_leave_the_workspace_committed(reference):
+    ws, states, _ = reference
+
+    def dvc(*args: str) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", *args, "--json"], cwd=ws, capture_output=True, text=True
+        )
+        assert done.returncode == 0 and "failed" not in done.stderr, done.stderr[-2000:]
+        return json.loads(done.stdout)
+
+    accuracy = dvc("metrics", "diff", "round-1", "round-2", "--all")["evaluation/metrics.json"]
+    assert accuracy["accuracy"]["old"] == states[1]["phases"]["train"]["metrics"]["accuracy"]
+    assert accuracy["accuracy"]["new"] == states[2]["phases"]["train"]["metrics"]["accuracy"]
+    (confusion,) = dvc("plots", "diff", "round-1", "round-2")["data"]["evaluation/confusion.csv"]
+    rows = Counter(row["rev"] for row in confusion["content"]["data"]["values"])
+    assert rows == {"round-1": 18, "round-2": 18}  # both rounds' models on the same test set
+    untracked = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=ws, capture_output=True, text=True, check=True
+    ).stdout
+    assert untracked == ""  # everything of the round is in its commit, or ignored
+
+
 def test_rerunning_a_finished_round_changes_nothing(reference):
     ws, _, tiny = reference
     before = campaign_state(ws)
