@@ -27,15 +27,18 @@ VARIABLE = "ACTIVELEARN_STAGE_WORKER"
 POLL_SECONDS = 0.1  # how often the worker looks whether `dvc repro` has ended
 
 
-def run_repro(cmd: list[str], cwd: str, env: dict, run_stage: Callable[[str], None]) -> int:
-    """Run `cmd` (`dvc repro`) and serve its stages with `run_stage`; returns its exit code."""
+def run_repro(
+    cmd: list[str], cwd: str, env: dict, run_stage: Callable[[str], None], **popen
+) -> int:
+    """Run `cmd` (`dvc repro`) and serve its stages with `run_stage`; returns its exit code.
+    `popen`: more arguments for the command's process, e.g. where its output goes."""
     with tempfile.TemporaryDirectory(prefix="activelearn-") as private:  # mode 0700
         address = os.path.join(private, "stages")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
             server.bind(address)
             server.listen()
             server.settimeout(POLL_SECONDS)
-            process = subprocess.Popen(cmd, cwd=cwd, env=env | {VARIABLE: address})
+            process = subprocess.Popen(cmd, cwd=cwd, env=env | {VARIABLE: address}, **popen)
             try:
                 while process.poll() is None:
                     try:
@@ -67,7 +70,8 @@ def _serve(connection: socket.socket, cwd: str, run_stage: Callable[[str], None]
         except Exception as err:
             log.exception("stage %s failed", stage)
             reply = {"status": 1, "error": f"{type(err).__name__}: {err}"}
-    connection.sendall(json.dumps(reply).encode() + b"\n")
+    with contextlib.suppress(OSError):  # the command is gone (dvc stopped): it has no use for it
+        connection.sendall(json.dumps(reply).encode() + b"\n")
 
 
 def ask_worker(address: str, stage: str) -> int:

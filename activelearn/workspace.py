@@ -16,6 +16,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -146,7 +147,14 @@ def run_pipeline(cfg: Config) -> dict:
 def repro(ws: Path) -> None:
     """`dvc repro` in the workspace: only stages whose deps or params changed run, and
     they run in this process (`stage_worker`), which imports TensorFlow once."""
-    cmd = [sys.executable, "-m", "dvc", "repro", "-q"]
-    status = stage_worker.run_repro(cmd, str(ws), python_environment(), stages.run)
+    cmd = [sys.executable, "-m", "dvc", "repro"]
+    with tempfile.TemporaryFile("w+") as errors:  # -q would silence DVC's errors as well
+        status = stage_worker.run_repro(
+            cmd, str(ws), python_environment(), stages.run, stdout=subprocess.DEVNULL, stderr=errors
+        )
+        errors.seek(0)
+        said = errors.read().strip()
     if status:
-        raise PipelineFailed(f"`dvc repro` failed in {ws} (exit {status})")
+        raise PipelineFailed(f"`dvc repro` failed in {ws} (exit {status}): {said[-2000:]}")
+    if said:
+        log.warning("dvc repro: %s", said)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -13,7 +14,7 @@ from activelearn import stage_worker, stages
 from activelearn.config import Config, DataConfig
 from activelearn.data import list_files
 from activelearn.manifest import Manifest
-from activelearn.workspace import python_environment, run_pipeline, write_params
+from activelearn.workspace import PipelineFailed, python_environment, run_pipeline, write_params
 from tests.conftest import write_class_folders
 
 pytestmark = pytest.mark.integration
@@ -101,3 +102,12 @@ def test_the_pipeline_follows_the_configured_data_folders(tmp_path, bentoml_home
 
     write_class_folders(ws / "labeled", per_class=1, seed=9)  # a new label: prepare is stale
     assert set(dvc_status(ws)) == {"prepare"}
+
+
+def test_a_pipeline_dvc_cannot_run_fails_with_dvcs_own_words(tmp_path, tiny_model_cfg):
+    ws = tmp_path / "campaign"
+    write_class_folders(ws / "data" / "raw", per_class=4)
+    (ws / "dvc.yaml").write_text("stages:\n  train:\n    deps: [nowhere]\n")  # no cmd
+    cfg = Config(data=DataConfig(image_size=[12, 12], channels=1), model=tiny_model_cfg)
+    with pytest.raises(PipelineFailed, match=r"failed in .*\(exit \d+\): .*dvc\.yaml"):
+        run_pipeline(replace(cfg, workspace=str(ws)))

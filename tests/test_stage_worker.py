@@ -74,3 +74,18 @@ def test_an_interrupted_stage_stops_the_command_too(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         stage_worker.run_repro(then_more, str(tmp_path), ENV, interrupted)
     assert time.monotonic() - started < 30  # the command was stopped, not waited for
+
+
+def test_a_stage_command_that_dies_mid_stage_leaves_the_worker_standing(tmp_path):
+    """dvc killed meanwhile: the worker's reply finds no one, and the exit status tells."""
+    client = (
+        "import json, os, socket; s = socket.socket(socket.AF_UNIX); "
+        f"s.connect(os.environ['{stage_worker.VARIABLE}']); "
+        "s.sendall(json.dumps({'stage': 'train', 'cwd': os.getcwd()}).encode() + b'\\n'); "
+        "os._exit(137)"
+    )
+    ran = []
+    status = stage_worker.run_repro(
+        [sys.executable, "-c", client], str(tmp_path), ENV, lambda s: ran.append(time.sleep(0.5))
+    )
+    assert status == 137 and len(ran) == 1
