@@ -68,6 +68,10 @@ def training_epochs(n_samples: int, cfg: ModelConfig) -> int:
     return max(cfg.min_epochs, math.ceil(cfg.min_steps / steps_per_epoch))
 
 
+class UnreadableModel(RuntimeError):
+    """A model file that cannot be loaded; the message names it and how to get it back."""
+
+
 class Classifier:
     """A trained (or untrained) Keras network with its class names and preprocessing."""
 
@@ -213,18 +217,14 @@ class Classifier:
         if (known := _IN_MEMORY.get(_identity(path))) is not None:
             return known
         try:
-            bento_model = bentoml.models.import_model(str(path), _model_store=store)
-        except bentoml.exceptions.BentoMLException as err:
-            if "already exists" not in str(err):
-                raise
-            # The store holds a model with this tag: replace it with the file's.
-            tag = str(err).split("'")[1] if "'" in str(err) else None
-            if tag is None:
-                raise
-            bentoml.models.delete(tag, _model_store=store)
-            bento_model = bentoml.models.import_model(str(path), _model_store=store)
-        meta = bento_model.info.metadata
-        network = keras.models.load_model(bento_model.path_of(KERAS_FILE))
+            bento_model = _import(bentoml, store, path)
+            meta = bento_model.info.metadata
+            network = keras.models.load_model(bento_model.path_of(KERAS_FILE))
+        except Exception as err:  # truncated, garbage, or not one of ours
+            raise UnreadableModel(
+                f"{path}: not a readable model ({type(err).__name__}: {err}); bring it back "
+                "with `dvc checkout`, or retrain with `dvc repro -f train`"
+            ) from err
         classifier = cls(
             network,
             meta["class_names"],
@@ -233,6 +233,18 @@ class Classifier:
         )
         _remember(path, classifier)
         return classifier
+
+
+def _import(bentoml, store, path: Path):
+    """The `.bentomodel` file into the store, replacing a model of the same tag there."""
+    try:
+        return bentoml.models.import_model(str(path), _model_store=store)
+    except bentoml.exceptions.BentoMLException as err:
+        tag = str(err).split("'")[1] if "already exists" in str(err) and "'" in str(err) else None
+        if tag is None:
+            raise
+        bentoml.models.delete(tag, _model_store=store)
+        return bentoml.models.import_model(str(path), _model_store=store)
 
 
 # The model this process last saved or loaded, by the identity of its file: a round's

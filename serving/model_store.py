@@ -69,7 +69,7 @@ class ModelStore:
             classifier = Classifier.load(self.path)
         except Exception as err:  # any broken file must not take the server down
             self._failed = signature
-            self.error = f"{self.path}: could not load ({type(err).__name__}: {err})"
+            self.error = str(err)  # names the file, what is wrong and how to get it back
             log.error("%s; still serving %s", self.error, self.version or "no model")
             return
         previous = self.version

@@ -9,7 +9,7 @@ import pytest
 from activelearn import model
 from activelearn.config import ModelConfig
 from activelearn.data import Preprocessing, class_names_of, load_labeled
-from activelearn.model import Classifier, training_epochs
+from activelearn.model import Classifier, UnreadableModel, training_epochs
 from tests.conftest import write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
@@ -89,3 +89,14 @@ def test_a_file_replaced_by_another_process_is_read_again(trained, tmp_path, tin
 def test_load_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="classifier.bentomodel"):
         Classifier.load(tmp_path / "classifier.bentomodel")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_load_names_a_damaged_file_and_the_way_back(trained, tmp_path, bentoml_home, damage):
+    classifier, *_ = trained
+    path = tmp_path / "classifier.bentomodel"
+    classifier.save(path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2] if damage == "truncated" else b"not a model" * 50)
+    with pytest.raises(UnreadableModel, match=f"{path}: not a readable model .*dvc checkout"):
+        Classifier.load(path)

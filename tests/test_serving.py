@@ -453,7 +453,8 @@ def test_a_new_model_file_is_served_without_restart(world, tmp_path):
         model.write_bytes(b"half a file")  # a round writing the file: keep serving round-1
         body = predict(reloading, [local("pool/class0/s5-000.png")]).json()
         assert body["model_version"] == "round-1"
-        assert "could not load" in reloading.get("/status").json()["model"]["error"]
+        error = reloading.get("/status").json()["model"]["error"]
+        assert f"{model}: not a readable model" in error and "dvc checkout" in error
 
         tmp = tmp_path / "incoming.bentomodel"
         shutil.copyfile(root / "round2.bentomodel", tmp)
