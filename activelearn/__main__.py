@@ -30,9 +30,10 @@ def main(cfg) -> None:
     from omegaconf import OmegaConf
 
     from activelearn.labelstudio import LabelStudioError
-    from activelearn.rounds import RoundBlocked, run_campaign, run_round
+    from activelearn.model import UnreadableModel
+    from activelearn.rounds import RoundBlocked
     from activelearn.scoring import StrategyError
-    from activelearn.workspace import PipelineFailed, run_pipeline
+    from activelearn.workspace import PipelineFailed, WorkspaceBusy, workspace_lock
 
     config: Config = OmegaConf.to_object(cfg)
     hydra_cfg = HydraConfig.get()
@@ -40,22 +41,35 @@ def main(cfg) -> None:
         config = replace(config, workspace=str(Path(hydra_cfg.runtime.output_dir) / "campaign"))
     try:
         check_config(config)
-        if config.campaign.rounds > 0:
-            states = run_campaign(config)
-            print(campaign_summary(states))
-        elif config.round is not None:
-            state = run_round(config)
-            print(round_summary(state))
-        else:
-            metrics = run_pipeline(config)
-            print(
-                f"test accuracy {metrics['accuracy']:.4f} (macro F1 {metrics['macro_f1']:.4f}) "
-                f"on {metrics['test_images']} test images, "
-                f"trained on {metrics['labeled_images']} labels"
-            )
-    except (ConfigError, StrategyError, RoundBlocked, PipelineFailed, LabelStudioError) as err:
+        with workspace_lock(Path(config.workspace).resolve()):
+            print(run(config))
+    except (
+        ConfigError,
+        StrategyError,
+        WorkspaceBusy,
+        RoundBlocked,
+        PipelineFailed,
+        LabelStudioError,
+        UnreadableModel,
+    ) as err:  # each says what is wrong and what to do: one line is enough
         log.error("%s", err)
         sys.exit(1)
+
+
+def run(config: Config) -> str:
+    """Run what the config asks for; a summary of it."""
+    from activelearn.rounds import run_campaign, run_round
+    from activelearn.workspace import run_pipeline
+
+    if config.campaign.rounds > 0:
+        return campaign_summary(run_campaign(config))
+    if config.round is not None:
+        return round_summary(run_round(config))
+    metrics = run_pipeline(config)
+    return (
+        f"test accuracy {metrics['accuracy']:.4f} (macro F1 {metrics['macro_f1']:.4f}) "
+        f"on {metrics['test_images']} test images, trained on {metrics['labeled_images']} labels"
+    )
 
 
 def round_summary(state: dict) -> str:

@@ -8,6 +8,7 @@ Hydra config and retrains through `dvc repro`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -17,7 +18,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -37,10 +39,12 @@ PIPELINE = (
 
 
 CAMPAIGN_ID = "campaign.id"  # the workspace's campaign id (committed with every round)
+LOCK = ".activelearn.lock"  # held by the run working in the workspace
 
 # Run state that is not part of a round's commit (DVC adds its own outs to .gitignore),
 # files a killed process left half-written, and the default pool (data, not results).
 WORKSPACE_GITIGNORE = f"""\
+/{LOCK}
 /rounds/*/state.json
 /rounds/*/scores.csv
 /data/pool/
@@ -53,7 +57,27 @@ WORKSPACE_GITIGNORE = f"""\
 
 
 class PipelineFailed(RuntimeError):
-    """`dvc repro` exited non-zero; its output has been shown."""
+    """`dvc repro` exited non-zero; the message holds what DVC said."""
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another run is working in the workspace."""
+
+
+@contextlib.contextmanager
+def workspace_lock(ws: Path) -> Iterator[None]:
+    """One run at a time in a workspace: a second one would read the first one's
+    half-done round. The lock goes with the process, however it ends (SIGKILL too)."""
+    ws.mkdir(parents=True, exist_ok=True)
+    with open(ws / LOCK, "a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkspaceBusy(
+                f"another activelearn run is working in {ws}: let it finish (or stop it), "
+                "then run again"
+            ) from None
+        yield
 
 
 def python_environment(base: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -138,6 +162,8 @@ def run_pipeline(cfg: Config) -> dict:
     ws = Path(cfg.workspace).resolve()
     init_workspace(ws)
     with contextlib.chdir(ws):
+        if cfg.round is None and PARAMS.exists():  # a plain retrain stays at its round
+            cfg = replace(cfg, round=stages.load_params().round)
         prepare_data(cfg)
         write_params(cfg)
         repro(ws)

@@ -162,3 +162,19 @@ def test_cli_a_round_that_cannot_go_on_says_why_and_exits_1(tmp_path, args, mess
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-2000:]
     assert message in output and "Traceback" not in output
+
+
+def test_cli_a_workspace_in_use_is_refused(tmp_path):
+    import fcntl
+
+    from activelearn.workspace import LOCK
+
+    ws = tmp_path / "campaign"
+    ws.mkdir()
+    with open(ws / LOCK, "a") as held:  # another run is working here
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run_cli("round=0", f"workspace={ws}", f"hydra.run.dir={tmp_path}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    assert f"another activelearn run is working in {ws}" in output and "Traceback" not in output
+    assert not (ws / "rounds").exists() and not (ws / "data").exists()

@@ -111,3 +111,17 @@ def test_a_pipeline_dvc_cannot_run_fails_with_dvcs_own_words(tmp_path, tiny_mode
     cfg = Config(data=DataConfig(image_size=[12, 12], channels=1), model=tiny_model_cfg)
     with pytest.raises(PipelineFailed, match=r"failed in .*\(exit \d+\): .*dvc\.yaml"):
         run_pipeline(replace(cfg, workspace=str(ws)))
+
+
+def test_a_plain_retrain_stays_at_the_workspaces_round(tmp_path, bentoml_home, tiny_model_cfg):
+    from activelearn.model import Classifier
+
+    ws = tmp_path / "campaign"
+    write_class_folders(ws / "data" / "raw", per_class=6)
+    cfg = Config(data=DataConfig(image_size=[12, 12], channels=1), model=tiny_model_cfg)
+    run_pipeline(replace(cfg, workspace=str(ws), round=2))
+    model = ws / "model" / "classifier.bentomodel"
+    trained = model.stat().st_mtime_ns
+    run_pipeline(replace(cfg, workspace=str(ws)))  # `python -m activelearn`, no round=
+    assert Classifier.load(model).version == "round-2"
+    assert model.stat().st_mtime_ns == trained  # nothing changed, so nothing retrained
