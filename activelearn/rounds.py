@@ -254,8 +254,9 @@ def stopping_signal(r: Round, classifier) -> dict:
         write_atomic(STOP_SET, json.dumps([str(s) for s in chosen]))
     ids = json.loads(STOP_SET.read_text())
     x = np.stack([preprocess(Path(r.cfg.data.pool_dir) / s, classifier.prep) for s in ids])
-    predicted = classifier.predict_proba(x).argmax(axis=1).tolist()
-    (r.dir / "stop_predictions.json").write_text(json.dumps(predicted))
+    names = classifier.class_names  # names, not indices: a class added later shifts those
+    predicted = [names[i] for i in classifier.predict_proba(x).argmax(axis=1)]
+    write_atomic(r.dir / "stop_predictions.json", json.dumps(predicted))
     previous = round_dir(r.n - 1) / "stop_predictions.json"
     if not previous.exists():
         return {"stop": False, "agreement": None}

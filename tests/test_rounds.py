@@ -301,6 +301,7 @@ def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
         for n in (3, 2)
     )
     assert len(now) == 90  # the whole pool at round 0 (stop_set is 200)
+    assert set(now) | set(before) <= {"c0", "c1", "c2"}  # class names, as indices shift
     manifest = Manifest.load(ws / "data" / "manifest.csv")
     stop_set = json.loads((ws / "rounds" / "stop_set.json").read_text())
     unlabeled = np.array([manifest.samples[s].state != "labeled" for s in stop_set])
