@@ -90,13 +90,15 @@ class Manifest:
         """Add pool files not yet listed; files that do not decode are recorded as rejected,
         and files whose names are not UTF-8 are skipped (and counted) until renamed.
 
-        Only new files are decoded, so a rerun over a large pool costs one directory walk.
+        Only new files are decoded, and those rejected as unreadable before (a file being
+        copied, a permission since fixed): they go back to the pool once they decode.
         Returns counts of what was added.
         """
         added = Counter()
         for path in list_files(pool_dir):
             sid = sample_id(path, pool_dir)
-            if sid in self.samples:
+            known = self.samples.get(sid)
+            if known is not None and not _unreadable(known):
                 continue
             if not _utf8(sid):  # no id for it in the manifest, the queue or Label Studio
                 log.warning("pool file %r skipped: rename it, its name is not UTF-8", bytes(path))
@@ -105,13 +107,21 @@ class Manifest:
             try:
                 preprocess(path, prep)
             except UnreadableImage as err:
-                log.warning("pool image rejected: %s", err)
-                self.set_state(sid, "rejected", reason=str(err))
-                added["rejected"] += 1
+                if known is None:
+                    log.warning("pool image rejected: %s", err)
+                    self.set_state(sid, "rejected", reason=str(err))
+                    added["rejected"] += 1
                 continue
+            if known is not None:
+                log.info("pool image %s is readable now: back in the pool", sid)
             self.set_state(sid, "pool")
-            added["pool"] += 1
+            added["pool" if known is None else "readable again"] += 1
         return dict(added)
+
+
+def _unreadable(sample: Sample) -> bool:
+    """Rejected because the file did not decode (annotators' rejections carry a round)."""
+    return sample.state == "rejected" and sample.round is None
 
 
 def _utf8(name: str) -> bool:

@@ -180,7 +180,13 @@ def test_manifest_records_pool_and_rejects_and_survives_a_reload(tmp_path):
     assert "nested/class0/s0-000.png" in again.samples  # id = pool-relative POSIX path
     rejected = again.samples["incoming/empty.png"]
     assert rejected.state == "rejected" and "empty.png" in rejected.reason
-    assert again.sync_pool(pool, GRAY) == {}  # nothing new, nothing decoded twice
+    assert again.sync_pool(pool, GRAY) == {}  # nothing new, nothing readable again
+
+    gradient("L").save(pool / "incoming" / "empty.png")  # the file arrived in full after all
+    again.set_state("nested/class1/s0-000.png", "rejected", round=2, reason="unknown label")
+    assert again.sync_pool(pool, GRAY) == {"readable again": 1}
+    assert again.samples["incoming/empty.png"].state == "pool"
+    assert again.samples["nested/class1/s0-000.png"].state == "rejected"  # annotators' say
 
 
 def test_a_pool_file_whose_name_is_not_utf8_is_skipped_not_fatal(tmp_path, caplog):
