@@ -15,7 +15,6 @@ import argparse
 import csv
 import json
 import logging
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -44,8 +43,10 @@ def round_figures(
         )
     scores = out / "scores.csv"
     if scores.exists():
-        with scores.open() as f:
-            confidence = np.array([float(r["confidence"]) for r in csv.DictReader(f)])
+        with scores.open() as f:  # a row the model gave no prediction for has no confidence
+            confidence = np.array(
+                [float(r["confidence"]) for r in csv.DictReader(f) if r["confidence"]]
+            )
         if len(confidence):
             queued = [1 - q.confidence for q in queue if q.confidence is not None]
             figures.append(
@@ -219,14 +220,20 @@ def _log_report(sweep: Path, out: Path, rows: list[dict]) -> None:
         )
     )
     run = client.create_run(experiment, run_name=f"sweep-{sweep.parent.name}-{sweep.name}")
-    for row in rows:
-        name = re.sub(r"[^\w./ -]", "_", row["strategy"])  # MLflow refuses '=' in names
-        for key, value in row.items():
-            if isinstance(value, float) and not np.isnan(value):
-                client.log_metric(run.info.run_id, f"{name}.{key}", value)
-    for path in out.iterdir():
-        client.log_artifact(run.info.run_id, str(path), "report")
-    client.set_terminated(run.info.run_id)
+    from activelearn.tracking import metric_name
+
+    status = "FAILED"
+    try:
+        for row in rows:
+            for key, value in row.items():
+                if isinstance(value, float) and not np.isnan(value):
+                    name = metric_name(f"{row['strategy']}.{key}")
+                    client.log_metric(run.info.run_id, name, value)
+        for path in out.iterdir():
+            client.log_artifact(run.info.run_id, str(path), "report")
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run.info.run_id, status)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,10 +17,10 @@ import contextlib
 import csv
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -318,8 +318,8 @@ def track(r: Round) -> dict:
         test = train_result.get("metrics")
         if test:
             metrics |= {"test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"]}
-        if queue and queue[0].confidence is not None:
-            uncertainty = [1 - q.confidence for q in queue]
+        uncertainty = [1 - q.confidence for q in queue if q.confidence is not None]
+        if uncertainty:
             metrics |= {
                 "batch_uncertainty_mean": float(np.mean(uncertainty)),
                 "batch_uncertainty_max": float(np.max(uncertainty)),
@@ -339,8 +339,10 @@ def track(r: Round) -> dict:
                 run_id, MODEL_FILE.resolve(), f"{campaign}-classifier", r.n
             )
         kill_point("track:after-log")
-    finally:
-        tracker.finish(run_id)
+    except BaseException:
+        tracker.finish(run_id, failed=True)  # the rerun resumes it
+        raise
+    tracker.finish(run_id)
     if select_result.get("stop"):  # no round after this one: the campaign's run ends too
         tracker.finish(tracker.parent_id)
     return {"run_id": run_id, "model_version": version}
@@ -421,12 +423,17 @@ def flat_params(cfg: Config) -> dict:
 
 
 def _without_credentials(value):
-    if not isinstance(value, str) or "@" not in value:
+    """`scheme://user:password@host/...` without `user:password@`; a password may hold
+    `/`, `?` or `#`, which urlsplit would take for the end of the host."""
+    if not isinstance(value, str) or (found := CREDENTIALS.match(value)) is None:
         return value
-    parts = urllib.parse.urlsplit(value)
-    if parts.username is None and parts.password is None:
+    scheme, userinfo = found.groups()
+    if ":" not in userinfo and "/" in userinfo:  # an `@` in a path, not a user
         return value
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return scheme + value[found.end() :]
+
+
+CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(.*)@")
 
 
 def run_round(cfg: Config) -> dict:

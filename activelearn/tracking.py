@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 from activelearn.stages import round_tag
@@ -103,9 +104,10 @@ class CampaignTracker:
 
         now = int(time.time() * 1000)
         existing = self.client.get_run(run_id).data.metrics  # no history to read for new ones
+        named = {metric_name(k): v for k, v in metrics.items()}
         batch = [
             Metric(k, float(v), now, step)
-            for k, v in metrics.items()
+            for k, v in named.items()
             if k not in existing or not self._logged(run_id, k, step)
         ]
         for start in range(0, len(batch), 1000):
@@ -138,5 +140,11 @@ class CampaignTracker:
         )
         return version.version
 
-    def finish(self, run_id: str) -> None:
-        self.client.set_terminated(run_id)
+    def finish(self, run_id: str, failed: bool = False) -> None:
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def metric_name(name: str) -> str:
+    """`name` as MLflow takes it: a class folder called `t-shirt (top)` or a swept
+    `k=5` has characters MLflow refuses in metric names."""
+    return re.sub(r"[^\w./ -]", "_", name)

@@ -109,3 +109,26 @@ def test_a_run_that_ended_early_is_not_extended_to_the_others_labels():
 def test_report_of_a_folder_without_campaigns_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no finished campaign rounds"):
         report_sweep(tmp_path, [0.9])
+
+
+def test_a_pool_row_without_a_prediction_is_left_out_of_the_uncertainty_plot(tmp_path, monkeypatch):
+    from activelearn.config import Config
+    from activelearn.reporting import round_figures
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rounds" / "0").mkdir(parents=True)
+    (tmp_path / "rounds" / "0" / "scores.csv").write_text(
+        "sample_id,predicted,confidence,margin\na.png,cat,0.750000,0.5\nb.png,,,-1.000000\n"
+    )
+    figures = round_figures(0, Config(), [], [])
+    assert [f.name for f in figures] == ["pool_uncertainty.png"]
+
+
+def test_class_names_mlflow_refuses_become_metric_names_it_takes(tmp_path):
+    from activelearn.tracking import CampaignTracker, tracking_uri
+
+    tracker = CampaignTracker(tracking_uri("sqlite:///mlruns.db", tmp_path), "e", "c", tmp_path)
+    run_id = tracker.round_run(0)
+    tracker.log_metrics(run_id, {"labeled_t-shirt (top)": 3, "labeled_a+b": 4}, step=0)
+    logged = tracker.client.get_run(run_id).data.metrics
+    assert logged == {"labeled_t-shirt _top_": 3.0, "labeled_a_b": 4.0}

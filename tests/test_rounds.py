@@ -405,8 +405,15 @@ def test_an_ingest_rerun_after_its_answers_were_saved_still_goes_on(tmp_path, mo
 def test_params_leave_out_a_password_written_into_a_url():
     from activelearn.rounds import flat_params
 
-    cfg = Config(tracking=TrackingConfig(uri="postgresql://me:s3cret@db:5432/mlflow"))
-    params = flat_params(cfg)
-    assert params["tracking.uri"] == "postgresql://db:5432/mlflow"
-    assert "s3cret" not in json.dumps(params)
+    for uri in (
+        "postgresql://me:s3cret@db:5432/mlflow",
+        "postgresql://me:s3/c?r#et@db:5432/mlflow",
+    ):
+        params = flat_params(Config(tracking=TrackingConfig(uri=uri)))
+        assert params["tracking.uri"] == "postgresql://db:5432/mlflow"
+        assert "s3" not in json.dumps(params)
     assert params["labeling.url"] == "http://127.0.0.1:8080"  # nothing to leave out
+    at_in_path = "file:///home/me@work/mlruns"
+    assert flat_params(Config(tracking=TrackingConfig(uri=at_in_path)))["tracking.uri"] == (
+        at_in_path
+    )
