@@ -5,7 +5,8 @@
 writes scikit-learn's 1,797 handwritten digits (8x8, gray) as PNG files: a labeled
 seed set (`data/raw/<digit>/`), the pool (`data/pool/`), a fixed test set
 (`data/test/<digit>/`), and `data/pool_labels.csv` (pool-relative path, label), which
-only the simulated annotator reads.
+only the simulated annotator reads. A write killed midway is done again by the next one:
+`WRITING` marks it until the last file is in place.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from activelearn.faults import kill_point
+from activelearn.files import PARTIAL, atomic_file
+
 log = logging.getLogger(__name__)
 
 DATASETS = ("digits",)
+WRITING = f".digits{PARTIAL}"  # in the root while the demo is written; gone once it is whole
 
 
 def write_digits(
@@ -51,19 +56,33 @@ def write_digits(
         split[members[n_test : n_test + per_class]] = "raw"
 
     folders = {"raw": root / raw_dir, "pool": root / pool_dir, "test": root / test_dir}
+
+    def places(i: int, label: int) -> dict[str, Path]:
+        name = f"digit-{i:04d}.png"
+        return {
+            part: folder / name if part == "pool" else folder / str(label) / name
+            for part, folder in folders.items()
+        }
+
+    writing = root / WRITING
+    if writing.exists():  # a write was killed, maybe with other settings: undo all of it
+        for i, label in enumerate(labels):
+            for path in places(i, label).values():
+                path.unlink(missing_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    writing.touch()
     answers = []
     for i, (image, label, part) in enumerate(zip(images, labels, split, strict=True)):
-        name = f"digit-{i:04d}.png"
-        path = folders[part] / name if part == "pool" else folders[part] / str(label) / name
+        kill_point(f"digits:{i}")  # crash tests: killed before image i
+        path = places(i, label)[part]
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(path)
         if part == "pool":
-            answers.append((name, str(label)))
+            answers.append((path.name, str(label)))
 
-    labels_path = root / pool_labels
-    labels_path.parent.mkdir(parents=True, exist_ok=True)
-    with labels_path.open("w", newline="") as f:
+    with atomic_file(root / pool_labels, newline="") as f:
         csv.writer(f).writerows([("path", "label"), *answers])
+    writing.unlink()
     counts = {part: int((split == part).sum()) for part in folders}
     log.info("wrote digits: %s", counts)
     return counts

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from activelearn import stage_worker, stages
 from activelearn.config import Config
 from activelearn.data import list_files, split_test_set
+from activelearn.datasets import WRITING, write_digits
 from activelearn.files import PARTIAL, write_atomic
 from activelearn.manifest import Manifest
 from activelearn.stages import METRICS, PARAMS, preprocessing
@@ -123,9 +124,7 @@ def init_workspace(ws: Path) -> None:
 def prepare_data(cfg: Config) -> dict[str, int]:
     """Demo data if asked for, the fixed test split and the pool manifest (run in the workspace)."""
     data = cfg.data
-    if data.demo and not list_files(data.raw_dir):
-        from activelearn.datasets import write_digits
-
+    if data.demo and (Path(WRITING).exists() or not list_files(data.raw_dir)):  # or killed midway
         write_digits(
             ".",
             seed=cfg.seed,
