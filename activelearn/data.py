@@ -19,6 +19,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from activelearn.files import PARTIAL
+
 log = logging.getLogger(__name__)
 
 # Truncated files must fail loudly, not decode as half-grey images.
@@ -174,13 +176,18 @@ def load_labeled(root: str | Path, class_names: list[str], prep: Preprocessing) 
 
 
 def split_test_set(raw_dir: str | Path, test_dir: str | Path, fraction: float, seed: int) -> int:
-    """Move a stratified, seeded `fraction` of the labeled set into the test folder, once.
+    """Move a stratified, seeded `fraction` of the labeled set into the test folder, at once.
 
-    Does nothing when the test folder already holds images: the held-out set is fixed
-    when the campaign starts, so every round is measured on the same images.
+    Does nothing when the test folder already holds images. The draw is moved into a
+    folder next to it and renamed into place, so a kill leaves no partial test set; the
+    next call first puts the images of such a folder back into the labeled set.
     Returns the number of files moved.
     """
-    test_dir = Path(test_dir)
+    raw_dir, test_dir = Path(raw_dir), Path(test_dir)
+    drawing = test_dir.with_name(test_dir.name + PARTIAL)
+    for path in list_files(drawing):  # a draw that was killed: no labeled image is lost
+        _move(path, raw_dir / path.relative_to(drawing))
+    shutil.rmtree(drawing, ignore_errors=True)
     if list_files(test_dir):
         return 0
     if not 0 < fraction < 1:
@@ -197,12 +204,19 @@ def split_test_set(raw_dir: str | Path, test_dir: str | Path, fraction: float, s
         if len(files) > 1:
             take = min(max(take, 1), len(files) - 1)  # every class on both sides
         for path in files[:take]:
-            target = test_dir / path.relative_to(raw_dir)  # subfolders kept: no name clash
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(path, target)
+            _move(path, drawing / path.relative_to(raw_dir))  # subfolders kept: no name clash
             moved += 1
+    if moved:
+        for folder in sorted(test_dir.glob("**/"), reverse=True):  # empty ones, made ahead
+            folder.rmdir()
+        drawing.rename(test_dir)
     log.info("fixed the test set: moved %d labeled images to %s", moved, test_dir)
     return moved
+
+
+def _move(path: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(path, target)
 
 
 def class_names_of(*roots: str | Path) -> list[str]:

@@ -1,6 +1,7 @@
 """The data layer on generated images of every format and mode, and on broken files."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -256,6 +257,34 @@ def test_test_split_is_seeded(tmp_path):
         split_test_set(raw, test, 0.3, seed=7)
         picks.append([p.relative_to(test) for p in list_files(test)])
     assert picks[0] == picks[1]
+
+
+def test_a_draw_killed_midway_leaves_no_test_set_and_the_next_draws_it_whole(tmp_path, monkeypatch):
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    for ws in (killed, whole):
+        write_class_folders(ws / "raw", per_class=10, n_classes=3)
+    (killed / "test" / "class0").mkdir(parents=True)  # an empty folder, made ahead
+    moved, move = [], shutil.move
+
+    def killed_at_the_third_move(*args):
+        if len(moved) == 2:
+            raise KeyboardInterrupt
+        moved.append(args)
+        return move(*args)
+
+    monkeypatch.setattr(shutil, "move", killed_at_the_third_move)
+    with pytest.raises(KeyboardInterrupt):
+        split_test_set(killed / "raw", killed / "test", 0.2, seed=0)
+    assert not list_files(killed / "test")  # no partial test set to be taken as the fixed one
+    monkeypatch.undo()
+
+    assert split_test_set(killed / "raw", killed / "test", 0.2, seed=0) == 6
+    split_test_set(whole / "raw", whole / "test", 0.2, seed=0)
+    for part in ("raw", "test"):  # the same draw as without the kill, and no label lost
+        assert [p.relative_to(killed) for p in list_files(killed / part)] == [
+            p.relative_to(whole) for p in list_files(whole / part)
+        ]
+    assert sorted(p.name for p in killed.iterdir()) == ["raw", "test"]
 
 
 def test_a_demo_write_killed_midway_is_written_whole_by_the_next_run(tmp_path, monkeypatch):
