@@ -20,7 +20,7 @@ class DataConfig:
     manifest: str = "data/manifest.csv"  # state of every pool sample
     image_size: list[int] = field(default_factory=lambda: [32, 32])  # height, width
     channels: int = 3  # 1 = grayscale, 3 = RGB
-    test_fraction: float = 0.2  # of the first labeled set, when test_dir is empty
+    test_fraction: float = 0.2  # of the labeled set at set-up, when test_dir is empty
     demo: Optional[str] = None  # bundled dataset written into the layout when raw_dir is empty
     seed_per_class: int = 2  # demo only: labeled images per class to start with
     pool_labels: str = "data/pool_labels.csv"  # demo only: answers for the simulated annotator

@@ -25,7 +25,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from activelearn import stage_worker, stages
-from activelearn.config import Config
+from activelearn.config import Config, ConfigError
 from activelearn.data import list_files, split_test_set
 from activelearn.datasets import WRITING, write_digits
 from activelearn.files import PARTIAL, write_atomic
@@ -122,7 +122,7 @@ def init_workspace(ws: Path) -> None:
 
 
 def prepare_data(cfg: Config) -> dict[str, int]:
-    """Demo data if asked for, the fixed test split and the pool manifest (run in the workspace)."""
+    """Demo data if asked for, the test set drawn at set-up, the pool manifest; in the workspace."""
     data = cfg.data
     if data.demo and (Path(WRITING).exists() or not list_files(data.raw_dir)):  # or killed midway
         write_digits(
@@ -140,7 +140,17 @@ def prepare_data(cfg: Config) -> dict[str, int]:
             f"no labeled images in {Path(data.raw_dir).resolve()}: put them in "
             f"{data.raw_dir}/<class>/<file>, or use the demo data (data=digits)"
         )
-    split_test_set(data.raw_dir, data.test_dir, data.test_fraction, cfg.seed)
+    # The test set is drawn at set-up only (the manifest is saved last): images labeled
+    # in rounds were chosen by the model, and a test set drawn from them would be biased.
+    setting_up = not Path(data.manifest).exists()
+    if setting_up:
+        split_test_set(data.raw_dir, data.test_dir, data.test_fraction, cfg.seed)
+    if list_files(data.raw_dir) and not list_files(data.test_dir):
+        hold_out = ", or label at least 2 images per class so one is held out" if setting_up else ""
+        raise ConfigError(
+            f"no test images in {Path(data.test_dir).resolve()} to evaluate on: put a fixed "
+            f"test set into {data.test_dir}/<class>/{hold_out}"
+        )
     manifest = Manifest.load(data.manifest)
     added = manifest.sync_pool(data.pool_dir, preprocessing(cfg))
     manifest.save()

@@ -178,3 +178,16 @@ def test_cli_a_workspace_in_use_is_refused(tmp_path):
     assert result.returncode == 1, output[-2000:]
     assert f"another activelearn run is working in {ws}" in output and "Traceback" not in output
     assert not (ws / "rounds").exists() and not (ws / "data").exists()
+
+
+def test_cli_a_round_without_test_images_says_how_to_get_some_and_exits_1(tmp_path):
+    ws = tmp_path / "campaign"
+    write_class_folders(ws / "data" / "raw", per_class=1)  # none to hold out, no test set
+    result = run_cli("round=0", "data=folder", f"workspace={ws}", f"hydra.run.dir={tmp_path}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    assert (
+        f"no test images in {ws.resolve() / 'data' / 'test'} to evaluate on: put a fixed test "
+        "set into data/test/<class>/, or label at least 2 images per class so one is held out"
+    ) in output
+    assert "Traceback" not in output

@@ -1,6 +1,7 @@
 """The data layer on generated images of every format and mode, and on broken files."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from activelearn.config import Config, DataConfig
+from activelearn.config import Config, ConfigError, DataConfig
 from activelearn.data import (
     Preprocessing,
     UnreadableImage,
@@ -285,6 +286,28 @@ def test_a_draw_killed_midway_leaves_no_test_set_and_the_next_draws_it_whole(tmp
             p.relative_to(whole) for p in list_files(whole / part)
         ]
     assert sorted(p.name for p in killed.iterdir()) == ["raw", "test"]
+
+
+def test_the_test_set_is_drawn_at_set_up_and_never_from_labels_of_later_rounds(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    raw, test = tmp_path / "data" / "raw", tmp_path / "data" / "test"
+    write_class_folders(raw, per_class=1)  # one image per class: none can be held out
+    cfg = Config(data=DataConfig(image_size=[12, 12], channels=1))
+    fixes = "put a fixed test set into data/test/<class>/, or label at least 2 images per class"
+    with pytest.raises(
+        ConfigError, match=re.escape(f"no test images in {test} to evaluate on: {fixes}")
+    ):
+        prepare_data(cfg)
+    write_class_folders(raw, per_class=1, seed=1)  # a second one: the set-up draws one of each
+    prepare_data(cfg)
+
+    shutil.rmtree(test)  # later the test set is gone, and labels answered in rounds arrive ...
+    write_class_folders(raw, per_class=3, seed=2)
+    with pytest.raises(ConfigError, match=r"put a fixed test set into data/test/<class>/$"):
+        prepare_data(cfg)
+    assert not test.exists()  # ... and none of them is drawn into the test set
 
 
 def test_a_demo_write_killed_midway_is_written_whole_by_the_next_run(tmp_path, monkeypatch):
