@@ -289,7 +289,7 @@ def run_campaign(
         elif not remaining:
             stop = "pool"
         else:
-            cfg = replace(scfg, batch_size=min(scfg.batch_size, args.batch, left))
+            cfg = replace(scfg, batch_size=min(args.batch, left))
             round_seed = seed * 1000 + n  # the round loop's scoring seed
             if args.scorer == "files":
                 with tempfile.TemporaryDirectory() as work:

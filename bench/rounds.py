@@ -64,11 +64,17 @@ def row(mode: str, n: int, wall: float, state: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=4, help="at least 2: round 0 is cold")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rounds-bench"))
     args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2: rounds 1 and on are measured")
+    mark = args.out / ".rounds-bench"  # the only folder this run may empty: one it made
+    if args.out.exists() and any(args.out.iterdir()) and not mark.exists():
+        parser.error(f"--out {args.out} holds files this benchmark did not write: pick another")
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
+    mark.touch()
 
     rows = []
     apart = args.out / "round-per-process"

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback-only Rays; nothin
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
 import numpy as np  # noqa: E402
-from scoring import POOL_CACHE, generate_pool, image_id  # noqa: E402  (bench/scoring.py: one shared pool cache)
+from scoring import POOL_CACHE, generate_pool, image_id, peak_rss_mib  # noqa: E402  (bench/scoring.py: one shared pool cache)
 
 from activelearn.config import (  # noqa: E402
     ModelConfig,
@@ -124,7 +123,7 @@ def measure_child(args: argparse.Namespace) -> None:
         "startup": None if records.ready_at is None else records.ready_at - start,
         "streaming": records.streaming,
         "actors": records.actors,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mib(),
         "picks": digest(
             "\n".join(json.loads(line)["sample_id"] for line in open(out / "round" / "queue.jsonl"))
         ),

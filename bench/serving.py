@@ -103,6 +103,7 @@ class Server:
                 if httpx.get(f"{self.url}/health", timeout=2).json().get("model_version"):
                     return
             time.sleep(0.5)
+        self.stop()  # not left holding its port
         raise RuntimeError(f"no model served after 180 s: see {self.log.name}")
 
     def stop(self) -> None:
