@@ -89,8 +89,9 @@ class PoolScorer:
     def node(self) -> str:
         return self.where
 
-    def score_block(self, ids: list[str]) -> ScoredBlock:
-        """Scores of `ids` in order, and the block's candidates (at most 2 x plan.candidates)."""
+    def score_block(self, ids: list[str], driver_reads_first: bool) -> ScoredBlock:
+        """Scores of `ids` in order, and the block's candidates (at most 2 x plan.candidates).
+        Files missing here are unreadable, as on the driver, unless the driver reads them."""
         parts = [
             score_batch(self.classifier, batch, self.plan)
             for batch in stream_pool(
@@ -98,7 +99,8 @@ class PoolScorer:
             )
         ]
         block = merge_blocks(parts, self.plan.candidates)
-        if ids and not block.ids and all(not (self.pool_dir / s).exists() for s in ids):
+        missing_here = all(not (self.pool_dir / s).exists() for s in ids)
+        if ids and not block.ids and missing_here and driver_reads_first:
             raise NodeCannotRead(
                 f"node {self.where} finds none of the {len(ids)} pool files from {ids[0]} "
                 f"to {ids[-1]} under {self.pool_dir}: is the shared pool mounted there?"
@@ -209,17 +211,22 @@ def _score_blocks(
             num_cpus=settings.cpus_per_actor, scheduling_strategy="SPREAD"
         )
         decode_workers = max(1, round(settings.cpus_per_actor))
+        pool = Path(pool_dir)
+        probe = next((s for s in ids if (pool / s).is_file()), ids[0])  # one the driver reads
         actors = [
             actor_class.remote(
-                model, pool_dir, plan, batch_size, ids[0], decode_workers, settings.tf_threads
+                model, pool_dir, plan, batch_size, probe, decode_workers, settings.tf_threads
             )
             for _ in range(n_actors)
         ]
         _wait_for_actors(actors, settings.start_timeout, cpus, settings.cpus_per_actor)
         start = time.perf_counter()
-        yield from _ordered_results(
-            actors, lambda i: ids[i * block : (i + 1) * block], n_blocks, block
-        )
+
+        def chunk(i: int) -> tuple[list[str], bool]:
+            part = ids[i * block : (i + 1) * block]
+            return part, (pool / part[0]).is_file()
+
+        yield from _ordered_results(actors, chunk, n_blocks, block)
         elapsed = time.perf_counter() - start
         log.info(
             "ray: scored %d pool samples in %d blocks on %d actors in %.1f s (%.0f per second)",
@@ -305,7 +312,7 @@ def _ordered_results(actors: list, chunk, n_blocks: int, block: int) -> Iterator
         nonlocal submitted
         while free and submitted < n_blocks and len(pending) + len(finished) < max_outstanding:
             actor = free.pop(0)
-            pending[actor.score_block.remote(chunk(submitted))] = (submitted, actor)
+            pending[actor.score_block.remote(*chunk(submitted))] = (submitted, actor)
             submitted += 1
 
     fill()
