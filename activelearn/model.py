@@ -155,7 +155,7 @@ class Classifier:
         return np.asarray(self.network.predict(x, batch_size=batch_size, verbose=0))
 
     def predict_with_features(
-        self, x: np.ndarray, mc_samples: int = 0
+        self, x: np.ndarray, mc_samples: int = 0, seed: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and penultimate-layer features of one batch.
 
@@ -163,6 +163,8 @@ class Classifier:
         T Monte-Carlo dropout passes in which the layers before the first dropout run
         once and only the rest runs T times (the same distribution as T full passes with
         dropout on, for a fraction of the cost when the convolutions come first).
+        `seed` fixes the dropout masks: the same batch and seed give the same samples in
+        any process (a rerun, a Ray actor).
         """
         passes = self._passes()
         x = np.asarray(x, np.float32)
@@ -171,6 +173,8 @@ class Classifier:
             return probas.numpy(), features.numpy()
         hidden = passes.head(x)
         features, _ = passes.deterministic_tail(hidden)
+        if seed is not None:
+            passes.reseed(seed)
         samples = [passes.stochastic_tail(hidden) for _ in range(mc_samples)]
         return np.stack([p.numpy() for p in samples], axis=-1), features.numpy()
 
@@ -291,11 +295,18 @@ class _Passes:
                 feature_out = hidden
         tail_model = keras.Model(hidden_in, [feature_out, hidden])
 
+        self.dropouts = [layer for layer in tail if isinstance(layer, keras.layers.Dropout)]
         self.deterministic = tf.function(lambda x: deterministic(x, training=False))
         self.head = tf.function(lambda x: head(x, training=False))
         self.deterministic_tail = tf.function(lambda h: tail_model(h, training=False))
         # training=True switches dropout on; the tail has nothing else that it changes.
         self.stochastic_tail = tf.function(lambda h: tail_model(h, training=True)[1])
+
+    def reseed(self, seed: int) -> None:
+        """Start every dropout layer's random stream at `seed` (each its own)."""
+        for i, layer in enumerate(self.dropouts):
+            state = layer.seed_generator.state
+            state.assign(np.array([(seed + i) % 2**31, 0], dtype=state.dtype))
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:

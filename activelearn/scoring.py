@@ -266,7 +266,8 @@ def score_batch(classifier, batch: Batch, plan: ScoringPlan) -> ScoredBlock:
     if plan.cold:
         block.candidates.add(None, features=batch.x.reshape(len(batch.x), -1), **columns)
         return block
-    probas, features = classifier.predict_with_features(batch.x, plan.mc_samples)
+    mc_seed = int(columns["_u"][0] * 2**31)  # the batch's own masks, whichever engine scores it
+    probas, features = classifier.predict_with_features(batch.x, plan.mc_samples, mc_seed)
     block.scores = {m: strategies.MEASURES[m](probas) for m in plan.measures}
     block.predicted, block.confidence = top_class(probas)
     block.candidates.add(

@@ -308,22 +308,30 @@ def test_mc_strategy_without_samples_is_a_clear_error(tmp_path, classifier, pool
         )
 
 
-def test_bald_with_mc_samples_scores_every_sample(tmp_path, classifier, pool):
+def test_bald_with_mc_samples_scores_every_sample_the_same_each_time(tmp_path, classifier, pool):
     model, labeled_x = classifier
-    result = score_and_select(
-        model,
-        pool[1],
-        pool[0],
-        StrategyConfig(name="bald", mc_samples=5, batch_size=4),
-        tmp_path,
-        labeled_x=labeled_x,
-        prep=PREP,
-        seed=0,
-    )
-    rows = read_scores(tmp_path / "scores.csv")
+    results = [
+        score_and_select(
+            model,
+            Manifest(pool[1].path, dict(pool[1].samples)),  # each run from the same state
+            pool[0],
+            StrategyConfig(name="bald", mc_samples=5, batch_size=4),
+            tmp_path / str(run),
+            labeled_x=labeled_x,
+            prep=PREP,
+            seed=0,
+            batch_size=batch_size,
+        )
+        for run, batch_size in enumerate([16, 16, 8])
+    ]
+    rows = read_scores(tmp_path / "0" / "scores.csv")
     assert {"bald", "variation_ratio"} <= set(rows[0])
     top = {r["sample_id"] for r in sorted(rows, key=lambda r: -float(r["bald"]))[:4]}
-    assert {q.sample_id for q in result.queue} == top
+    assert {q.sample_id for q in results[0].queue} == top
+    # Dropout masks are seeded per batch: a rerun picks and scores alike, other batches not.
+    same, other = ((tmp_path / str(r) / "scores.csv").read_text() for r in (1, 2))
+    assert same == (tmp_path / "0" / "scores.csv").read_text() != other
+    assert results[1].queue == results[0].queue
 
 
 def test_cheap_mc_dropout_matches_full_passes_in_distribution(classifier):

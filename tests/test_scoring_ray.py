@@ -84,16 +84,21 @@ def local_ray(short_tmp):
     yield
 
 
-def score(campaign, out: Path, strategy: str, scoring: ScoringConfig | None, pool=None):
+def score(
+    campaign, out: Path, strategy: str, scoring: ScoringConfig | None, pool=None, gone=(), mc=0
+):
+    """One round's scoring; `gone`: pool samples in the manifest whose files are deleted."""
     root, model, labeled_x = campaign
     manifest = Manifest(out / "manifest.csv")
-    for path in sorted((root / "pool").rglob("*.png")):
-        manifest.set_state(path.relative_to(root / "pool").as_posix(), "pool")
+    for sid in sorted(
+        [*gone, *(p.relative_to(root / "pool").as_posix() for p in (root / "pool").rglob("*.png"))]
+    ):
+        manifest.set_state(sid, "pool")
     result = score_and_select(
         model,
         manifest,
         pool or root / "pool",
-        StrategyConfig(name=strategy, batch_size=10, candidates=40),
+        StrategyConfig(name=strategy, batch_size=10, candidates=40, mc_samples=mc),
         out / "round",
         labeled_x=labeled_x,
         prep=PREP,
@@ -132,6 +137,29 @@ def test_ray_scorer_picks_and_scores_as_the_local_one_uncertainty(
     on_ray = score(campaign, tmp_path / "ray", "entropy", ray_scoring(actors=1, block_size=64))
     assert_same_round(tmp_path / "local", tmp_path / "ray", local, on_ray)
     assert "1 scoring actors on 1 nodes" in caplog.text
+
+
+@pytest.mark.integration
+def test_a_pool_file_deleted_everywhere_is_rejected_on_ray_as_locally(
+    tmp_path, campaign, local_ray
+):
+    gone = ["aaa/gone.png", "aab/gone.png"]  # first in the pool: the probe and block 0
+    local = score(campaign, tmp_path / "local", "entropy", None, gone=gone)
+    on_ray = score(
+        campaign, tmp_path / "ray", "entropy", ray_scoring(actors=1, block_size=64), gone=gone
+    )
+    assert on_ray[0].queue == local[0].queue
+    for sid in gone:
+        assert on_ray[1].samples[sid].state == "rejected"
+        assert on_ray[1].samples[sid].reason == local[1].samples[sid].reason
+
+
+@pytest.mark.integration
+def test_mc_dropout_on_ray_samples_as_the_local_one(tmp_path, campaign, local_ray):
+    """The dropout masks are seeded per batch, so the actor draws what the local scorer does."""
+    local = score(campaign, tmp_path / "local", "bald", None, mc=5)
+    on_ray = score(campaign, tmp_path / "ray", "bald", ray_scoring(actors=1, block_size=64), mc=5)
+    assert_same_round(tmp_path / "local", tmp_path / "ray", local, on_ray)
 
 
 @pytest.mark.integration
