@@ -111,9 +111,12 @@ def labeled_counts(cfg: Config) -> dict[str, int]:
 
 def make_annotator(cfg: Config, class_names: list[str]) -> labeling.Annotator:
     if cfg.labeling.kind == "simulated":
-        return labeling.SimulatedAnnotator(
-            cfg.data.pool_labels, class_names, cfg.labeling.error_rate, cfg.seed
-        )
+        try:
+            return labeling.SimulatedAnnotator(
+                cfg.data.pool_labels, class_names, cfg.labeling.error_rate, cfg.seed
+            )
+        except FileNotFoundError as err:
+            raise RoundBlocked(f"{err}; with people labeling, use labeling=labelstudio") from None
     if cfg.labeling.kind == "labelstudio":
         from activelearn.labelstudio import LabelStudioAnnotator
 

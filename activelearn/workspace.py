@@ -48,6 +48,7 @@ WORKSPACE_GITIGNORE = f"""\
 /{LOCK}
 /rounds/*/state.json
 /rounds/*/scores.csv
+/rounds/serving-retrain.log
 /data/pool/
 /data/pool_labels.csv
 *{PARTIAL}

@@ -191,3 +191,14 @@ def test_cli_a_round_without_test_images_says_how_to_get_some_and_exits_1(tmp_pa
         "set into data/test/<class>/, or label at least 2 images per class so one is held out"
     ) in output
     assert "Traceback" not in output
+
+
+def test_cli_own_images_without_answers_name_the_labels_file_and_exit_1(tmp_path):
+    ws = tmp_path / "campaign"
+    write_class_folders(ws / "data" / "raw", per_class=2)
+    write_class_folders(ws / "data" / "pool", per_class=3, seed=1)
+    result = run_cli("round=0", "data=folder", f"workspace={ws}", f"hydra.run.dir={tmp_path}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    assert "pool_labels.csv not found" in output and "use labeling=labelstudio" in output
+    assert "Traceback" not in output
