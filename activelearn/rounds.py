@@ -425,6 +425,9 @@ def flat_params(cfg: Config) -> dict:
     return flat
 
 
+CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(.*)@")  # a URL's scheme, user info
+
+
 def _without_credentials(value):
     """`scheme://user:password@host/...` without `user:password@`; a password may hold
     `/`, `?` or `#`, which urlsplit would take for the end of the host."""
@@ -434,9 +437,6 @@ def _without_credentials(value):
     if ":" not in userinfo and "/" in userinfo:  # an `@` in a path, not a user
         return value
     return scheme + value[found.end() :]
-
-
-CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(.*)@")
 
 
 def run_round(cfg: Config) -> dict:
