@@ -99,8 +99,8 @@ class GivesNaNFor:
         self.model, self.image = model, image
         self.class_names, self.prep = model.class_names, model.prep
 
-    def predict_with_features(self, x, mc_samples=0):
-        probas, features = self.model.predict_with_features(x, mc_samples)
+    def predict_with_features(self, x, mc_samples=0, seed=None):
+        probas, features = self.model.predict_with_features(x, mc_samples, seed)
         probas[(x == self.image).all(axis=(1, 2, 3))] = np.nan
         return probas, features
 
