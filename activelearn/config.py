@@ -134,13 +134,14 @@ class ConfigError(ValueError):
 def check_config(cfg: Config) -> None:
     """Fail at start-up, before the workspace changes, on settings the types let through
     but that would fail later, after work was done (or reject every pool image)."""
-    from activelearn.data import Preprocessing, list_files
+    from activelearn.data import list_files
     from activelearn.scoring import check_strategy
+    from activelearn.stages import preprocessing
 
     check_strategy(cfg.strategy)
     data, campaign = cfg.data, cfg.campaign
     try:
-        Preprocessing(tuple(data.image_size), data.channels)
+        preprocessing(cfg)
     except ValueError as err:
         raise ConfigError(f"data.{err}") from err
     if not 0 < data.test_fraction < 1 and not list_files(Path(cfg.workspace) / data.test_dir):
@@ -153,8 +154,12 @@ def check_config(cfg: Config) -> None:
             f"campaign.stop_set={campaign.stop_set}: the stop rule compares models on at "
             "least 1 image; raise it, or turn the rule off with campaign.stop_patience=0"
         )
-    if cfg.scoring.engine not in ENGINES:
-        raise ConfigError(f"scoring.engine={cfg.scoring.engine!r}: choose {' or '.join(ENGINES)}")
+    check_engine(cfg.scoring)
+
+
+def check_engine(scoring: ScoringConfig) -> None:
+    if scoring.engine not in ENGINES:
+        raise ConfigError(f"scoring.engine={scoring.engine!r}: choose {' or '.join(ENGINES)}")
 
 
 def register_configs() -> None:

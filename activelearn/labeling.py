@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from activelearn.faults import kill_point
-from activelearn.files import PARTIAL
+from activelearn.files import atomic_file
 from activelearn.manifest import Manifest
 from activelearn.queue import QueueItem
 
@@ -123,9 +123,9 @@ def apply_answers(
                     earlier.unlink()
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():
-                tmp = target.with_name(f".{target.name}{PARTIAL}")
-                shutil.copyfile(Path(pool_dir) / answer.sample_id, tmp)
-                tmp.replace(target)
+                with open(Path(pool_dir) / answer.sample_id, "rb") as source:
+                    with atomic_file(target, "wb") as copy:
+                        shutil.copyfileobj(source, copy)
             manifest.set_state(answer.sample_id, "labeled", round=round, label=answer.label)
         elif answer.status in (UNKNOWN_LABEL, DISAGREEMENT, EXCLUDED):
             manifest.set_state(answer.sample_id, "rejected", round=round, reason=answer.detail)

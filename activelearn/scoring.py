@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from activelearn import strategies
-from activelearn.config import ENGINES, ScoringConfig, StrategyConfig
+from activelearn.config import ScoringConfig, StrategyConfig, check_engine
 from activelearn.data import Preprocessing, UnreadableImage, preprocess
 from activelearn.files import atomic_file
 from activelearn.manifest import Manifest
@@ -325,8 +325,7 @@ def score_and_select(
     rng = np.random.default_rng(seed)
     cold = classifier is None
     plan = ScoringPlan.of(cfg, cold, prep, seed)
-    if scoring.engine not in ENGINES:
-        raise ValueError(f"scoring.engine={scoring.engine!r}: choose {' or '.join(ENGINES)}")
+    check_engine(scoring)
 
     ids = manifest.in_state("pool")
     if scoring.engine == "ray":

@@ -93,29 +93,24 @@ class CampaignTracker:
         for start in range(0, len(new), 100):  # MLflow's batch limit
             self.client.log_batch(run_id, params=new[start : start + 100])
 
-    def _logged(self, run_id: str, metric: str, step: int) -> bool:
-        return any(p.step == step for p in self.client.get_metric_history(run_id, metric))
-
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        """Metrics without a point at `step` yet: a rerun of the round adds no second one."""
+        """Metrics the run does not hold yet: a rerun of the round adds no second point (a
+        round's run has the one step)."""
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        existing = self.client.get_run(run_id).data.metrics  # no history to read for new ones
+        existing = self.client.get_run(run_id).data.metrics
         named = {metric_name(k): v for k, v in metrics.items()}
-        batch = [
-            Metric(k, float(v), now, step)
-            for k, v in named.items()
-            if k not in existing or not self._logged(run_id, k, step)
-        ]
+        batch = [Metric(k, float(v), now, step) for k, v in named.items() if k not in existing]
         for start in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[start : start + 1000])
 
     def log_campaign_point(self, metric: str, value: float, labeled: int) -> None:
         """One learning-curve point on the campaign run; a rerun does not add it twice."""
-        if not self._logged(self.parent_id, metric, labeled):
+        history = self.client.get_metric_history(self.parent_id, metric)
+        if all(point.step != labeled for point in history):
             self.client.log_metric(self.parent_id, metric, float(value), step=labeled)
 
     def log_artifacts(self, run_id: str, paths: list[Path]) -> None:

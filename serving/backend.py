@@ -127,15 +127,18 @@ class Backend:
         action = event.action.upper()
         project = event.project_id()
         counted, started = False, False
-        classifier = self.models.current()  # a retrain just finished may have written a round
-        version = classifier.version if classifier else None
+
+        def version() -> str | None:  # the file's: a retrain just finished may have written one
+            classifier = self.models.current()
+            return classifier.version if classifier else None
+
         if action in ANNOTATION_ACTIONS:
             counted = True
             counts = self.counter.record(project or "unknown", action, event.annotation_count())
             threshold = self.settings.retrain_threshold
             if threshold and counts.pending >= threshold:
                 started, detail = self.retrainer.start(
-                    f"{counts.pending} new annotations in project {project}", project, version
+                    f"{counts.pending} new annotations in project {project}", project, version()
                 )
                 if started:
                     self.counter.reset_pending(project or "unknown")
@@ -145,7 +148,7 @@ class Backend:
                 detail = "counted (automatic retraining is off: retrain_threshold=0)"
         elif action == "START_TRAINING":
             started, detail = self.retrainer.start(
-                f"START_TRAINING for project {project}", project, version
+                f"START_TRAINING for project {project}", project, version()
             )
             if started:
                 self.counter.reset_pending(project)
