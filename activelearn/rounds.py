@@ -205,10 +205,14 @@ def select(r: Round) -> dict:
 
         classifier = Classifier.load(MODEL_FILE)
     labeled = r.state.phases["train"]["labeled"]
+    # Images still queued from earlier rounds (campaign.min_answered < 1) will be paid for.
+    waiting = sum(s.state == "queued" and s.round < r.n for s in r.manifest.samples.values())
     stop = stopping_signal(r, classifier)
-    left = cfg.campaign.budget - labeled
+    left = cfg.campaign.budget - labeled - waiting
     if stop["stop"] or left <= 0:
         reason = stop["reason"] if stop["stop"] else f"label budget of {cfg.campaign.budget} spent"
+        if waiting and not stop["stop"]:
+            reason += f" ({labeled} labeled, {waiting} still queued)"
         log.info("campaign stops at round %d: %s", r.n, reason)
         return {**stop, "stop": True, "reason": reason, "queued": 0}
     labeled_x = None

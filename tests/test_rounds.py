@@ -310,6 +310,37 @@ def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
     assert select["agreement"] == pytest.approx(np.mean((now == before)[unlabeled]))
 
 
+def test_images_still_queued_count_against_the_budget(
+    tmp_path, tiny_model_cfg, bentoml_home, monkeypatch
+):
+    """With campaign.min_answered < 1 a round goes on while images wait for people; they
+    will be labeled, so the next batch is cut by them too and the budget is never passed."""
+    from activelearn import labeling, rounds
+
+    class EveryOtherAnswered(labeling.SimulatedAnnotator):  # people halfway through a queue
+        def collect(self, round, queue, round_dir):
+            answers = super().collect(round, queue, round_dir)
+            return [
+                a if i % 2 else labeling.Answer(a.sample_id, labeling.OPEN)
+                for i, a in enumerate(answers)
+            ]
+
+    monkeypatch.setattr(
+        rounds, "make_annotator", lambda cfg, names: EveryOtherAnswered(cfg.data.pool_labels, names)
+    )
+    ws = tmp_path / "campaign"
+    make_workspace(ws)
+    cfg = make_config(ws, tiny_model_cfg, rounds=5, budget=12, min_answered=0.5)
+    states = run_campaign(cfg)
+    assert [s["phases"]["train"]["labeled"] for s in states] == [6, 9]
+    assert states[-1]["phases"]["select"]["reason"] == (
+        "label budget of 12 spent (9 labeled, 3 still queued)"
+    )
+    counts = Manifest.load(ws / "data" / "manifest.csv").counts()
+    assert counts["labeled"] + counts["queued"] == 12 - 6  # the pool images paid for
+    assert not (ws / "rounds" / "1" / "queue.jsonl").exists()
+
+
 def test_a_campaign_without_labels_starts_cold(tmp_path, tiny_model_cfg, bentoml_home):
     import shutil
 
