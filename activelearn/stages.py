@@ -78,15 +78,22 @@ def prepare(cfg: Config) -> None:
             f"images in {cfg.data.raw_dir}/<class>/, or run `python -m activelearn.datasets digits`"
         )
     PREPARED.mkdir(exist_ok=True)
-    rejected = []
+    rejected, empty = [], []
     for split, root in (("train", cfg.data.raw_dir), ("test", cfg.data.test_dir)):
         arrays = load_labeled(root, class_names, prep)
         np.savez_compressed(PREPARED / f"{split}.npz", x=arrays.x, y=arrays.y)
         rejected += [(split, path, reason) for path, reason in arrays.rejected]
+        if not len(arrays.y):
+            empty.append(root)
         log.info("%s: %d images from %s", split, len(arrays.y), root)
     (PREPARED / "classes.json").write_text(json.dumps(class_names))
     with (PREPARED / "rejected.csv").open("w", newline="") as f:
         csv.writer(f).writerows([("split", "path", "reason"), *rejected])
+    if empty:  # a model trained or scored on nothing would log a meaningless accuracy
+        raise SystemExit(
+            f"no readable image in {' or '.join(f'{root}/' for root in empty)} (why each file "
+            f"was refused: {PREPARED / 'rejected.csv'}): add images Pillow can open"
+        )
     if rejected:
         log.warning(
             "%d unreadable labeled/test files skipped, listed in %s",

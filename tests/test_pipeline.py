@@ -104,6 +104,18 @@ def test_the_pipeline_follows_the_configured_data_folders(tmp_path, bentoml_home
     assert set(dvc_status(ws)) == {"prepare"}
 
 
+def test_a_test_set_of_unreadable_files_stops_the_pipeline(tmp_path, bentoml_home, tiny_model_cfg):
+    ws = tmp_path / "campaign"
+    write_class_folders(ws / "data" / "raw", per_class=4)
+    for name in ("a", "b"):  # files the set-up finds, but that no decoder opens
+        (ws / "data" / "test" / "class0").mkdir(parents=True, exist_ok=True)
+        (ws / "data" / "test" / "class0" / f"{name}.png").write_bytes(b"\x89PNG cut off")
+    cfg = Config(data=DataConfig(image_size=[12, 12], channels=1), model=tiny_model_cfg)
+    with pytest.raises(PipelineFailed, match=r"no readable image in data/test/ .*rejected\.csv"):
+        run_pipeline(replace(cfg, workspace=str(ws)))
+    assert not (ws / "evaluation" / "metrics.json").exists()
+
+
 def test_a_pipeline_dvc_cannot_run_fails_with_dvcs_own_words(tmp_path, tiny_model_cfg):
     ws = tmp_path / "campaign"
     write_class_folders(ws / "data" / "raw", per_class=4)
