@@ -117,9 +117,17 @@ def init_workspace(ws: Path) -> None:
             f.write(f"*{PARTIAL}\n")
     if not (ws / "dvc.yaml").exists():
         shutil.copyfile(PIPELINE, ws / "dvc.yaml")
-    ignore = ws / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text(WORKSPACE_GITIGNORE)
+    _ignore_in_git(ws / ".gitignore")
+
+
+def _ignore_in_git(ignore: Path) -> None:
+    """Add the lines of WORKSPACE_GITIGNORE that `ignore` lacks (a workspace made by an
+    older version), leaving alone the ones someone negated (`!line`)."""
+    have = set(ignore.read_text().splitlines()) if ignore.exists() else set()
+    missing = [x for x in WORKSPACE_GITIGNORE.splitlines() if not {x, f"!{x}"} & have]
+    if missing:
+        with ignore.open("a") as f:
+            f.write("".join(f"{line}\n" for line in missing))
 
 
 def prepare_data(cfg: Config) -> dict[str, int]:

@@ -104,6 +104,29 @@ def test_the_pipeline_follows_the_configured_data_folders(tmp_path, bentoml_home
     assert set(dvc_status(ws)) == {"prepare"}
 
 
+def test_a_workspace_from_an_older_version_gets_the_missing_ignore_lines(tmp_path):
+    from activelearn.workspace import LOCK, init_workspace
+
+    ws = tmp_path / "campaign"
+    ws.mkdir()
+    (ws / ".gitignore").write_text("/mlruns.db\n!/data/pool/\nnotes/\n")  # no lock line
+    init_workspace(ws)
+    init_workspace(ws)  # once is enough
+    lines = (ws / ".gitignore").read_text().splitlines()
+    assert lines[:3] == ["/mlruns.db", "!/data/pool/", "notes/"]  # theirs kept, in order
+    assert lines.count(f"/{LOCK}") == 1 and lines.count("/mlruns.db") == 1
+    assert "/data/pool/" not in lines  # they chose to keep the pool in git
+    (ws / LOCK).touch()
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored"],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"!! {LOCK}" in status.stdout
+
+
 def test_a_test_set_of_unreadable_files_stops_the_pipeline(tmp_path, bentoml_home, tiny_model_cfg):
     ws = tmp_path / "campaign"
     write_class_folders(ws / "data" / "raw", per_class=4)
