@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -52,6 +53,9 @@ from activelearn.workspace import (
     repro,
     write_params,
 )
+
+if TYPE_CHECKING:
+    from activelearn.tracking import CampaignTracker
 
 log = logging.getLogger(__name__)
 
@@ -297,19 +301,22 @@ def stable_rounds(n: int, agreement: float, workspace: Path = Path()) -> int:
     return streak
 
 
+def campaign_tracker(cfg: Config, ws: Path) -> CampaignTracker:
+    """The campaign's MLflow runs; resumes the campaign run."""
+    from activelearn.tracking import CampaignTracker, tracking_uri
+
+    campaign = campaign_id(ws)
+    return CampaignTracker(
+        tracking_uri(cfg.tracking.uri, ws), cfg.tracking.experiment or campaign, campaign, ws
+    )
+
+
 def track(r: Round) -> dict:
     """Log the round to MLflow: a child run of the campaign run, resumed on a rerun."""
     from activelearn.reporting import campaign_curve, round_figures
-    from activelearn.tracking import CampaignTracker, tracking_uri
 
     cfg = r.cfg
-    campaign = campaign_id(Path.cwd())
-    tracker = CampaignTracker(
-        tracking_uri(cfg.tracking.uri, Path.cwd()),
-        cfg.tracking.experiment or campaign,
-        campaign,
-        Path.cwd(),
-    )
+    tracker = campaign_tracker(cfg, Path.cwd())
     run_id = tracker.round_run(r.n)
     try:
         tracker.log_params(run_id, flat_params(cfg) | {"round": r.n})
@@ -343,7 +350,7 @@ def track(r: Round) -> dict:
         if test:
             tracker.log_campaign_point("test_accuracy", test["accuracy"], train_result["labeled"])
             version = tracker.register_model(
-                run_id, MODEL_FILE.resolve(), f"{campaign}-classifier", r.n
+                run_id, MODEL_FILE.resolve(), f"{tracker.campaign}-classifier", r.n
             )
         kill_point("track:after-log")
     except BaseException:
@@ -512,4 +519,8 @@ def run_campaign(cfg: Config) -> list[dict]:
         states.append(state)
         if state["phases"]["select"].get("stop"):
             break
+    else:
+        if states:  # campaign.rounds ran out: its run ends until more rounds continue it
+            tracker = campaign_tracker(cfg, ws)
+            tracker.finish(tracker.parent_id)
     return states

@@ -58,7 +58,10 @@ class CampaignTracker:
             if ROUND_TAG not in r.data.tags
         ]
         if runs:
-            return runs[0].info.run_id
+            run_id = runs[0].info.run_id
+            if runs[0].info.status != "RUNNING":  # continued: more rounds, a raised budget
+                self.client.update_run(run_id, status="RUNNING")
+            return run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=self.campaign,

@@ -132,3 +132,16 @@ def test_class_names_mlflow_refuses_become_metric_names_it_takes(tmp_path):
     tracker.log_metrics(run_id, {"labeled_t-shirt (top)": 3, "labeled_a+b": 4}, step=0)
     logged = tracker.client.get_run(run_id).data.metrics
     assert logged == {"labeled_t-shirt _top_": 3.0, "labeled_a_b": 4.0}
+
+
+def test_a_campaign_run_continued_is_running_again(tmp_path):
+    from activelearn.tracking import CampaignTracker, tracking_uri
+
+    def tracker() -> CampaignTracker:
+        return CampaignTracker(tracking_uri("sqlite:///mlruns.db", tmp_path), "e", "c", tmp_path)
+
+    first = tracker()
+    first.finish(first.parent_id)  # its rounds ran out
+    again = tracker()  # more rounds continue the campaign
+    assert again.parent_id == first.parent_id
+    assert again.client.get_run(again.parent_id).info.status == "RUNNING"

@@ -141,6 +141,7 @@ def test_three_round_campaign_end_to_end(reference):
     parent = campaign_run(ws)
     curve = client.get_metric_history(parent.info.run_id, "test_accuracy")
     assert sorted(p.step for p in curve) == [6, 12, 18]  # labels on the x axis
+    assert parent.info.status == "FINISHED"  # campaign.rounds=3 ran out
     child = [
         r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "round-1"
     ][0]
