@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -75,6 +76,9 @@ PASSWORD_ENV = "LABEL_STUDIO_PASSWORD"
 # Label Studio reads LABEL_STUDIO_X, then HEARTEX_X, then plain X: strays like these leak in.
 _STRAY_ENV = ("USERNAME", "PASSWORD", "HOST", "PORT", "USER_TOKEN")
 
+
+# In the description of the project a campaign creates: finds it again after a kill.
+CLAIM_PREFIX = "activelearn campaign claim "
 
 SERVE_HINT = "start it with `python -m activelearn.labelstudio serve` or set labeling.url"
 
@@ -689,32 +693,55 @@ class LabelStudioAnnotator:
 
     def ensure_project(self) -> int:
         """The campaign's project id: created once (labeling config from the class names,
-        local-files storage on the pool), recorded in the state file, reused after."""
+        local-files storage on the pool), recorded in the state file, reused after.
+
+        A random claim is saved before the create request and written into the project's
+        description: a run killed between the create and saving the id (or a create whose
+        answer was lost) leaves a project a rerun finds by its claim and adopts, instead of
+        creating a second one. A project of another campaign with the same title never
+        carries this claim.
+        """
         state = self._load_state()
         config = label_config(self.class_names)
         project_id = state.get("project_id")
         if project_id is None:
-            project = self._call(
-                "creating the project",
-                lambda: self._client.projects.create(
-                    title=self.settings.project_title,
-                    label_config=config,
-                    sampling="Uncertainty sampling",
-                    skip_queue="IGNORE_SKIPPED",  # a skip is an answer: back to our pool
-                    maximum_annotations=self.settings.annotations_per_task,
-                    show_skip_button=True,
-                ),
-                idempotent=False,
-            )
-            project_id = project.id
+            claim = state.get("project_claim")
+            project_id = self._claimed_project(claim) if claim else None
+            if project_id is None:
+                if claim is None:
+                    claim = state["project_claim"] = secrets.token_hex(16)
+                    self._save_state(state)
+                project = self._call(
+                    "creating the project",
+                    lambda: self._client.projects.create(
+                        title=self.settings.project_title,
+                        description=f"{CLAIM_PREFIX}{claim}",
+                        label_config=config,
+                        sampling="Uncertainty sampling",
+                        skip_queue="IGNORE_SKIPPED",  # a skip is an answer: back to our pool
+                        maximum_annotations=self.settings.annotations_per_task,
+                        show_skip_button=True,
+                    ),
+                    idempotent=False,
+                )
+                kill_point("project:after-create")  # crash tests: project made, id not saved
+                project_id = project.id
+                log.info("created Label Studio project %d at %s", project_id, self.url)
+            else:
+                log.warning(
+                    "adopted Label Studio project %d at %s: an earlier run created it but "
+                    "stopped before recording it in %s",
+                    project_id,
+                    self.url,
+                    self.state_path,
+                )
             state.update(
                 url=self.url,
                 project_id=project_id,
                 project_title=self.settings.project_title,
                 classes=self.class_names,
             )
-            self._save_state(state)  # before anything else can fail: never a second project
-            log.info("created Label Studio project %d at %s", project_id, self.url)
+            self._save_state(state)  # before anything else can fail
         else:
             if state.get("url", self.url) != self.url:
                 raise LabelStudioError(
@@ -732,6 +759,18 @@ class LabelStudioAnnotator:
             state["storage_path"] = str(self.pool_dir)
             self._save_state(state)
         return project_id
+
+    def _claimed_project(self, claim: str) -> int | None:
+        """The project carrying `claim`, if an earlier run created it."""
+        title = self.settings.project_title
+        projects = self._call(
+            f"listing projects titled {title!r}",
+            lambda: list(self._client.projects.list(title=title)),  # `title` is a substring match
+        )
+        for project in projects:
+            if project.title == title and f"{CLAIM_PREFIX}{claim}" in (project.description or ""):
+                return project.id
+        return None
 
     def _keep_settings(self, project_id: int, project, config: str, ours_changed: bool) -> None:
         """Put back the labeling config and the answers wanted per task where they differ

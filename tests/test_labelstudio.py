@@ -10,13 +10,16 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -24,6 +27,7 @@ import numpy as np
 import pytest
 
 from activelearn.config import LabelingConfig
+from activelearn.faults import VARIABLE
 from activelearn.labeling import (
     ACCEPTED,
     DELETED,
@@ -389,6 +393,45 @@ def test_project_settings_are_put_back(campaign, labelstudio, caplog):
     assert "offered the choices ['kitty', 'class1', 'class2']" in caplog.text
 
 
+KILLED_PUSH = """
+import json, sys
+from activelearn.config import LabelingConfig
+from activelearn.faults import VARIABLE
+from activelearn.labelstudio import LabelStudioAnnotator
+from activelearn.queue import read_queue
+
+settings, classes, pool, queue = json.loads(sys.argv[1])
+LabelStudioAnnotator(LabelingConfig(**settings), classes, pool).push(1, read_queue(queue))
+"""
+
+
+@pytest.mark.integration
+def test_a_project_made_by_a_killed_run_is_adopted(campaign, labelstudio, tmp_path):
+    title = campaign.annotator.settings.project_title
+    other = replace(campaign.annotator.settings, state_file=str(tmp_path / "other.json"))
+    theirs = LabelStudioAnnotator(other, CLASSES, campaign.pool, token=labelstudio.token)
+    their_project = theirs.ensure_project()  # another campaign, the same title
+    queue_file = tmp_path / "rounds/1/queue.jsonl"
+    write_queue(queue_file, make_queue(sorted(campaign.truth)[:6], campaign.truth))
+    args = [asdict(campaign.annotator.settings), CLASSES, str(campaign.pool), str(queue_file)]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_PUSH, json.dumps(args)],
+        env=os.environ | {VARIABLE: "project:after-create", TOKEN_ENV: labelstudio.token},
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -9, killed.stderr  # SIGKILLed between create and save
+    assert "project_id" not in json.loads(Path(campaign.annotator.state_path).read_text())
+
+    campaign.annotator.push(1, read_queue(queue_file))  # the rerun
+
+    projects = campaign.http.get("/api/projects", params={"title": title, "page_size": 100})
+    same_title = [p["id"] for p in projects.json()["results"] if p["title"] == title]
+    assert sorted(same_title) == sorted([their_project, campaign.project_id])  # none made twice
+    assert len(campaign.tasks(fields="task_only")) == 6
+    assert campaign.http.get(f"/api/projects/{their_project}").json()["task_number"] == 0
+
+
 def test_a_state_file_of_another_server_is_refused(tmp_path):
     state = tmp_path / "state.json"
     state.write_text(json.dumps({"project_id": 3, "url": "http://10.0.0.7:8080"}))
@@ -406,7 +449,8 @@ def test_wrong_token_names_the_variable(labelstudio, tmp_path):
         annotator.push(1, [])
     assert wrong not in str(caught.value)
     assert labelstudio.token not in str(caught.value)
-    assert not (tmp_path / "state.json").exists()
+    state = tmp_path / "state.json"  # at most the claim saved before the create, no project
+    assert not state.exists() or set(json.loads(state.read_text())) == {"project_claim"}
 
 
 @pytest.mark.integration
