@@ -424,18 +424,27 @@ def decide(
     `majority` needs more than half of the votes, `unanimous` all of them; anything else
     is a disagreement. A task with fewer finished annotations than `annotations_per_task`
     is still open.
+
+    An annotation marked ground truth (a reviewer's star in Label Studio, at most one per
+    task there) is decisive: its label is the answer whatever the other votes say and
+    however many there are; only its own label is checked. The other votes still count
+    for the agreement report.
     """
     task_id = task.get("id")
     votes: list[str] = []
+    ground_truth: list[str] = []
     cancelled = 0
     for annotation in task.get("annotations") or []:
         labels = annotation_labels(annotation)
         if annotation.get("was_cancelled") or not labels:
             cancelled += 1
-        else:
-            votes.append(labels[0])
+            continue
+        votes.append(labels[0])
+        if annotation.get("ground_truth"):
+            ground_truth.append(labels[0])
+    deciding = ground_truth or votes
     known = set(class_names)
-    unknown = sorted({label for label in votes if label not in known})
+    unknown = sorted({label for label in deciding if label not in known})
     if unknown:
         return TaskOutcome(
             Answer(
@@ -446,8 +455,8 @@ def decide(
             ),
             votes,
         )
-    if len(votes) + cancelled < annotations_per_task or (not votes and not cancelled):
-        done = len(votes) + cancelled
+    done = len(votes) + cancelled
+    if not ground_truth and (done < annotations_per_task or not done):
         return TaskOutcome(
             Answer(
                 sample_id, OPEN, detail=f"task {task_id}: {done} of {annotations_per_task} answers"
@@ -459,17 +468,18 @@ def decide(
         return TaskOutcome(
             Answer(sample_id, status, detail=f"task {task_id}: cancelled ({cancelled}x)"), votes
         )
-    counts = Counter(votes)
+    counts = Counter(deciding)
     (label, top), *_ = counts.most_common(1)
-    agreed = top == len(votes) if vote == "unanimous" else 2 * top > len(votes)
+    # Several ground truths (Label Studio keeps one per task, an import may bring more)
+    # must agree among themselves.
+    policy = "ground truth" if ground_truth else vote
+    agreed = 2 * top > len(deciding) if policy == "majority" else top == len(deciding)
     if agreed:
-        return TaskOutcome(
-            Answer(sample_id, ACCEPTED, label, detail=f"task {task_id}: {top} of {len(votes)}"),
-            votes,
-        )
+        detail = f"task {task_id}: {top} of {len(deciding)} ({policy})"
+        return TaskOutcome(Answer(sample_id, ACCEPTED, label, detail=detail), votes)
     summary = ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
     return TaskOutcome(
-        Answer(sample_id, DISAGREEMENT, detail=f"task {task_id}: votes {summary} ({vote})"),
+        Answer(sample_id, DISAGREEMENT, detail=f"task {task_id}: votes {summary} ({policy})"),
         votes,
     )
 

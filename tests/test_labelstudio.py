@@ -90,14 +90,17 @@ class Campaign:
     def task_ids(self) -> dict[str, int]:
         return {t["data"]["sample_id"]: t["id"] for t in self.tasks(fields="task_only")}
 
-    def annotate(self, task_id: int, label: str | None) -> None:
-        """Submit an answer; None cancels (skips) the task."""
+    def annotate(self, task_id: int, label: str | None, ground_truth: bool = False) -> int:
+        """Submit an answer (a reviewer's ground truth if asked); None cancels (skips) the
+        task. Returns the annotation id."""
         body = (
             {"result": [], "was_cancelled": True}
             if label is None
             else {"result": choice(label), "was_cancelled": False, "lead_time": 2.0}
         )
-        self.http.post(f"/api/tasks/{task_id}/annotations/", json=body).raise_for_status()
+        body["ground_truth"] = ground_truth
+        response = self.http.post(f"/api/tasks/{task_id}/annotations/", json=body)
+        return response.raise_for_status().json()["id"]
 
     def annotate_many(self, answers: dict[int, str]) -> None:
         """Several annotators at once: {task id: label}."""
@@ -323,6 +326,32 @@ def test_ingest_votes_rejects_and_loses_nothing(campaign, labelstudio, tmp_path,
     judged = {a.sample_id: a.status for a in strict.collect(1, queue, tmp_path / "strict")}
     assert judged[majority] == DISAGREEMENT and judged[cancelled] == EXCLUDED
     assert [judged[sid] for sid in ranked[5:-3]] == [ACCEPTED] * len(ranked[5:-3])
+
+
+@pytest.mark.integration
+def test_a_ground_truth_answer_decides(campaign):
+    starred_later, starred_first = sorted(campaign.truth)[:2]
+    queue = make_queue([starred_later, starred_first], campaign.truth)
+    campaign.annotator.push(1, queue)
+    ids = campaign.task_ids()
+    right = campaign.truth
+    wrong = {sid: next(c for c in CLASSES if c != right[sid]) for sid in right}
+    # Two annotators disagree; a reviewer then stars the right one as ground truth.
+    campaign.annotate(ids[starred_later], wrong[starred_later])
+    starred = campaign.annotate(ids[starred_later], right[starred_later])
+    star = campaign.http.patch(f"/api/annotations/{starred}/", json={"ground_truth": True})
+    assert star.raise_for_status().json()["ground_truth"]
+    # A ground truth first, then a majority against it.
+    campaign.annotate(ids[starred_first], right[starred_first], ground_truth=True)
+    for _ in range(2):
+        campaign.annotate(ids[starred_first], wrong[starred_first])
+
+    answers = campaign.annotator.collect(1, queue, campaign.workspace / "rounds" / "1")
+
+    assert {a.sample_id: (a.status, a.label) for a in answers} == {
+        sid: (ACCEPTED, right[sid]) for sid in (starred_later, starred_first)
+    }
+    assert all("(ground truth)" in a.detail for a in answers)
 
 
 @pytest.mark.integration
@@ -583,6 +612,16 @@ def test_votes_follow_the_policy():
     assert decide(task(None), "s", CLASSES, skipped="exclude").answer.status == EXCLUDED
     assert decide(task("class0"), "s", CLASSES, annotations_per_task=2).answer.status == OPEN
     assert decide(task(), "s", CLASSES).answer.status == OPEN
+    starred = task("class0", "class0")
+    starred["annotations"].append({"ground_truth": True, "result": choice("class1")})
+    for policy in ("majority", "unanimous"):  # the ground truth beats any number of votes
+        assert decide(starred, "s", CLASSES, vote=policy).answer.label == "class1"
+    starred["annotations"][:2] = []  # and needs no other answer
+    assert decide(starred, "s", CLASSES, annotations_per_task=3).answer.label == "class1"
+    starred["annotations"].append({"ground_truth": True, "result": choice("class2")})
+    assert decide(starred, "s", CLASSES).answer.status == DISAGREEMENT  # two that disagree
+    starred["annotations"] = [{"ground_truth": True, "result": choice("zebra")}]
+    assert decide(starred, "s", CLASSES).answer.status == UNKNOWN_LABEL
     assert agreement([["a", "a"], ["a", "b", "b"], ["a"]]) == {
         "tasks_with_several_annotations": 2,
         "pairwise": 0.5,
