@@ -5,7 +5,9 @@
 
 Without --url it starts its own Label Studio (the project's `start_server`, first start
 about a minute) in a temporary folder and stops it afterwards; with --url it uses that
-server and LABEL_STUDIO_API_KEY. Each part gets its own project on the same server:
+server and LABEL_STUDIO_API_KEY, and deletes the projects it made there at the end (the
+pool goes in a temporary folder, which must then be under the server's local-files root:
+set TMPDIR to a folder there). Each part gets its own project on the same server:
 
 1. `LabelStudioAnnotator.push` of N tasks with predictions: one bulk import plus the
    bookkeeping around it (task listing, view, sampling); the import request alone too.
@@ -18,6 +20,7 @@ server and LABEL_STUDIO_API_KEY. Each part gets its own project on the same serv
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
@@ -43,6 +46,7 @@ from activelearn.manifest import Manifest
 from activelearn.queue import QueueItem
 
 CLASSES = ["class0", "class1", "class2"]
+log = logging.getLogger("bench.labelstudio")
 
 
 def write_pool(pool: Path, n: int, seed: int) -> dict[str, str]:
@@ -84,6 +88,21 @@ def annotator_for(name: str, url: str, token: str, pool: Path, work: Path):
         timeout=300.0,
     )
     return LabelStudioAnnotator(settings, CLASSES, pool, token=token)
+
+
+def delete_projects(url: str, token: str, work: Path) -> None:
+    """Delete the projects this run made (those in its annotators' state files), and no
+    other: the server is someone's."""
+    headers = {"Authorization": f"Token {token}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=300) as http:
+        for state in sorted(work.glob("*/labelstudio.json")):
+            project_id = json.loads(state.read_text()).get("project_id")
+            if project_id is None:
+                continue
+            try:
+                http.delete(f"/api/projects/{project_id}/").raise_for_status()
+            except httpx.HTTPError as err:
+                log.warning("could not delete bench project %d at %s: %s", project_id, url, err)
 
 
 def run(url: str, token: str, pool: Path, work: Path, truth: dict[str, str], args) -> tuple:
@@ -194,6 +213,8 @@ def main() -> None:
         finally:
             if server is not None:
                 server.stop()
+            else:
+                delete_projects(url, token, tmp / "work")
 
     print()
     print(f"Label Studio {LABEL_STUDIO_VERSION} at {url}, {args.tasks} tasks with predictions")

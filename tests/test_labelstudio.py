@@ -461,6 +461,32 @@ def test_a_project_made_by_a_killed_run_is_adopted(campaign, labelstudio, tmp_pa
     assert campaign.http.get(f"/api/projects/{their_project}").json()["task_number"] == 0
 
 
+@pytest.mark.integration
+def test_the_bench_on_a_server_deletes_only_its_projects(labelstudio):
+    headers = {"Authorization": f"Token {labelstudio.token}"}
+    http = httpx.Client(base_url=labelstudio.url, headers=headers, timeout=60)
+
+    def bench_projects() -> list[int]:
+        projects = http.get("/api/projects", params={"title": "bench", "page_size": 100})
+        return [p["id"] for p in projects.json()["results"] if p["title"].startswith("bench ")]
+
+    someones = http.post(
+        "/api/projects", json={"title": "bench bulk", "label_config": label_config(CLASSES)}
+    ).raise_for_status()  # the same title as the bench's own, made by someone else
+    tmp = labelstudio.new_pool_dir("bench-tmp")  # the bench's pool must be under the root
+    bench = subprocess.run(
+        [sys.executable, "bench/labelstudio.py", "--url", labelstudio.url, "--tasks", "6"]
+        + ["--one-by-one", "2"],
+        cwd=Path(__file__).parents[1],
+        env=os.environ | {"TMPDIR": str(tmp), TOKEN_ENV: labelstudio.token},
+        capture_output=True,
+        text=True,
+    )
+    assert bench.returncode == 0, bench.stderr
+    assert "ratio push()" in bench.stdout
+    assert bench_projects() == [someones.json()["id"]]
+
+
 def test_a_state_file_of_another_server_is_refused(tmp_path):
     state = tmp_path / "state.json"
     state.write_text(json.dumps({"project_id": 3, "url": "http://10.0.0.7:8080"}))
