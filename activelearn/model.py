@@ -206,7 +206,7 @@ class Classifier:
         partial.unlink(missing_ok=True)
         bentoml.models.export_model(tag, str(partial), _model_store=store)
         partial.replace(path)  # readers (the serving app) never see half a file
-        _remember(path, self)
+        _remember(_identity(path), self)
         return tag
 
     @classmethod
@@ -218,7 +218,8 @@ class Classifier:
         path = Path(path).resolve()
         if not path.is_file():
             raise FileNotFoundError(f"no model at {path}: train one first (dvc repro)")
-        if (known := _IN_MEMORY.get(_identity(path))) is not None:
+        identity = _identity(path)  # before reading: the file may be replaced meanwhile
+        if (known := _IN_MEMORY.get(identity)) is not None:
             return known
         try:
             bento_model = _import(bentoml, store, path)
@@ -235,7 +236,7 @@ class Classifier:
             Preprocessing.from_dict(meta["preprocessing"]),
             bento_model.tag.version,
         )
-        _remember(path, classifier)
+        _remember(identity, classifier)
         return classifier
 
 
@@ -261,9 +262,9 @@ def _identity(path: Path) -> tuple:
     return (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
-def _remember(path: Path, classifier: Classifier) -> None:
+def _remember(identity: tuple, classifier: Classifier) -> None:
     _IN_MEMORY.clear()
-    _IN_MEMORY[_identity(path)] = classifier
+    _IN_MEMORY[identity] = classifier
 
 
 class _Passes:

@@ -86,6 +86,31 @@ def test_a_file_replaced_by_another_process_is_read_again(trained, tmp_path, tin
     assert np.array_equal(loaded.predict_proba(test.x), other.predict_proba(test.x))
 
 
+def test_a_file_replaced_while_it_loads_is_read_again(
+    trained, tmp_path, tiny_model_cfg, monkeypatch
+):
+    classifier, _, test = trained
+    path = tmp_path / "classifier.bentomodel"
+    classifier.save(path)
+    other = Classifier.build(classifier.class_names, PREP, tiny_model_cfg, seed=5, version="x")
+    other.save(tmp_path / "other.bentomodel")
+    model._IN_MEMORY.clear()  # as another process would, from the file
+    real_import = model._import
+
+    def import_then_replace(bentoml, store, file):  # a new round's export lands mid-load
+        imported = real_import(bentoml, store, file)
+        shutil.copy(tmp_path / "other.bentomodel", tmp_path / "incoming")
+        os.replace(tmp_path / "incoming", path)
+        return imported
+
+    monkeypatch.setattr(model, "_import", import_then_replace)
+    assert Classifier.load(path).version == "round-3"  # what it read
+    monkeypatch.setattr(model, "_import", real_import)
+    loaded = Classifier.load(path)
+    assert loaded.version == "x"
+    assert np.array_equal(loaded.predict_proba(test.x), other.predict_proba(test.x))
+
+
 def test_load_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="classifier.bentomodel"):
         Classifier.load(tmp_path / "classifier.bentomodel")
