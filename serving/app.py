@@ -3,8 +3,9 @@
     uvicorn serving.app:app --host 127.0.0.1 --port 9090     (or: python -m serving)
 
 Settings come from `ACTIVELEARN_SERVING_*` environment variables (see `serving.settings`).
-The model loads in the lifespan, not at import; routes are plain functions, so FastAPI
-runs them in its thread pool and a slow request does not block the others.
+The model loads in the background from the lifespan on, never at import, and /health
+never waits for it; routes are plain functions, so FastAPI runs them in its thread pool
+and a slow request does not block the others.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -129,8 +129,8 @@ BackendDep = Annotated[Backend, Depends(backend_of)]
 
 
 def loaded_model(backend: Backend) -> Classifier:
-    """The current model, or 503 naming the missing or broken file."""
-    classifier = backend.models.current()
+    """The current model, after a load that is due; or 503 naming the missing or broken file."""
+    classifier = backend.models.current(wait=True)
     if classifier is None:
         raise HTTPException(status_code=503, detail=f"no model loaded: {backend.models.error}")
     return classifier
@@ -171,9 +171,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log_to_console()
         log.info("starting: %s", describe(settings))
-        backend = Backend(settings)
-        await run_in_threadpool(backend.models.current)  # load now, off the event loop
-        if backend.models.classifier is None:
+        backend = Backend(settings)  # starts loading the model in the background
+        if backend.models.state == "missing":
             log.warning("starting without a model: %s", backend.models.error)
         app.state.backend = backend
         try:
@@ -196,10 +195,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @app.get("/health", response_model=HealthResponse)
     @app.get("/", response_model=HealthResponse, include_in_schema=False)
     def health(backend: BackendDep) -> HealthResponse:
-        """Label Studio's liveness check: UP while the server runs, with or without a model."""
+        """Label Studio's liveness check (1 s timeout): UP while the server runs, with or
+        without a model; answers at once, even while a model loads."""
         classifier = backend.models.current()
         return HealthResponse(
             model_version=classifier.version if classifier else None,
+            model_state=backend.models.state,
+            model_error=backend.models.error,
             retrain=backend.retrainer.status().state,
         )
 

@@ -34,7 +34,7 @@ class Backend:
 
     def __init__(self, settings: ServingSettings):
         self.settings = settings
-        self.models = ModelStore(settings.model_path)
+        self.models = ModelStore(settings.model_path, settings.model_check_seconds)
         self.http = httpx.Client(timeout=settings.fetch_timeout, follow_redirects=False)
         self.images = ImageSource(settings, self.http)
         self.decoders = ThreadPoolExecutor(settings.image_workers, thread_name_prefix="decode")
@@ -45,6 +45,7 @@ class Backend:
         self._warned_configs: set[tuple[ChoiceTarget, str]] = set()
 
     def close(self) -> None:
+        self.models.close()
         self.retrainer.stop()
         self.decoders.shutdown(wait=True, cancel_futures=True)
         self.http.close()
@@ -129,7 +130,7 @@ class Backend:
         counted, started = False, False
 
         def version() -> str | None:  # the file's: a retrain just finished may have written one
-            classifier = self.models.current()
+            classifier = self.models.current(wait=True)
             return classifier.version if classifier else None
 
         if action in ANNOTATION_ACTIONS:
@@ -165,6 +166,7 @@ class Backend:
         return StatusResponse(
             model=ModelStatus(
                 path=str(self.models.path),
+                state=self.models.state,
                 version=classifier.version if classifier else None,
                 class_names=classifier.class_names if classifier else [],
                 loaded_at=self.models.loaded_at,

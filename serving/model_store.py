@@ -1,9 +1,12 @@
-"""The served model, reloaded when its file changes.
+"""The served model, loaded in the background and reloaded when its file changes.
 
-Every request asks `current()`, which costs one `stat` of the model file. When the
-file's mtime, size or inode changed, that request loads the new file while concurrent
-requests keep being answered by the old model; a file that fails to load (half written,
-corrupt) is logged and skipped until it changes again, and the old model stays.
+One loader thread loads the file at start-up, then checks its identity (mtime, size,
+inode: one `stat`) every `check_seconds`, and at once when a request saw it change, and
+loads a changed file while requests keep being answered by the old model. It is the only
+thread that loads, so loads never run twice at once. `/health` never waits for it; a
+request that needs the model waits for the load that is due. A file that fails to load
+(half written, corrupt) is logged and skipped until it changes again, and the old model
+stays.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from activelearn.model import Classifier
+from serving.schemas import ModelState
 
 log = logging.getLogger(__name__)
 
@@ -24,30 +28,58 @@ Signature = tuple[int, int, int]  # mtime_ns, size, inode
 
 
 class ModelStore:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, check_seconds: float = 2.0):
         self.path = Path(path)
+        self.check_seconds = check_seconds
         self.classifier: Classifier | None = None
         self.loaded_at: float | None = None
-        self.error: str | None = None
+        self._error: str | None = None  # why the file at `_failed` would not load
         self._signature: Signature | None = None  # of the file `classifier` came from
         self._failed: Signature | None = None  # of a file that would not load
-        self._reload_lock = threading.Lock()
+        self._attempted = threading.Condition()  # notified after each load attempt
+        self._wake = threading.Event()
+        self._closing = False
         self._predict_lock = threading.Lock()
+        threading.Thread(target=self._watch, name="model-loader", daemon=True).start()
 
-    def current(self) -> Classifier | None:
-        """The model to answer with, after loading a changed file if there is one."""
-        signature = self._stat()
-        if signature is None or signature in (self._signature, self._failed):
-            return self.classifier
-        # Without a model, wait for the load; with one, let another request do it.
-        if self._reload_lock.acquire(blocking=self.classifier is None):
-            try:
-                signature = self._stat()
-                if signature is not None and signature not in (self._signature, self._failed):
-                    self._load(signature)
-            finally:
-                self._reload_lock.release()
+    def close(self) -> None:
+        """Stop checking; a load in progress finishes in the background."""
+        with self._attempted:
+            self._closing = True
+            self._attempted.notify_all()
+        self._wake.set()
+
+    def current(self, wait: bool = False) -> Classifier | None:
+        """The model to answer with. A changed file wakes the loader; with `wait`, return
+        after the load that is due (the new model, or the old one if the file is broken)."""
+        if self._changed() is not None:
+            self._wake.set()
+            if wait:
+                with self._attempted:
+                    self._attempted.wait_for(lambda: self._closing or self._changed() is None)
         return self.classifier
+
+    @property
+    def state(self) -> ModelState:
+        """`loading` while a changed file is due to be loaded, `failed` while it would not
+        load (the previous model, if any, is still served), `missing` without file or model."""
+        signature = self._stat()
+        if signature is None:
+            return "loaded" if self.classifier is not None else "missing"
+        if signature == self._failed:
+            return "failed"
+        return "loaded" if signature == self._signature else "loading"
+
+    @property
+    def error(self) -> str | None:
+        """Why the file is not served: it would not load, or there is none and no model."""
+        if self._error is None and self.classifier is None and self._stat() is None:
+            return f"no model at {self.path}: train one first (dvc repro)"
+        return self._error
+
+    @property
+    def version(self) -> str | None:
+        return self.classifier.version if self.classifier is not None else None
 
     def predict_proba(self, classifier: Classifier, x: np.ndarray) -> np.ndarray:
         """Class probabilities [n, classes], one forward pass at a time (CPU-bound anyway)."""
@@ -58,23 +90,39 @@ class ModelStore:
         try:
             st = os.stat(self.path)
         except OSError:
-            if self.error is None and self.classifier is None:
-                self.error = f"no model at {self.path}: train one first (dvc repro)"
             return None
         return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def _changed(self) -> Signature | None:
+        """The file's signature if it changed since it was last loaded or refused."""
+        signature = self._stat()
+        if signature is None or signature in (self._signature, self._failed):
+            return None
+        return signature
+
+    def _watch(self) -> None:
+        while not self._closing:
+            self._wake.clear()  # before the check: a wake during the load is not lost
+            if (signature := self._changed()) is not None:
+                self._load(signature)
+            self._wake.wait(self.check_seconds)
 
     def _load(self, signature: Signature) -> None:
         started = time.perf_counter()
         try:
             classifier = Classifier.load(self.path)
         except Exception as err:  # any broken file must not take the server down
-            self._failed = signature
-            self.error = str(err)  # names the file, what is wrong and how to get it back
-            log.error("%s; still serving %s", self.error, self.version or "no model")
+            with self._attempted:
+                self._failed = signature
+                self._error = str(err)  # names the file, what is wrong and how to get it back
+                self._attempted.notify_all()
+            log.error("%s; still serving %s", self._error, self.version or "no model")
             return
         previous = self.version
-        self.classifier, self._signature, self._failed = classifier, signature, None
-        self.loaded_at, self.error = time.time(), None
+        with self._attempted:
+            self.classifier, self._signature, self._failed = classifier, signature, None
+            self.loaded_at, self._error = time.time(), None
+            self._attempted.notify_all()
         log.info(
             "serving model %s from %s (was %s), loaded in %.1f s",
             classifier.version,
@@ -82,7 +130,3 @@ class ModelStore:
             previous or "none",
             time.perf_counter() - started,
         )
-
-    @property
-    def version(self) -> str | None:
-        return self.classifier.version if self.classifier is not None else None

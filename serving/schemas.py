@@ -19,9 +19,18 @@ class _Lenient(BaseModel):
 # GET /health
 
 
+ModelState = Literal["loaded", "loading", "failed", "missing"]
+MODEL_STATE = (
+    "loaded | loading (a new file, the previous model still served) | failed (the file "
+    "would not load, see the error) | missing (no file, no model)"
+)
+
+
 class HealthResponse(BaseModel):
     status: Literal["UP"] = "UP"
     model_version: str | None = Field(None, description="the loaded model's round tag")
+    model_state: ModelState = Field(description=MODEL_STATE)
+    model_error: str | None = Field(None, description="why the model file is not served")
     retrain: str = Field("idle", description="idle | running | succeeded | failed")
 
 
@@ -155,6 +164,7 @@ class RetrainStatus(BaseModel):
 
 class ModelStatus(BaseModel):
     path: str
+    state: ModelState = Field(description=MODEL_STATE)
     version: str | None
     class_names: list[str]
     loaded_at: float | None

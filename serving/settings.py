@@ -32,8 +32,10 @@ class ServingSettings(BaseSettings):
     # `document_root` and `retrain_log` are relative to it unless absolute.
     workspace: Path = Path("campaign")
 
-    # The model: reloaded on the next request after the file changes.
+    # The model: loaded in the background at start-up and when the file changes, which a
+    # `stat` every `model_check_seconds` (and on each request) notices.
     model_path: Path = Path("model/classifier.bentomodel")
+    model_check_seconds: float = Field(2.0, gt=0)
     batch_size: int = Field(64, ge=1)  # images per forward pass
     image_workers: int = Field(4, ge=1)  # threads reading and decoding a request's images
 

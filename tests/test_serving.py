@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -148,7 +149,17 @@ def settings_for(world, label_studio=None, **overrides) -> ServingSettings:
 def client(world, label_studio, foreign):
     app = create_app(settings_for(world, label_studio, allowed_hosts=f"localhost:{foreign.port}"))
     with TestClient(app) as test_client:
+        wait_for_model(test_client)
         yield test_client
+
+
+def wait_for_model(client, timeout: float = 30.0) -> dict:
+    """/health once the model file has been loaded or refused (it loads in the background)."""
+    deadline = time.monotonic() + timeout
+    while (health := client.get("/health").json())["model_state"] == "loading":
+        assert time.monotonic() < deadline, f"model still loading after {timeout} s"
+        time.sleep(0.05)
+    return health
 
 
 def predict(client, urls, label_config=LABEL_CONFIG, key="picture", **kwargs):
@@ -164,6 +175,8 @@ def test_health_and_setup_answer_with_the_loaded_round(client):
     assert client.get("/health").json() == {
         "status": "UP",
         "model_version": "round-1",
+        "model_state": "loaded",
+        "model_error": None,
         "retrain": "idle",
     }
     setup = {
@@ -439,7 +452,83 @@ def test_paths_default_to_the_campaign_workspace(monkeypatch):
     assert moved.document_root == Path("/srv/files")
 
 
-# Hot reload
+# Model loading and hot reload
+
+
+class SlowLoads:
+    """`Classifier.load` held until `finish` is set: a stand-in for a big model whose load
+    takes longer than Label Studio's 1 s /health timeout. Records which thread loads."""
+
+    def __init__(self, monkeypatch):
+        self.real = Classifier.load
+        self.started, self.finish = threading.Event(), threading.Event()
+        self.threads: list[str] = []
+        monkeypatch.setattr(Classifier, "load", self.load)
+
+    def load(self, path):
+        self.threads.append(threading.current_thread().name)
+        self.started.set()
+        self.finish.wait(10)
+        return self.real(path)
+
+
+def health_at_once(client) -> dict:
+    started = time.monotonic()
+    health = client.get("/health")
+    assert time.monotonic() - started < 0.5, "/health waited"
+    assert health.status_code == 200 and health.json()["status"] == "UP"
+    return health.json()
+
+
+def test_health_answers_at_once_while_the_model_loads_at_start_up(world, monkeypatch):
+    slow = SlowLoads(monkeypatch)
+    with TestClient(create_app(settings_for(world))) as app:
+        assert slow.started.wait(10), "the model did not start loading"
+        health = health_at_once(app)
+        assert health["model_state"] == "loading" and health["model_version"] is None
+        with ThreadPoolExecutor(3) as requests:  # they wait for the load, not start their own
+            waiting = [
+                requests.submit(predict, app, [local("pool/class0/s5-000.png")]) for _ in range(3)
+            ]
+            time.sleep(0.3)
+            assert not any(request.done() for request in waiting)
+            assert health_at_once(app)["model_state"] == "loading"
+            slow.finish.set()
+            bodies = [request.result(timeout=30).json() for request in waiting]
+        assert [body["model_version"] for body in bodies] == ["round-1"] * 3
+        assert health_at_once(app)["model_state"] == "loaded"
+    assert slow.threads == ["model-loader"]
+
+
+def test_a_changed_model_file_is_loaded_in_the_background_not_by_a_request(
+    world, tmp_path, monkeypatch
+):
+    model = tmp_path / "classifier.bentomodel"
+    shutil.copyfile(world["root"] / "model" / "classifier.bentomodel", model)
+    with TestClient(create_app(settings_for(world, model_path=model))) as app:
+        assert wait_for_model(app)["model_version"] == "round-1"
+        slow = SlowLoads(monkeypatch)
+        incoming = tmp_path / "incoming.bentomodel"
+        shutil.copyfile(world["root"] / "round2.bentomodel", incoming)
+        incoming.replace(model)  # a round's new model; no request from here on
+        assert slow.started.wait(10), "the new model file was not loaded without a request"
+        health = health_at_once(app)  # the previous model answers meanwhile
+        assert health["model_state"] == "loading" and health["model_version"] == "round-1"
+        slow.finish.set()
+        assert wait_for_model(app)["model_version"] == "round-2"
+    assert slow.threads == ["model-loader"]
+
+
+def test_a_broken_model_file_is_named_by_health_and_predict(world, tmp_path):
+    model = tmp_path / "classifier.bentomodel"
+    model.write_bytes(b"not a model")
+    with TestClient(create_app(settings_for(world, model_path=model))) as app:
+        response = predict(app, [local("pool/class0/s5-000.png")])
+        assert response.status_code == 503
+        assert f"{model}: not a readable model" in response.json()["detail"]
+        health = app.get("/health").json()
+        assert health["model_state"] == "failed" and health["model_version"] is None
+        assert f"{model}: not a readable model" in health["model_error"]
 
 
 def test_a_new_model_file_is_served_without_restart(world, tmp_path):
@@ -472,7 +561,9 @@ def test_a_new_model_file_is_served_without_restart(world, tmp_path):
 def test_without_a_model_the_server_is_up_and_says_what_is_missing(world, tmp_path):
     settings = settings_for(world, model_path=tmp_path / "none.bentomodel")
     with TestClient(create_app(settings)) as empty:
-        assert empty.get("/health").json()["model_version"] is None
+        health = empty.get("/health").json()
+        assert health["model_version"] is None and health["model_state"] == "missing"
+        assert "none.bentomodel" in health["model_error"]
         response = predict(empty, [local("pool/class0/s5-000.png")])
         assert response.status_code == 503 and "none.bentomodel" in response.json()["detail"]
         assert empty.post("/setup", json={}).status_code == 503

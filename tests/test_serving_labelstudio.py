@@ -43,7 +43,7 @@ def free_port() -> int:
 
 
 class UvicornThread:
-    """The app on uvicorn in a thread; `started` once the lifespan has loaded the model."""
+    """The app on uvicorn in a thread; `started` once it serves (the model loads meanwhile)."""
 
     def __init__(self, app, port: int):
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
