@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 
 from activelearn.data import Preprocessing, class_names_of, load_labeled, preprocess
+from activelearn.labelstudio import free_port
 from activelearn.model import Classifier
 from serving.app import create_app, describe
 from serving.images import ImageError, ImageSource
@@ -419,6 +421,30 @@ def test_the_server_command_names_a_bad_variable_without_a_traceback(variable, v
     assert done.returncode == 1
     assert done.stderr.startswith(message) and value not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_server_command_refuses_several_workers(tmp_path):
+    env = os.environ | {
+        "WEB_CONCURRENCY": "2",  # what uvicorn takes as its worker count
+        "ACTIVELEARN_SERVING_WORKSPACE": str(tmp_path),
+        "ACTIVELEARN_SERVING_PORT": str(free_port()),  # if it did start, not on a shared port
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its workers too can be ended if it starts
+    )
+    try:
+        _, stderr = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    assert server.returncode == 1
+    assert stderr.startswith("WEB_CONCURRENCY=2: the ML backend runs as one uvicorn worker")
+    assert "RETRAIN_THRESHOLD" in stderr and "Traceback" not in stderr
 
 
 def test_the_token_is_stripped_and_refused_with_characters_no_header_can_carry(monkeypatch):
