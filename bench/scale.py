@@ -13,12 +13,18 @@ that loads the model from the file as a round does:
 - ray, 2 nodes: a cluster of two `ray start` nodes of 1 CPU each on this machine
   (the same cores: it shows the cost of going through a cluster, not a speed-up).
 
-Reported per run: wall time of `score_and_select` (Ray start-up included), Ray's start-up
-and streaming parts, peak RSS of the driver, and whether `queue.jsonl` and `scores.csv`
-equal the local run's byte for byte. Then a model of a 10-million-image pool on 1, 8 and
-64 nodes like this one, from the measured per-image costs: actors' cost per image (from
-the 2-node run), the driver's cost per image (writing scores.csv and merging candidates,
-measured on synthetic blocks), start-up and the final selection on the driver.
+Every run's wall time of `score_and_select` is split the same way for both engines:
+start-up (until the engine can score; Ray: connecting and starting the actors), streaming
+(until the driver has handled the last block: decode, forward, scores.csv rows and
+candidate merge, which the driver does while blocks stream in) and after streaming (the
+final selection, queue.jsonl, Ray's shutdown). Images/s is the streaming rate for every
+run; ratios are against the local run of the same pool. Also per run: peak RSS of the
+driver, and whether `queue.jsonl` and `scores.csv` equal the local run's.
+Model rows: a 10-million-image pool, local on this machine and Ray on 1, 8 and 64 nodes
+like it, each side paying its measured fixed costs (start-up + after streaming) once and
+its streaming cost per image 10 million times: the local run's, or for Ray the actors'
+(from the 2-node run) spread over the nodes, capped by the driver's per-image cost
+(unpickle, scores.csv row, merge; measured on synthetic blocks).
 One run each: other jobs on the machine are noise, rerun before trusting a ratio.
 """
 
@@ -69,30 +75,53 @@ def save_model(path: Path, prep: Preprocessing, seed: int) -> None:
 # ------------------------------------------------------------------ one run, in a child
 
 
-class RayRecords(logging.Handler):
-    """The scorer's own timing: when the actors were up, how long streaming took."""
+class RayReady(logging.Handler):
+    """When the Ray scorer's actors were up (its log record), and how many."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.ready_at: float | None = None
-        self.streaming: float | None = None
+        self.at: float | None = None
         self.actors: int | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg.startswith("ray: %d scoring actors"):
-            self.ready_at, self.actors = time.perf_counter(), record.args[0]
-        elif record.msg.startswith("ray: scored"):
-            self.streaming = record.args[3]
+            self.at, self.actors = time.perf_counter(), record.args[0]
+
+
+def timed_stream(engine, marks: dict):
+    """`engine` with its blocks timed: `asked` when the scorer first asks for a block,
+    `done` when the scorer has handled the last one (before the engine shuts down)."""
+
+    def wrapped(*args, **kwargs):
+        blocks = engine(*args, **kwargs)
+        marks["asked"] = marks["done"] = None
+
+        def stream():
+            marks["asked"] = time.perf_counter()
+            for block in blocks:
+                yield block
+                marks["done"] = time.perf_counter()
+
+        return stream()
+
+    return wrapped
 
 
 def measure_child(args: argparse.Namespace) -> None:
+    from activelearn import scoring as scoring_module
     from activelearn.manifest import Manifest
     from activelearn.model import Classifier
-    from activelearn.scoring import score_and_select
 
-    records = RayRecords()
-    logging.getLogger("activelearn").addHandler(records)
+    ray_ready = RayReady()
+    logging.getLogger("activelearn").addHandler(ray_ready)
     logging.getLogger("activelearn").setLevel(logging.INFO)
+    marks: dict = {}
+    if args.measure == "local":
+        scoring_module.score_locally = timed_stream(scoring_module.score_locally, marks)
+    else:  # imported only here: the local driver's memory holds no Ray
+        from activelearn import scoring_ray
+
+        scoring_ray.score_on_ray = timed_stream(scoring_ray.score_on_ray, marks)
     out = Path(args.out)
     ids = [image_id(i) for i in range(args.pool)]
     manifest = Manifest(out / "manifest.csv")
@@ -105,7 +134,7 @@ def measure_child(args: argparse.Namespace) -> None:
         ray=RayScoringConfig(address=args.address, actors=0, block_size=args.block),
     )
     start = time.perf_counter()
-    score_and_select(
+    scoring_module.score_and_select(
         classifier,
         manifest,
         args.pool_dir,
@@ -117,12 +146,12 @@ def measure_child(args: argparse.Namespace) -> None:
         scoring=scoring,
         model_path=args.model,
     )
-    total = time.perf_counter() - start
+    finish = time.perf_counter()
+    # Streaming starts when the engine can score: at once for local, with actors up for Ray.
+    ready = ray_ready.at if ray_ready.at is not None else marks["asked"]
     result = {
-        "total": total,
-        "startup": None if records.ready_at is None else records.ready_at - start,
-        "streaming": records.streaming,
-        "actors": records.actors,
+        **phases(start, ready, marks["done"], finish),
+        "actors": ray_ready.actors,
         "peak_rss_mb": peak_rss_mib(),
         "picks": digest(
             "\n".join(json.loads(line)["sample_id"] for line in open(out / "round" / "queue.jsonl"))
@@ -130,6 +159,18 @@ def measure_child(args: argparse.Namespace) -> None:
         "scores_file": str(out / "round" / "scores.csv"),
     }
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def phases(start: float, ready: float, done: float, finish: float) -> dict:
+    """One run's wall time split the same way for every engine: start-up (until it can
+    score), streaming (until the driver has handled the last block: decode, forward,
+    scores.csv rows, candidate merge) and after (final selection, queue, shutdown)."""
+    return {
+        "total": finish - start,
+        "startup": ready - start,
+        "streaming": done - ready,
+        "after": finish - done,
+    }
 
 
 def digest(text: str) -> str:
@@ -227,38 +268,37 @@ def driver_cost_per_image(strategy: str, block: int, n_blocks: int = 12) -> floa
     return (time.perf_counter() - start) / (n_blocks * block)
 
 
-def selection_seconds(strategy: str) -> float:
-    """The final selection on the driver over a full candidate set (2 x candidates)."""
-    from activelearn import strategies
-
-    rng = np.random.default_rng(0)
-    n = 2 * StrategyConfig().candidates
-    probas = rng.dirichlet(np.ones(N_CLASSES), n)
-    features = rng.random((n, 128))
-    start = time.perf_counter()
-    strategies.select_batch(strategy, probas, QUEUE_SIZE, 0, features=features, candidates=1000)
-    return time.perf_counter() - start
-
-
 # --------------------------------------------------------------------------- report
 
 
-def scale_model(runs: dict, driver: float, select: float, pool: int, cpus_per_node: int) -> list:
-    """Predicted seconds for MODEL_POOL images on n nodes of `cpus_per_node` actors each.
+def predicted_seconds(run: dict, measured_pool: int, pool: int, per_image: float | None = None):
+    """`run`'s time on `pool` images: its fixed costs (start-up, final selection, queue,
+    shutdown: the same on any pool) once, plus `pool` times its streaming cost per image
+    (measured, unless `per_image` says otherwise)."""
+    if per_image is None:
+        per_image = run["streaming"] / measured_pool
+    return run["total"] - run["streaming"] + pool * per_image
+
+
+def scale_model(runs: dict, driver: float, pool: int, cpus_per_node: int) -> list:
+    """(name, measured run, predicted seconds, images/s streaming, driver-bound?) for
+    MODEL_POOL images: the local scorer on this machine, Ray on n nodes of `cpus_per_node`
+    actors (from the 2-node run).
 
     Actors scale with nodes; the driver (one process) does not: its per-image cost caps
-    the throughput however many nodes there are.
+    the throughput however many nodes there are. Every side pays its own fixed costs once.
     """
+    local = runs["local"]
+    local_rate = pool / local["streaming"]
+    rows = [("local scorer", local, predicted_seconds(local, pool, MODEL_POOL), local_rate, False)]
     two = runs["ray, 2 nodes"]
     actor = two["streaming"] * two["actors"] / pool  # actor-seconds per image
-    startup = two["startup"]
-    local = runs["local"]["total"] / pool
-    rows = []
     for nodes in MODEL_NODES:
         rate = min(nodes * cpus_per_node / actor, 1 / driver)
-        seconds = startup + MODEL_POOL / rate + select
-        rows.append((nodes, seconds, MODEL_POOL * local / seconds, rate))
-    return rows, actor, local
+        seconds = predicted_seconds(two, pool, MODEL_POOL, per_image=1 / rate)
+        name = f"Ray, {nodes} node{'s' * (nodes > 1)}"
+        rows.append((name, two, seconds, rate, rate >= 1 / driver))
+    return rows
 
 
 def hms(seconds: float) -> str:
@@ -321,42 +361,44 @@ def main() -> None:
                 runs["local"]["scores_file"], r["scores_file"]
             )
     driver = driver_cost_per_image(args.strategy, args.block)
-    select = selection_seconds(args.strategy)
 
-    base = runs["local"]
     print()
     print(
-        "| run | actors | wall time | Ray start-up | streaming | images/s | driver peak RSS "
-        "| same picks | scores.csv against local |"
+        "| run | images | start-up | streaming | after streaming | total | images/s streaming "
+        "| streaming vs local | total vs local | driver peak RSS | picks / scores.csv vs local |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    local = runs["local"]
     for name, r in runs.items():
-        startup = "-" if r["startup"] is None else f"{r['startup']:.1f} s"
-        streaming = "-" if r["streaming"] is None else f"{r['streaming']:.1f} s"
+        actors = f", {r['actors']} actors" if r["actors"] else ""
+        picks = "same" if r["picks"] == local["picks"] else "DIFFERENT"
         same = "identical" if r["same_scores"] else f"max difference {r['max_diff']:.0e}"
         print(
-            f"| {name} | {r['actors'] or '-'} | {r['total']:.1f} s | {startup} | {streaming} "
-            f"| {args.pool / (r['streaming'] or r['total']):.0f} | {r['peak_rss_mb']:.0f} MB "
-            f"| {'yes' if r['picks'] == base['picks'] else 'NO'} "
-            f"| {same} |"
+            f"| {name}{actors} | {args.pool:,} | {r['startup']:.1f} s | {r['streaming']:.1f} s "
+            f"| {r['after']:.1f} s | {r['total']:.1f} s | {args.pool / r['streaming']:,.0f} "
+            f"| {local['streaming'] / r['streaming']:.2f}x | {local['total'] / r['total']:.2f}x "
+            f"| {r['peak_rss_mb']:.0f} MB | {picks} / {same} |"
         )
-    rows, actor, local = scale_model(runs, driver, select, args.pool, cpus)
+    model = scale_model(runs, driver, args.pool, cpus)
+    local_seconds = model[0][2]
+    for name, r, seconds, rate, driver_bound in model:
+        capped = " (driver-bound)" if driver_bound else ""
+        print(
+            f"| model: {name} | {MODEL_POOL:,} | {r['startup']:.1f} s | {hms(MODEL_POOL / rate)} "
+            f"| {r['after']:.1f} s | {hms(seconds)} "
+            f"| {rate:,.0f}{capped} | {rate * local['streaming'] / args.pool:.2f}x "
+            f"| {local_seconds / seconds:.1f}x | | |"
+        )
+    two = runs["ray, 2 nodes"]
     print()
     print(
-        f"Measured per image: local scorer {local * 1e3:.2f} ms (end to end); a Ray actor "
-        f"{actor * 1e3:.2f} actor-ms (decode, forward, block top-k, transfer); the driver "
-        f"{driver * 1e6:.0f} us (unpickle, scores.csv row, candidate merge: caps Ray at "
-        f"{1 / driver:,.0f} images/s). Start-up {runs['ray, 2 nodes']['startup']:.0f} s, "
-        f"final {args.strategy} selection {select:.1f} s."
+        f"Streaming: from when the engine can score (Ray: actors up) until the driver has "
+        f"handled the last block. Model rows: {cpus}-CPU nodes like this one, an actor per "
+        f"CPU at {two['streaming'] * two['actors'] / args.pool * 1e3:.2f} actor-ms per image "
+        f"(2-node run); the driver's {driver * 1e6:.0f} us per image (unpickle, scores.csv "
+        f"row, merge) caps Ray at {1 / driver:,.0f} images/s; each side's fixed costs "
+        f"(start-up + after streaming) as measured, paid once."
     )
-    print()
-    print(f"Model: {MODEL_POOL:,} images, nodes of {cpus} CPUs (an actor per CPU) like this one:")
-    print("| nodes | predicted time | images/s | speed-up over the local scorer |")
-    print("|---|---|---|---|")
-    print(f"| local scorer | {hms(MODEL_POOL * local)} | {1 / local:,.0f} | 1.0x |")
-    for nodes, seconds, speedup, rate in rows:
-        capped = " (driver-bound)" if rate >= 1 / driver - 1e-9 else ""
-        print(f"| {nodes} | {hms(seconds)} | {rate:,.0f}{capped} | {speedup:.1f}x |")
     print(f"\nbenchmark took {time.perf_counter() - started:.0f} s")
 
 

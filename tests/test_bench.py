@@ -1,0 +1,60 @@
+"""The pure helpers of the bench/ scripts (the benchmarks themselves never run in tests)."""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from unittest.mock import patch
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench(name: str):
+    """bench/<name>.py as a module; bench/ is on sys.path only while it imports (its file
+    names would shadow packages such as `serving`), and its environment defaults are undone."""
+    with patch.dict(os.environ), patch.object(sys, "path", [str(BENCH), *sys.path]):
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def scale():
+    return load_bench("scale")
+
+
+def test_phases_split_the_wall_time(scale):
+    assert scale.phases(start=10.0, ready=12.0, done=20.0, finish=21.5) == {
+        "total": 11.5,
+        "startup": 2.0,
+        "streaming": 8.0,
+        "after": 1.5,
+    }
+
+
+def test_a_bigger_pool_scales_only_the_streaming(scale):
+    run = {"total": 10.0, "streaming": 8.0}  # 2 s fixed: start-up, selection, shutdown
+    assert scale.predicted_seconds(run, 1000, 1000) == pytest.approx(10.0)
+    assert scale.predicted_seconds(run, 1000, 3000) == pytest.approx(2.0 + 24.0)
+    assert scale.predicted_seconds(run, 1000, 3000, per_image=0.001) == pytest.approx(5.0)
+
+
+def test_scale_model_charges_each_side_its_own_fixed_costs(scale):
+    pool = 1000
+    runs = {
+        "local": {"total": 10.0, "streaming": 8.0},  # 2 s fixed, 8 ms per image
+        "ray, 2 nodes": {"total": 20.0, "streaming": 4.0, "actors": 2},  # 16 s fixed
+    }
+    driver = 1e-4  # caps Ray at 10,000 images/s
+    rows = {name: rest for name, *rest in scale.scale_model(runs, driver, pool, 2)}
+    _, seconds, rate, bound = rows["local scorer"]
+    assert (seconds, rate, bound) == (pytest.approx(2 + scale.MODEL_POOL * 0.008), 125, False)
+    # 2 actors x 4 s / 1000 images = 8 actor-ms per image: 250 images/s per 2-CPU node.
+    _, seconds, rate, bound = rows["Ray, 1 node"]
+    assert (seconds, rate, bound) == (pytest.approx(16 + scale.MODEL_POOL / 250), 250, False)
+    _, seconds, rate, bound = rows["Ray, 64 nodes"]
+    assert rate == pytest.approx(1 / driver) and bound
+    assert seconds == pytest.approx(16 + scale.MODEL_POOL * driver)
