@@ -18,10 +18,14 @@ scores the pool and selects a batch with `activelearn.scoring`'s own pieces (its
 answers the batch from the true labels, until `--budget` labels are spent. Strategy
 settings come from conf/strategy/<name>.yaml.
 
-One CSV row per round goes to `<out>/rounds.csv` as soon as the round ends, with the
-batch it queued, so a rerun skips finished campaigns and continues unfinished ones from
-their last round. At the end: `<out>/summary.md`, `<out>/summary.csv` and
-`<out>/learning_curves.png`, and the table on stdout.
+One CSV row per round goes to `<out>/rounds/seed-<seed>.csv` as soon as the round ends,
+with the batch it queued, so a rerun skips finished campaigns and continues unfinished
+ones from their last round (rows of other code or settings are not told apart: pass a
+new --out after changing either). A seed's campaigns all run in one process, so each file
+has one writer, even with --jobs. At the end the parent merges every seed's rows into
+`<out>/rounds.csv` and writes `<out>/summary.md`, `<out>/summary.csv` and
+`<out>/learning_curves.png` (over this run's --strategies and --seeds only), and prints
+the table.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from activelearn.data import (  # noqa: E402
     sample_id,
 )
 from activelearn.datasets import write_digits  # noqa: E402
+from activelearn.files import atomic_file  # noqa: E402
 from activelearn.manifest import Manifest  # noqa: E402
 from activelearn.reporting import (  # noqa: E402
     area_under_curve,
@@ -350,6 +355,7 @@ class RowWriter:
     """Appends one CSV row per round and flushes it, so a killed run loses one round."""
 
     def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.exists() or path.stat().st_size == 0
         self.file = path.open("a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=COLUMNS)
@@ -366,27 +372,43 @@ class RowWriter:
         self.file.close()
 
 
-def read_rows(path: Path) -> dict[tuple[str, int], list[dict]]:
-    """{(strategy, seed): rows in round order} of an earlier run."""
+def seed_file(out: Path, seed: int) -> Path:
+    """Where the rounds of one seed's campaigns go, written only by the process running them."""
+    return out / "rounds" / f"seed-{seed}.csv"
+
+
+def read_rows(out: Path) -> dict[tuple[str, int], list[dict]]:
+    """{(strategy, seed): rows in round order} of earlier runs in `out` (a run older than
+    the per-seed files left only rounds.csv)."""
+    paths = sorted((out / "rounds").glob("seed-*.csv")) or [out / "rounds.csv"]
     campaigns: dict[tuple[str, int], list[dict]] = defaultdict(list)
-    if path.exists():
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                campaigns[row["strategy"], int(row["seed"])].append(row)
+    for path in paths:
+        if path.exists():
+            with path.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    campaigns[row["strategy"], int(row["seed"])].append(row)
     for rows in campaigns.values():
         rows.sort(key=lambda r: int(r["round"]))
-    return dict(campaigns)
+    return dict(sorted(campaigns.items()))
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    with atomic_file(path, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def resumable(rows: list[dict], budget: int) -> tuple[bool, list[dict]]:
     """(finished?, rows to continue from) of one campaign under this budget.
 
-    Finished: a round at or past the budget, or the pool ran dry. Otherwise the rounds
-    that queued a batch are kept (a round that stopped at a smaller budget is redone).
+    Finished: a round at or past the budget, or the pool ran dry; all its rows are kept,
+    also those past a smaller budget. Otherwise the rounds that queued a batch are kept
+    (a round that stopped at a smaller budget is redone).
     """
-    for i, row in enumerate(rows):
+    for row in rows:
         if int(row["labels"]) >= budget or row["stop"] == "pool":
-            return True, rows[: i + 1]
+            return True, rows
     return False, [r for r in rows if not r["stop"]]
 
 
@@ -425,10 +447,16 @@ def write_summary(
     args: argparse.Namespace,
     wall_seconds: float,
 ) -> str:
-    """summary.md, summary.csv and learning_curves.png; returns the Markdown."""
-    by_seed = {s: c for s, c in curves_of(campaigns, args.budget).items() if s in args.strategies}
+    """summary.md, summary.csv and learning_curves.png of this run's strategies and seeds;
+    returns the Markdown."""
+    campaigns = {
+        (strategy, seed): rows
+        for (strategy, seed), rows in campaigns.items()
+        if strategy in args.strategies and seed in args.seeds
+    }
+    by_seed = curves_of(campaigns, args.budget)
     if not by_seed:
-        raise SystemExit(f"no finished campaign in {out / 'rounds.csv'} to summarize")
+        raise SystemExit(f"no finished campaign of these --strategies and --seeds in {out}")
     curves = {name: list(runs.values()) for name, runs in by_seed.items()}
     rows = summarize(curves, TARGETS)
     with (out / "summary.csv").open("w", newline="") as f:
@@ -494,13 +522,7 @@ def write_summary(
                     f"({row['auc']:.4f} < {base['auc']:.4f})."
                 )
         lines.append("")
-    timed = [
-        r
-        for (strategy, _), rs in campaigns.items()
-        if strategy in args.strategies
-        for r in rs
-        if int(r["labels"]) <= args.budget
-    ]
+    timed = [r for rs in campaigns.values() for r in rs if int(r["labels"]) <= args.budget]
     if timed:
         seconds = np.array([float(r["seconds"]) for r in timed])
         train = np.array([float(r["train_seconds"]) for r in timed])
@@ -557,7 +579,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start-per-class", type=int, default=2)
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--budget", type=int, default=400)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/campaigns-bench"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("/tmp/campaigns-bench"),
+        help="folder of rounds/seed-<seed>.csv (a seed's rounds, appended as they end by the "
+        "one process running that seed; a rerun resumes from them), rounds.csv (every "
+        "seed's rows, merged at the end), summary.md, summary.csv, learning_curves.png",
+    )
     parser.add_argument(
         "--scorer",
         choices=("memory", "files"),
@@ -582,6 +611,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # Each campaign once: a seed's file must have one writer.
+    args.strategies = list(dict.fromkeys(args.strategies))
+    args.seeds = list(dict.fromkeys(args.seeds))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -596,42 +628,41 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     check_protocol(args.out, args)
-    path = args.out / "rounds.csv"
     started = time.perf_counter()
     if not args.summary_only:
-        campaigns = read_rows(path)
-        kept = {key: resumable(rows, args.budget)[1] for key, rows in campaigns.items()}
+        kept = {key: resumable(rows, args.budget)[1] for key, rows in read_rows(args.out).items()}
         if args.worker:
             run_seeds(args, kept)
             return
-        # Drop rows a rerun will redo (a round that stopped at a smaller budget), so the
-        # file holds each round once.
-        if sum(map(len, kept.values())) != sum(map(len, campaigns.values())):
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=COLUMNS)
-                writer.writeheader()
-                writer.writerows(r for rows in kept.values() for r in rows)
-        RowWriter(path).close()  # the header, before any worker appends
+        # Without the rows a rerun redoes (a round that stopped at a smaller budget), so
+        # each round is in its seed's file once.
+        by_seed = defaultdict(list)
+        for (_, seed), rows in kept.items():
+            by_seed[seed] += rows
+        for seed, rows in by_seed.items():
+            write_rows(seed_file(args.out, seed), rows)
         if args.jobs > 1:
             run_workers(args)
         else:
             run_seeds(args, kept)
-    markdown = write_summary(args.out, read_rows(path), args, time.perf_counter() - started)
+    campaigns = read_rows(args.out)
+    write_rows(args.out / "rounds.csv", [r for rows in campaigns.values() for r in rows])
+    markdown = write_summary(args.out, campaigns, args, time.perf_counter() - started)
     print(markdown)
 
 
 def run_seeds(args: argparse.Namespace, kept: dict) -> None:
-    """Every unfinished campaign of `args.seeds`, seed by seed, appending to rounds.csv."""
+    """Every unfinished campaign of `args.seeds`, seed by seed, appending to its seed's file."""
     prep, mcfg = digits_preprocessing(), model_config()
-    writer = RowWriter(args.out / "rounds.csv")
-    try:
-        for seed in args.seeds:
-            todo = [
-                s for s in args.strategies if not resumable(kept.get((s, seed), []), args.budget)[0]
-            ]
-            if not todo:
-                log.info("seed %d: every campaign already done", seed)
-                continue
+    for seed in args.seeds:
+        todo = [
+            s for s in args.strategies if not resumable(kept.get((s, seed), []), args.budget)[0]
+        ]
+        if not todo:
+            log.info("seed %d: every campaign already done", seed)
+            continue
+        writer = RowWriter(seed_file(args.out, seed))
+        try:
             with tempfile.TemporaryDirectory(prefix=f"campaigns-bench-{seed}-") as tmp:
                 digits = load_digits_split(Path(tmp), seed, args.start_per_class, prep)
                 log.info(
@@ -644,16 +675,16 @@ def run_seeds(args: argparse.Namespace, kept: dict) -> None:
                 for strategy in todo:
                     done = kept.get((strategy, seed), [])
                     run_campaign(digits, strategy, seed, args, done, writer, prep, mcfg)
-    finally:
-        writer.close()
+        finally:
+            writer.close()
 
 
 def run_workers(args: argparse.Namespace) -> None:
     """`args.jobs` processes, each with its share of the seeds and of the cores.
 
     The digits CNN is too small to keep two cores busy in one process: two one-thread
-    processes finish about 1.8 times as many rounds as one two-thread process. Each
-    worker appends whole rows to the shared rounds.csv (one write per row).
+    processes finish about 1.8 times as many rounds as one two-thread process. A seed goes
+    to one worker, which alone appends to that seed's file.
     """
     threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"}

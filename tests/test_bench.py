@@ -17,6 +17,7 @@ def load_bench(name: str):
     with patch.dict(os.environ), patch.object(sys, "path", [str(BENCH), *sys.path]):
         spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up
         spec.loader.exec_module(module)
     return module
 
@@ -58,3 +59,37 @@ def test_scale_model_charges_each_side_its_own_fixed_costs(scale):
     _, seconds, rate, bound = rows["Ray, 64 nodes"]
     assert rate == pytest.approx(1 / driver) and bound
     assert seconds == pytest.approx(16 + scale.MODEL_POOL * driver)
+
+
+@pytest.fixture(scope="module")
+def campaigns():
+    return load_bench("campaigns")
+
+
+def rounds(campaigns, strategy: str, seed: int, labels: list[int], stop: str = "") -> list[dict]:
+    rows = [dict.fromkeys(campaigns.COLUMNS, "") for _ in labels]
+    for n, (row, count) in enumerate(zip(rows, labels, strict=True)):
+        row.update(strategy=strategy, seed=str(seed), round=str(n), labels=str(count))
+    rows[-1]["stop"] = stop
+    return rows
+
+
+def test_resumable_keeps_rounds_past_a_smaller_budget(campaigns):
+    rows = rounds(campaigns, "random", 0, [20, 30, 40], stop="budget")
+    assert campaigns.resumable(rows, budget=30) == (True, rows)
+    # A bigger budget redoes the round that stopped.
+    assert campaigns.resumable(rows, budget=50) == (False, rows[:2])
+
+
+def test_rounds_are_read_back_from_every_seed_file(campaigns, tmp_path):
+    random0 = rounds(campaigns, "random", 0, [20, 30], stop="budget")
+    entropy1 = rounds(campaigns, "entropy", 1, [20, 30], stop="budget")
+    campaigns.write_rows(campaigns.seed_file(tmp_path, 1), entropy1[::-1])
+    campaigns.write_rows(campaigns.seed_file(tmp_path, 0), random0)
+    assert campaigns.read_rows(tmp_path) == {("entropy", 1): entropy1, ("random", 0): random0}
+
+
+def test_rounds_of_a_run_before_seed_files_are_read(campaigns, tmp_path):
+    rows = rounds(campaigns, "random", 0, [20, 30], stop="budget")
+    campaigns.write_rows(tmp_path / "rounds.csv", rows)
+    assert campaigns.read_rows(tmp_path) == {("random", 0): rows}
