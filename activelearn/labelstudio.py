@@ -30,7 +30,6 @@ import logging
 import os
 import random
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from activelearn.labeling import (
     UNKNOWN_LABEL,
     Answer,
 )
+from activelearn.processes import stop_group
 from activelearn.queue import QueueItem
 from activelearn.stages import round_tag
 
@@ -185,17 +185,8 @@ class LabelStudioServer:
     log_file: Path
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Terminate the server (and whatever it spawned), then wait for it."""
-        if self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)  # its own session: pgid == pid
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
+        """Terminate the server and whatever it spawned (its own session), then wait."""
+        stop_group(self.process, grace=timeout)
 
 
 def server_environment(

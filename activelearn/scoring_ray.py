@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from activelearn.config import ScoringConfig
+from activelearn.processes import stop_group
 from activelearn.scoring import CandidateSet, ScoredBlock, ScoringPlan, score_batch, stream_pool
 
 INSTALL_HINT = (
@@ -402,7 +402,7 @@ def local_cluster(
         yield address
     finally:
         for process in reversed(started):  # worker nodes first, the head last
-            _stop_group(process)
+            stop_group(process, grace=20.0)
 
 
 def _free_port() -> int:
@@ -432,21 +432,3 @@ def _wait_for_log(log_file: Path, timeout: float, process: subprocess.Popen) -> 
             raise RuntimeError(f"`ray start` exited: see {log_file}")
         time.sleep(0.5)
     raise TimeoutError(f"a Ray node did not start within {timeout} s: see {log_file}")
-
-
-def _stop_group(process: subprocess.Popen, grace: float = 20.0) -> None:
-    """SIGTERM the process group `process` leads, SIGKILL what is left after `grace` s."""
-    group = process.pid  # start_new_session: the group id is the leader's pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        process.poll()
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
-    process.wait()

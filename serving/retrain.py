@@ -7,17 +7,16 @@ never two at a time. Its output goes to a log file; its state is read by /health
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import shlex
-import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+from activelearn.processes import stop_group
 from activelearn.workspace import python_environment
 from serving.schemas import ProjectCounts, RetrainStatus
 from serving.settings import ENV_PREFIX
@@ -139,11 +138,7 @@ class Retrainer:
         if process is None or process.poll() is not None:
             return
         log.warning("server stopping: terminating the running retrain (pid %d)", process.pid)
-        _signal_group(process, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout)
-        _signal_group(process, signal.SIGKILL)  # what is left: the retrain or its children
-        process.wait()
+        stop_group(process, grace=timeout)  # its session: dvc and the stages too
 
     def _not_started(self, args: list[str], trigger: str, detail: str) -> tuple[bool, str]:
         """A run that could not start is a failed one, saying why (called under the lock)."""
@@ -182,13 +177,6 @@ class Retrainer:
                 code,
                 self.log_path,
             )
-
-
-def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    """Signal the retrain's process group: it leads its own session (start_new_session), so
-    the group is the retrain and the processes it started (dvc, its stages)."""
-    with contextlib.suppress(ProcessLookupError):  # all of them have exited
-        os.killpg(process.pid, signum)
 
 
 def _child_environment() -> dict[str, str]:

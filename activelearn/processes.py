@@ -1,0 +1,28 @@
+"""Stopping a child process together with everything it started."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+
+
+def stop_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the process group `process` leads (started with `start_new_session`), give
+    all of it `grace` seconds to exit, then SIGKILL what is left and reap the leader."""
+    group = process.pid  # a session leader's group id is its pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        process.poll()  # reap the leader: a zombie still counts as a member of its group
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    process.wait()
