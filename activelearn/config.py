@@ -154,6 +154,12 @@ def check_config(cfg: Config) -> None:
             f"campaign.stop_set={campaign.stop_set}: the stop rule compares models on at "
             "least 1 image; raise it, or turn the rule off with campaign.stop_patience=0"
         )
+    title = cfg.labeling.project_title
+    if cfg.labeling.kind == "labelstudio" and not 3 <= len(title) <= 50:  # Label Studio's rule
+        raise ConfigError(
+            f"labeling.project_title={title!r}: Label Studio takes 3 to 50 characters, "
+            f"this has {len(title)}"
+        )
     check_engine(cfg.scoring)
 
 

@@ -123,11 +123,18 @@ def test_cli_bad_strategy_parameter_exits_before_any_work(tmp_path):
         ("campaign.stop_set=0", "campaign.stop_set=0: the stop rule compares models"),
         ("data.image_size=[16]", "data.image_size=[16]: give height and width"),
         ("data.channels=2", "data.channels=2: use 1 (grayscale) or 3 (RGB)"),
+        (
+            "labeling=labelstudio labeling.project_title=" + "x" * 51,
+            "Label Studio takes 3 to 50 characters, this has 51",
+        ),
     ],
 )
 def test_cli_a_setting_that_cannot_work_exits_before_any_work(tmp_path, override, message):
     result = run_cli(
-        "round=0", override, f"workspace={tmp_path / 'campaign'}", f"hydra.run.dir={tmp_path}"
+        "round=0",
+        *override.split(),
+        f"workspace={tmp_path / 'campaign'}",
+        f"hydra.run.dir={tmp_path}",
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-2000:]
