@@ -127,6 +127,33 @@ def test_a_workspace_from_an_older_version_gets_the_missing_ignore_lines(tmp_pat
     assert f"!! {LOCK}" in status.stdout
 
 
+def test_setting_up_a_workspace_sends_dvc_no_usage_report(tmp_path, monkeypatch):
+    import http.server
+    import threading
+    import time
+
+    from activelearn.workspace import init_workspace
+
+    reports = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):  # stands in for analytics.dvc.org
+        def do_POST(self):
+            reports.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DVC_ANALYTICS_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.delenv("DVC_NO_ANALYTICS", raising=False)
+    try:
+        init_workspace(tmp_path / "campaign")
+        time.sleep(5)  # DVC reports from a daemon it starts at exit
+    finally:
+        server.shutdown()
+    assert reports == []
+
+
 def test_a_test_set_of_unreadable_files_stops_the_pipeline(tmp_path, bentoml_home, tiny_model_cfg):
     ws = tmp_path / "campaign"
     write_class_folders(ws / "data" / "raw", per_class=4)
