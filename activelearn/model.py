@@ -28,14 +28,13 @@ HISTORY_POINTS = 20  # training-history rows logged per fit
 
 
 def _bentoml():
-    """bentoml (no usage tracking) and the model store of the current directory.
+    """bentoml and the model store of the current directory.
 
     The store is only where a model passes on its way to or from its `.bentomodel` file,
     which is the truth. It is `.bentoml/` in the current directory (a round runs in its
     workspace), or BENTOML_HOME when that is set, looked up on every call: the campaigns
     of a Hydra multirun share one process, and each keeps its models in its own workspace.
     """
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     import bentoml
     from bentoml._internal.models import ModelStore  # the `_model_store` of bentoml.models
 

@@ -123,7 +123,6 @@ def _load_classifier(model_path: str, tf_threads: int):
         tf.config.threading.set_inter_op_parallelism_threads(tf_threads)
     home = tempfile.mkdtemp(prefix="activelearn-bentoml-")
     os.environ["BENTOML_HOME"] = home  # model.py honours it: actors never share a store
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     from activelearn.model import Classifier
 
     try:

@@ -84,10 +84,8 @@ def workspace_lock(ws: Path) -> Iterator[None]:
 
 def python_environment(base: Mapping[str, str] = os.environ) -> dict[str, str]:
     """`base` with this interpreter first on PATH: commands that call `python` (the DVC
-    stages, a retrain) get the one with activelearn installed. DVC sends no usage report
-    (`dvc init` would, before the workspace's `core.analytics false` is set)."""
-    path = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
-    return {**base, "PATH": path, "DVC_NO_ANALYTICS": "1"}
+    stages, a retrain) get the one with activelearn installed."""
+    return {**base, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"}
 
 
 def _run(*cmd: str, cwd: Path) -> None:

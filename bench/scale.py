@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback-only Rays; nothing from ~/.ray
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 

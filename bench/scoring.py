@@ -42,7 +42,6 @@ from multiprocessing import Pool
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
 
 import numpy as np  # noqa: E402

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-# Keep BentoML's store and TF's chatter out of the user's home and the test output.
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+# Keep TF's chatter out of the test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")

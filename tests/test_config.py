@@ -1,5 +1,6 @@
 """Every config group composes; typos fail at composition; the CLI stays light."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -209,3 +210,20 @@ def test_cli_own_images_without_answers_name_the_labels_file_and_exit_1(tmp_path
     assert result.returncode == 1, output[-2000:]
     assert "pool_labels.csv not found" in output and "use labeling=labelstudio" in output
     assert "Traceback" not in output
+
+
+def test_importing_activelearn_turns_the_tools_usage_reports_off(tmp_path):
+    """Asked of each vendor's own switch, in a process whose environment says nothing
+    (MLflow also stays quiet under pytest or CI, so neither may be in it)."""
+    check = (
+        "import activelearn\n"
+        "from bentoml._internal.utils.analytics.usage_stats import do_not_track\n"
+        "from mlflow.telemetry.utils import is_telemetry_disabled\n"
+        "from ray._common.usage.usage_lib import usage_stats_enabled\n"
+        "print(do_not_track(), is_telemetry_disabled(), usage_stats_enabled())\n"
+    )
+    clean = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", check], env=clean, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["True", "True", "False"]

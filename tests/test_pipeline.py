@@ -145,7 +145,6 @@ def test_setting_up_a_workspace_sends_dvc_no_usage_report(tmp_path, monkeypatch)
     server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("DVC_ANALYTICS_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.delenv("DVC_NO_ANALYTICS", raising=False)
     try:
         init_workspace(tmp_path / "campaign")
         time.sleep(5)  # DVC reports from a daemon it starts at exit
