@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from activelearn.config import ModelConfig
 from activelearn.data import Preprocessing
@@ -114,6 +115,7 @@ class Classifier:
         epochs = training_epochs(len(x), cfg)
         total_steps = epochs * math.ceil(len(x) / cfg.batch_size)
         points = min(HISTORY_POINTS, total_steps)
+        steps_per_point = math.ceil(total_steps / points)
         stream = (
             tf.data.Dataset.from_tensor_slices((x, y))
             .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -123,19 +125,22 @@ class Classifier:
         )
         log.info("training on %d images: %d epochs, %d steps", len(x), epochs, total_steps)
         started, clock = time.perf_counter(), []
-        history = self.network.fit(
-            stream,
-            epochs=points,
-            steps_per_epoch=math.ceil(total_steps / points),
-            shuffle=False,
-            verbose=0,
-            callbacks=[
-                keras.callbacks.LambdaCallback(
-                    on_epoch_end=lambda *_: clock.append(time.perf_counter() - started)
-                )
-            ],
-        )
-        steps_per_point = math.ceil(total_steps / points)
+
+        def point_done(*_) -> None:
+            clock.append(time.perf_counter() - started)
+            progress.update(steps_per_point)
+
+        with tqdm(
+            total=points * steps_per_point, desc="training", unit="step", disable=None
+        ) as progress:
+            history = self.network.fit(
+                stream,
+                epochs=points,
+                steps_per_epoch=steps_per_point,
+                shuffle=False,
+                verbose=0,
+                callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=point_done)],
+            )
         return [
             {
                 "step": (i + 1) * steps_per_point,

@@ -47,6 +47,23 @@ def test_fit_learns_the_patterns_and_evaluate_reports_them(trained):
     assert probas.shape == (18, 3) and np.allclose(probas.sum(axis=1), 1, atol=1e-5)
 
 
+def test_fit_shows_its_progress_in_optimizer_steps(tmp_path, tiny_model_cfg, monkeypatch):
+    import io
+
+    from tqdm import tqdm
+
+    shown = io.StringIO()  # a terminal stands here: tqdm hides the bar from pipes
+    monkeypatch.setattr(model, "tqdm", lambda **kw: tqdm(**kw | {"disable": False, "file": shown}))
+    write_class_folders(tmp_path, per_class=4)
+    names = class_names_of(tmp_path)
+    data = load_labeled(tmp_path, names, PREP)
+    classifier = Classifier.build(names, PREP, tiny_model_cfg, seed=0, version="x")
+    history = classifier.fit(data.x, data.y, tiny_model_cfg, seed=0)
+    steps = history[-1]["step"]
+    assert steps >= tiny_model_cfg.min_steps
+    assert "training" in shown.getvalue() and f"{steps}/{steps}" in shown.getvalue()
+
+
 def test_bentoml_export_and_import_give_identical_predictions(trained, tmp_path, bentoml_home):
     classifier, _, test = trained
     path = tmp_path / "model" / "classifier.bentomodel"
