@@ -53,7 +53,8 @@ def test_two_rounds_with_people_in_label_studio(
         timeout=60,
         headers={"Authorization": f"Token {labelstudio.token}"},
     )
-    project = http.get("/api/projects", params={"title": "rounds-campaign"}).json()["results"][0]
+    found = http.get("/api/projects", params={"title": "rounds-campaign"}).json()["results"]
+    (project,) = [p for p in found if p["title"] == "rounds-campaign"]  # `title` matches parts
     tasks = http.get("/api/tasks", params={"project": project["id"], "fields": "all"}).json()
     tasks = tasks["tasks"]
     assert len(tasks) == 6  # no duplicate from the killed push
