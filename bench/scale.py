@@ -211,14 +211,11 @@ def run_child(args: argparse.Namespace, mode: str, work: Path, address: str | No
     ]
     if address:
         command.append(f"--address={address}")
-    started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{mode} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    result = json.loads(lines[-1][len("RESULT ") :])
-    result["process"] = time.perf_counter() - started
-    return result
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 # ------------------------------------------------------------- the driver's own costs
