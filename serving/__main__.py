@@ -30,9 +30,7 @@ def main() -> None:
             "WEB_CONCURRENCY."
         )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        "serving.app:app", host=settings.host, port=settings.port, workers=1, log_level="info"
-    )
+    uvicorn.run("serving.app:app", host=settings.host, port=settings.port, log_level="info")
 
 
 def _variable(location: tuple) -> str:

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 _basic = HTTPBasic(auto_error=False, realm="activelearn")
 
 
-def require_auth(
+async def require_auth(
     request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
 ) -> None:
     """401 unless basic auth is off or the request carries the configured user and password."""
@@ -121,7 +121,7 @@ class RequestSizeLimit:
         await send({"type": "http.response.body", "body": detail})
 
 
-def backend_of(request: Request) -> Backend:
+async def backend_of(request: Request) -> Backend:
     return request.app.state.backend
 
 
@@ -194,9 +194,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @app.get("/health", response_model=HealthResponse)
     @app.get("/", response_model=HealthResponse, include_in_schema=False)
-    def health(backend: BackendDep) -> HealthResponse:
+    async def health(backend: BackendDep) -> HealthResponse:
         """Label Studio's liveness check (1 s timeout): UP while the server runs, with or
-        without a model; answers at once, even while a model loads."""
+        without a model; answers at once, even while a model loads. On the event loop, with
+        its dependencies: requests waiting for a load hold every worker thread."""
         classifier = backend.models.current()
         return HealthResponse(
             model_version=classifier.version if classifier else None,
@@ -213,7 +214,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         return SetupResponse(model_version=classifier.version)
 
     @app.get("/versions", response_model=VersionsResponse)
-    def versions(backend: BackendDep) -> VersionsResponse:
+    async def versions(backend: BackendDep) -> VersionsResponse:
         """The versions Label Studio may pick from: the one being served."""
         classifier = backend.models.current()
         return VersionsResponse(versions=[classifier.version] if classifier else [])

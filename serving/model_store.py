@@ -36,7 +36,7 @@ class ModelStore:
         self._error: str | None = None  # why the file at `_failed` would not load
         self._signature: Signature | None = None  # of the file `classifier` came from
         self._failed: Signature | None = None  # of a file that would not load
-        self._attempted = threading.Condition()  # notified after each load attempt
+        self._attempted = threading.Condition()  # notified after each look at the file
         self._wake = threading.Event()
         self._closing = False
         self._predict_lock = threading.Lock()
@@ -55,8 +55,10 @@ class ModelStore:
         if self._changed() is not None:
             self._wake.set()
             if wait:
-                with self._attempted:
-                    self._attempted.wait_for(lambda: self._closing or self._changed() is None)
+                with self._attempted:  # until the file is loaded, refused or gone
+                    while not self._closing and self._changed() is not None:
+                        self._wake.set()  # again: the file may have changed during a load
+                        self._attempted.wait()
         return self.classifier
 
     @property
@@ -73,9 +75,10 @@ class ModelStore:
     @property
     def error(self) -> str | None:
         """Why the file is not served: it would not load, or there is none and no model."""
-        if self._error is None and self.classifier is None and self._stat() is None:
+        state = self.state
+        if state == "missing":
             return f"no model at {self.path}: train one first (dvc repro)"
-        return self._error
+        return self._error if state == "failed" else None
 
     @property
     def version(self) -> str | None:
@@ -105,6 +108,8 @@ class ModelStore:
             self._wake.clear()  # before the check: a wake during the load is not lost
             if (signature := self._changed()) is not None:
                 self._load(signature)
+            with self._attempted:  # waiters look again (a file gone before its load, too)
+                self._attempted.notify_all()
             self._wake.wait(self.check_seconds)
 
     def _load(self, signature: Signature) -> None:
@@ -115,14 +120,12 @@ class ModelStore:
             with self._attempted:
                 self._failed = signature
                 self._error = str(err)  # names the file, what is wrong and how to get it back
-                self._attempted.notify_all()
             log.error("%s; still serving %s", self._error, self.version or "no model")
             return
         previous = self.version
         with self._attempted:
             self.classifier, self._signature, self._failed = classifier, signature, None
             self.loaded_at, self._error = time.time(), None
-            self._attempted.notify_all()
         log.info(
             "serving model %s from %s (was %s), loaded in %.1f s",
             classifier.version,

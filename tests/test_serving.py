@@ -506,22 +506,28 @@ def health_at_once(client) -> dict:
     return health.json()
 
 
+WAITING = 45
+
+
 def test_health_answers_at_once_while_the_model_loads_at_start_up(world, monkeypatch):
     slow = SlowLoads(monkeypatch)
     with TestClient(create_app(settings_for(world))) as app:
         assert slow.started.wait(10), "the model did not start loading"
         health = health_at_once(app)
         assert health["model_state"] == "loading" and health["model_version"] is None
-        with ThreadPoolExecutor(3) as requests:  # they wait for the load, not start their own
+        # They wait for the load, not start their own; more of them than AnyIO's 40 worker
+        # threads, which /health does not need.
+        with ThreadPoolExecutor(WAITING) as requests:
             waiting = [
-                requests.submit(predict, app, [local("pool/class0/s5-000.png")]) for _ in range(3)
+                requests.submit(predict, app, [local("pool/class0/s5-000.png")])
+                for _ in range(WAITING)
             ]
-            time.sleep(0.3)
+            time.sleep(1)
             assert not any(request.done() for request in waiting)
             assert health_at_once(app)["model_state"] == "loading"
             slow.finish.set()
-            bodies = [request.result(timeout=30).json() for request in waiting]
-        assert [body["model_version"] for body in bodies] == ["round-1"] * 3
+            bodies = [request.result(timeout=60).json() for request in waiting]
+        assert [body["model_version"] for body in bodies] == ["round-1"] * WAITING
         assert health_at_once(app)["model_state"] == "loaded"
     assert slow.threads == ["model-loader"]
 
@@ -543,6 +549,51 @@ def test_a_changed_model_file_is_loaded_in_the_background_not_by_a_request(
         slow.finish.set()
         assert wait_for_model(app)["model_version"] == "round-2"
     assert slow.threads == ["model-loader"]
+
+
+def test_a_request_waiting_for_a_file_that_goes_away_returns(world, tmp_path):
+    from serving.model_store import ModelStore
+
+    model = tmp_path / "classifier.bentomodel"
+    shutil.copyfile(world["root"] / "model" / "classifier.bentomodel", model)
+    store = ModelStore(model, check_seconds=60)
+    try:
+        assert store.current(wait=True).version == "round-1"
+        looks = store._changed
+
+        def slow_look():  # the loader looks late: after the request saw the new file
+            if threading.current_thread().name == "model-loader":
+                time.sleep(0.5)
+            return looks()
+
+        store._changed = slow_look
+        shutil.copyfile(world["root"] / "round2.bentomodel", tmp_path / "new")
+        (tmp_path / "new").replace(model)
+        got = []
+        request = threading.Thread(target=lambda: got.append(store.current(wait=True)))
+        request.start()
+        time.sleep(0.2)
+        model.unlink()  # e.g. `dvc repro` removing the output it is about to write
+        request.join(timeout=5)
+        assert not request.is_alive(), "the request still waits for a file that is gone"
+        assert got[0].version in ("round-1", "round-2")  # the loader may have been quicker
+    finally:  # also ends a request left waiting
+        store.close()
+
+
+def test_a_broken_model_file_removed_is_no_longer_reported(world, tmp_path):
+    from serving.model_store import ModelStore
+
+    model = tmp_path / "classifier.bentomodel"
+    model.write_bytes(b"not a model")
+    store = ModelStore(model)
+    try:
+        store.current(wait=True)
+        assert store.state == "failed" and "not a readable model" in store.error
+        model.unlink()
+        assert store.state == "missing" and store.error.startswith(f"no model at {model}")
+    finally:
+        store.close()
 
 
 def test_a_broken_model_file_is_named_by_health_and_predict(world, tmp_path):
