@@ -17,7 +17,8 @@ def stop_group(process: subprocess.Popen, grace: float) -> None:
         os.killpg(group, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        process.poll()  # reap the leader: a zombie still counts as a member of its group
+        if process.poll() is not None:  # a zombie still counts as a member of its group
+            _reap_orphans(group)
         try:
             os.killpg(group, 0)
         except ProcessLookupError:
@@ -26,3 +27,12 @@ def stop_group(process: subprocess.Popen, grace: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(group, signal.SIGKILL)
     process.wait()
+
+
+def _reap_orphans(group: int) -> None:
+    """Reap exited members of `group` that became our children: when this process is PID 1
+    (a container) or a subreaper, the leader's orphans are ours to reap. Only once the
+    leader is reaped, so `Popen` keeps its exit status."""
+    with contextlib.suppress(ChildProcessError):  # no such child
+        while os.waitpid(-group, os.WNOHANG)[0]:
+            pass

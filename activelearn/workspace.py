@@ -123,10 +123,12 @@ def init_workspace(ws: Path) -> None:
 def _ignore_in_git(ignore: Path) -> None:
     """Add the lines of WORKSPACE_GITIGNORE that `ignore` lacks (a workspace made by an
     older version), leaving alone the ones someone negated (`!line`)."""
-    have = set(ignore.read_text().splitlines()) if ignore.exists() else set()
+    text = ignore.read_text() if ignore.exists() else ""
+    have = set(text.splitlines())
     missing = [x for x in WORKSPACE_GITIGNORE.splitlines() if not {x, f"!{x}"} & have]
     if missing:
         with ignore.open("a") as f:
+            f.write("\n" * (text != "" and not text.endswith("\n")))  # theirs stays a line
             f.write("".join(f"{line}\n" for line in missing))
 
 

@@ -109,7 +109,7 @@ def test_a_workspace_from_an_older_version_gets_the_missing_ignore_lines(tmp_pat
 
     ws = tmp_path / "campaign"
     ws.mkdir()
-    (ws / ".gitignore").write_text("/mlruns.db\n!/data/pool/\nnotes/\n")  # no lock line
+    (ws / ".gitignore").write_text("/mlruns.db\n!/data/pool/\nnotes/")  # no lock, no newline
     init_workspace(ws)
     init_workspace(ws)  # once is enough
     lines = (ws / ".gitignore").read_text().splitlines()
