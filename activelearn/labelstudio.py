@@ -735,7 +735,8 @@ class LabelStudioAnnotator:
                     project_id,
                     self.url,
                     self.state_path,
-                )
+                )  # as it may have been edited since, or made with other settings:
+                self._keep_settings(project_id, self._get_project(project_id), config, True)
             state.update(
                 url=self.url,
                 project_id=project_id,
@@ -762,16 +763,11 @@ class LabelStudioAnnotator:
         return project_id
 
     def _claimed_project(self, claim: str) -> int | None:
-        """The project carrying `claim`, if an earlier run created it."""
-        title = self.settings.project_title
-        projects = self._call(
-            f"listing projects titled {title!r}",
-            lambda: list(self._client.projects.list(title=title)),  # `title` is a substring match
-        )
-        for project in projects:
-            if project.title == title and f"{CLAIM_PREFIX}{claim}" in (project.description or ""):
-                return project.id
-        return None
+        """The project carrying `claim`, if an earlier run created it: found by the claim
+        alone, as its title may have changed (in the UI, or labeling.project_title)."""
+        projects = self._call("listing the projects", lambda: list(self._client.projects.list()))
+        mark = f"{CLAIM_PREFIX}{claim}"
+        return next((p.id for p in projects if mark in (p.description or "")), None)
 
     def _keep_settings(self, project_id: int, project, config: str, ours_changed: bool) -> None:
         """Put back the labeling config and the answers wanted per task where they differ

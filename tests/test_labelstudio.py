@@ -451,12 +451,19 @@ def test_a_project_made_by_a_killed_run_is_adopted(campaign, labelstudio, tmp_pa
     )
     assert killed.returncode == -9, killed.stderr  # SIGKILLed between create and save
     assert "project_id" not in json.loads(Path(campaign.annotator.state_path).read_text())
+    projects = campaign.http.get("/api/projects", params={"title": title, "page_size": 100})
+    made_by_the_kill = [p for p in projects.json()["results"] if p["title"] == title]
+    (made,) = [p["id"] for p in made_by_the_kill if p["id"] != their_project]
+    edited = {"title": "renamed in the UI", "label_config": label_config(["c0", "other"])}
+    campaign.http.patch(f"/api/projects/{made}", json=edited).raise_for_status()
 
     campaign.annotator.push(1, read_queue(queue_file))  # the rerun
 
-    projects = campaign.http.get("/api/projects", params={"title": title, "page_size": 100})
-    same_title = [p["id"] for p in projects.json()["results"] if p["title"] == title]
-    assert sorted(same_title) == sorted([their_project, campaign.project_id])  # none made twice
+    assert campaign.project_id == made  # adopted by its claim, whatever its title now
+    projects = campaign.http.get("/api/projects", params={"page_size": 1000}).json()["results"]
+    alike = [p["id"] for p in projects if p["title"] in (title, edited["title"])]
+    assert sorted(alike) == sorted([their_project, made])  # none made twice
+    assert choices_of(campaign.http.get(f"/api/projects/{made}").json()["label_config"]) == CLASSES
     assert len(campaign.tasks(fields="task_only")) == 6
     assert campaign.http.get(f"/api/projects/{their_project}").json()["task_number"] == 0
 
