@@ -52,13 +52,13 @@ class ModelStore:
     def current(self, wait: bool = False) -> Classifier | None:
         """The model to answer with. A changed file wakes the loader; with `wait`, return
         after the load that is due (the new model, or the old one if the file is broken)."""
-        if self._changed() is not None:
+        if wait:
+            with self._attempted:  # until the file is loaded, refused or gone
+                while not self._closing and self._changed() is not None:
+                    self._wake.set()  # each time: the file may have changed during a load
+                    self._attempted.wait()
+        elif self._changed() is not None:
             self._wake.set()
-            if wait:
-                with self._attempted:  # until the file is loaded, refused or gone
-                    while not self._closing and self._changed() is not None:
-                        self._wake.set()  # again: the file may have changed during a load
-                        self._attempted.wait()
         return self.classifier
 
     @property
