@@ -706,37 +706,7 @@ class LabelStudioAnnotator:
         config = label_config(self.class_names)
         project_id = state.get("project_id")
         if project_id is None:
-            claim = state.get("project_claim")
-            project_id = self._claimed_project(claim) if claim else None
-            if project_id is None:
-                if claim is None:
-                    claim = state["project_claim"] = secrets.token_hex(16)
-                    self._save_state(state)
-                project = self._call(
-                    "creating the project",
-                    lambda: self._client.projects.create(
-                        title=self.settings.project_title,
-                        description=f"{CLAIM_PREFIX}{claim}",
-                        label_config=config,
-                        sampling="Uncertainty sampling",
-                        skip_queue="IGNORE_SKIPPED",  # a skip is an answer: back to our pool
-                        maximum_annotations=self.settings.annotations_per_task,
-                        show_skip_button=True,
-                    ),
-                    idempotent=False,
-                )
-                kill_point("project:after-create")  # crash tests: project made, id not saved
-                project_id = project.id
-                log.info("created Label Studio project %d at %s", project_id, self.url)
-            else:
-                log.warning(
-                    "adopted Label Studio project %d at %s: an earlier run created it but "
-                    "stopped before recording it in %s",
-                    project_id,
-                    self.url,
-                    self.state_path,
-                )  # as it may have been edited since, or made with other settings:
-                self._keep_settings(project_id, self._get_project(project_id), config, True)
+            project_id = self._adopt_or_create(state, config)
             state.update(
                 url=self.url,
                 project_id=project_id,
@@ -761,6 +731,40 @@ class LabelStudioAnnotator:
             state["storage_path"] = str(self.pool_dir)
             self._save_state(state)
         return project_id
+
+    def _adopt_or_create(self, state: dict, config: str) -> int:
+        """The project a run killed before recording it made under the saved claim, or a
+        new one under a new claim, saved first."""
+        claim = state.get("project_claim")
+        if claim and (project_id := self._claimed_project(claim)) is not None:
+            log.warning(
+                "adopted Label Studio project %d at %s: an earlier run created it but "
+                "stopped before recording it in %s",
+                project_id,
+                self.url,
+                self.state_path,
+            )  # it may have been edited since, or made with other settings
+            self._keep_settings(project_id, self._get_project(project_id), config, True)
+            return project_id
+        if claim is None:
+            claim = state["project_claim"] = secrets.token_hex(16)
+            self._save_state(state)
+        project = self._call(
+            "creating the project",
+            lambda: self._client.projects.create(
+                title=self.settings.project_title,
+                description=f"{CLAIM_PREFIX}{claim}",
+                label_config=config,
+                sampling="Uncertainty sampling",
+                skip_queue="IGNORE_SKIPPED",  # a skip is an answer: back to our pool
+                maximum_annotations=self.settings.annotations_per_task,
+                show_skip_button=True,
+            ),
+            idempotent=False,
+        )
+        kill_point("project:after-create")  # crash tests: project made, id not saved
+        log.info("created Label Studio project %d at %s", project.id, self.url)
+        return project.id
 
     def _claimed_project(self, claim: str) -> int | None:
         """The project carrying `claim`, if an earlier run created it: found by the claim
