@@ -19,7 +19,6 @@ import json
 import logging
 import re
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -48,6 +47,7 @@ from activelearn.stages import (
 from activelearn.workspace import (
     CAMPAIGN_ID,
     campaign_id,
+    dvc_repo,
     init_workspace,
     prepare_data,
     repro,
@@ -382,7 +382,8 @@ def commit(r: Round) -> dict:
 
     tracked = [p for p in (r.cfg.data.raw_dir, r.cfg.data.test_dir) if list_files(p)]
     if tracked:
-        run(sys.executable, "-m", "dvc", "add", "-q", *tracked)
+        with dvc_repo(Path.cwd()) as repo:
+            repo.add(tracked)
     files = [
         "dvc.yaml",
         "params.yaml",

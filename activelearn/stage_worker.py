@@ -1,12 +1,14 @@
 """Run the DVC stages inside the round's own process, so TensorFlow is imported once.
 
-`dvc repro` still decides which stages run and records them in dvc.lock. What changes is
-where a stage runs: `run_repro` starts `dvc repro` with `ACTIVELEARN_STAGE_WORKER` naming
-a Unix socket, and each stage command (`python -m activelearn.stages <stage>`) finding
-it asks this process to run the stage and exits with the stage's status. Without the
-variable, as when someone runs `dvc repro` by hand, a stage runs in its own process.
+DVC still decides which stages run and records them in dvc.lock, and it runs in this
+process too (its Python API, in a thread), so no `dvc` start-up is paid per round. What
+changes is where a stage runs: `run_repro` gives DVC's stage commands
+`ACTIVELEARN_STAGE_WORKER`, naming a Unix socket, and each stage command
+(`python -m activelearn.stages <stage>`) finding it asks this process to run the stage
+and exits with the stage's status. Without the variable, as when someone runs
+`dvc repro` by hand, a stage runs in its own process.
 
-Stages run one at a time in the calling thread: `dvc repro` runs them in order anyway.
+Stages run one at a time in the calling thread: DVC runs them in order anyway.
 """
 
 from __future__ import annotations
@@ -16,62 +18,85 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 VARIABLE = "ACTIVELEARN_STAGE_WORKER"
-POLL_SECONDS = 0.1  # how often the worker looks whether `dvc repro` has ended
+POLL_SECONDS = 0.1  # how often the worker looks whether DVC has ended
+
+
+class StageFailed(RuntimeError):
+    """A stage the worker ran failed; the message is the stage's own."""
 
 
 def run_repro(
-    cmd: list[str], cwd: str, env: dict, run_stage: Callable[[str], None], **popen
-) -> int:
-    """Run `cmd` (`dvc repro`) and serve its stages with `run_stage`; returns its exit code.
-    `popen`: more arguments for the command's process, e.g. where its output goes."""
+    cwd: str, run_stage: Callable[[str], None], reproduce: Callable[[dict], None]
+) -> None:
+    """Call `reproduce(env)` (DVC's repro, which runs the stage commands with `env` added
+    to their environment) in a thread, and serve the stages it asks for with `run_stage`
+    here. Raises what `reproduce` raised, or StageFailed with a failed stage's message."""
     with tempfile.TemporaryDirectory(prefix="activelearn-") as private:  # mode 0700
         address = os.path.join(private, "stages")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
             server.bind(address)
             server.listen()
             server.settimeout(POLL_SECONDS)
-            process = subprocess.Popen(cmd, cwd=cwd, env=env | {VARIABLE: address}, **popen)
+            raised: list[BaseException] = []
+
+            def target() -> None:
+                try:
+                    reproduce({VARIABLE: address})
+                except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+                    raised.append(err)
+
+            dvc = threading.Thread(target=target, name="dvc-repro", daemon=True)
+            dvc.start()
+            failed = ""
             try:
-                while process.poll() is None:
+                while dvc.is_alive():
                     try:
                         connection, _ = server.accept()
                     except TimeoutError:
-                        continue
-                    with connection:
-                        connection.settimeout(None)
-                        _serve(connection, cwd, run_stage)
+                        pass  # not `continue`: CPython 3.11 lets a Ctrl-C there skip `finally`
+                    else:
+                        with connection:
+                            connection.settimeout(None)
+                            failed = _serve(connection, cwd, run_stage) or failed
             finally:
-                if process.poll() is None:  # interrupted or failed here: stop dvc too
-                    process.terminate()
-                process.wait()
-            return process.returncode
+                # Interrupted here: a stage command finds its connection, or the socket,
+                # closed and fails, so DVC runs nothing more and ends.
+                server.close()
+                dvc.join()
+    if failed:
+        raise StageFailed(failed)
+    if raised:
+        raise raised[0]
 
 
-def _serve(connection: socket.socket, cwd: str, run_stage: Callable[[str], None]) -> None:
+def _serve(connection: socket.socket, cwd: str, run_stage: Callable[[str], None]) -> str:
+    """Run the stage `connection` asks for and reply; the error it ended with, if any."""
     request = json.loads(connection.makefile("r").readline())
     stage = request["stage"]
+    error = ""
     if os.path.realpath(request["cwd"]) != os.path.realpath(cwd):
-        reply = {"status": 1, "error": f"stage worker serves {cwd}, not {request['cwd']}"}
+        error = f"stage worker serves {cwd}, not {request['cwd']}"
     else:
         try:
             with contextlib.chdir(cwd):
                 run_stage(stage)
-            reply = {"status": 0}
         except SystemExit as stop:  # a stage's own clear error (e.g. no class folders)
-            reply = {"status": 1, "error": str(stop.code)}
+            error = str(stop.code)
         except Exception as err:
             log.exception("stage %s failed", stage)
-            reply = {"status": 1, "error": f"{type(err).__name__}: {err}"}
-    with contextlib.suppress(OSError):  # the command is gone (dvc stopped): it has no use for it
+            error = f"{type(err).__name__}: {err}"
+    reply = {"status": 1 if error else 0, "error": error}
+    with contextlib.suppress(OSError):  # the command is gone (DVC stopped): it has no use for it
         connection.sendall(json.dumps(reply).encode() + b"\n")
+    return f"stage {stage}: {error}" if error else ""
 
 
 def ask_worker(address: str, stage: str) -> int:

@@ -17,7 +17,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -59,7 +58,7 @@ WORKSPACE_GITIGNORE = f"""\
 
 
 class PipelineFailed(RuntimeError):
-    """`dvc repro` exited non-zero; the message holds what DVC said."""
+    """`dvc repro` failed; the message holds what DVC or the failed stage said."""
 
 
 class WorkspaceBusy(RuntimeError):
@@ -111,8 +110,8 @@ def init_workspace(ws: Path) -> None:
         _run("git", "config", "user.name", "activelearn", cwd=ws)
         _run("git", "config", "user.email", "activelearn@localhost", cwd=ws)
     if not (ws / ".dvc").is_dir():
-        _run(sys.executable, "-m", "dvc", "init", "-q", cwd=ws)
-        _run(sys.executable, "-m", "dvc", "config", "core.analytics", "false", cwd=ws)
+        with dvc_repo(ws, init=True) as repo, repo.config.edit() as config:
+            config["core"]["analytics"] = False  # for `dvc` commands people run here
         with (ws / ".dvcignore").open("a") as f:  # not part of `dvc add data/raw`
             f.write(f"*{PARTIAL}\n")
     if not (ws / "dvc.yaml").exists():
@@ -193,14 +192,35 @@ def run_pipeline(cfg: Config) -> dict:
 def repro(ws: Path) -> None:
     """`dvc repro` in the workspace: only stages whose deps or params changed run, and
     they run in this process (`stage_worker`), which imports TensorFlow once."""
-    cmd = [sys.executable, "-m", "dvc", "repro"]
-    with tempfile.TemporaryFile("w+") as errors:  # -q would silence DVC's errors as well
-        status = stage_worker.run_repro(
-            cmd, str(ws), python_environment(), stages.run, stdout=subprocess.DEVNULL, stderr=errors
-        )
-        errors.seek(0)
-        said = errors.read().strip()
-    if status:
-        raise PipelineFailed(f"`dvc repro` failed in {ws} (exit {status}): {said[-2000:]}")
-    if said:
-        log.warning("dvc repro: %s", said)
+    from dvc.exceptions import DvcException
+
+    def reproduce(stage_env: dict[str, str]) -> None:
+        with dvc_repo(ws) as repo:
+            repo.reproduce(run_env=python_environment() | stage_env)
+
+    try:
+        stage_worker.run_repro(str(ws), stages.run, reproduce)
+    except (stage_worker.StageFailed, DvcException) as err:
+        raise PipelineFailed(f"`dvc repro` failed in {ws}: {_in_full(err)}") from err
+
+
+@contextlib.contextmanager
+def dvc_repo(ws: Path, init: bool = False) -> Iterator:
+    """DVC's Python API on the workspace (made a DVC repository first with `init`),
+    without a `dvc` process to start. Its progress messages are left out, as `dvc -q`
+    would; its warnings still show."""
+    from dvc.repo import Repo
+
+    for name in ("dvc", "dvc_data", "dvc_objects"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with Repo.init(str(ws)) if init else Repo(str(ws)) as repo:
+        yield repo
+
+
+def _in_full(err: BaseException) -> str:
+    """An error and the errors it came from, as DVC's command line prints them."""
+    said = []
+    while err is not None:
+        said.append(str(err))
+        err = err.__cause__ or err.__context__
+    return ": ".join(s for s in said if s)

@@ -1,11 +1,14 @@
-"""The stage worker: stage commands run inside the process that started `dvc repro`.
+"""The stage worker: stage commands run inside the process that runs DVC's repro.
 
-A shell command that runs two stage commands one after the other stands in for
-`dvc repro` here; tests/test_pipeline.py runs the real one.
+A shell command that runs stage commands one after the other stands in for DVC's
+repro here; tests/test_pipeline.py runs the real one.
 """
 
+import _thread
 import os
+import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -13,51 +16,81 @@ import pytest
 from activelearn import stage_worker
 
 STAGE = f"{sys.executable} -m activelearn.stages"
-TWO_STAGES = ["sh", "-c", f"{STAGE} prepare && {STAGE} train"]
+TWO_STAGES = f"{STAGE} prepare && {STAGE} train"
 ENV = dict(os.environ)
+
+
+class CommandFailed(Exception):
+    pass
+
+
+def dvc_running(script: str, cwd):
+    """A stand-in for DVC's repro: runs `script` with the stage environment, and fails
+    when it exits non-zero, as DVC does when a stage command fails."""
+
+    def reproduce(stage_env: dict) -> None:
+        done = subprocess.run(["sh", "-c", script], cwd=cwd, env=ENV | stage_env)
+        if done.returncode:
+            raise CommandFailed(done.returncode)
+
+    return reproduce
+
+
+def no_dvc_thread_left() -> bool:
+    return not any(t.name == "dvc-repro" for t in threading.enumerate())
 
 
 def test_stages_run_here_in_order_in_the_workspace(tmp_path):
     ran = []
-    status = stage_worker.run_repro(
-        TWO_STAGES, str(tmp_path), ENV, lambda s: ran.append((s, os.getpid(), os.getcwd()))
+    stage_worker.run_repro(
+        str(tmp_path),
+        lambda s: ran.append((s, os.getpid(), os.getcwd())),
+        dvc_running(TWO_STAGES, tmp_path),
     )
-    assert status == 0
     here = (os.getpid(), str(tmp_path))
     assert ran == [("prepare", *here), ("train", *here)]
     assert os.getcwd() != str(tmp_path)  # the worker went back
+    assert no_dvc_thread_left()
 
 
-def fail_at_prepare(error: BaseException):
+def fail_at_prepare(error: BaseException, ran: list):
     def run_stage(stage: str) -> None:
+        ran.append(stage)
         if stage == "prepare":
             raise error
 
     return run_stage
 
 
-def test_a_failing_stage_fails_the_command_with_its_message(tmp_path, capfd):
-    status = stage_worker.run_repro(
-        TWO_STAGES, str(tmp_path), ENV, fail_at_prepare(ValueError("no labels"))
-    )
-    assert status == 1  # and `train` never ran: `&&` stopped at the failure
-    assert "stage prepare: ValueError: no labels" in capfd.readouterr().err
+def test_a_failing_stage_fails_with_its_own_message(tmp_path):
+    ran = []
+    with pytest.raises(stage_worker.StageFailed, match=r"^stage prepare: ValueError: no labels$"):
+        stage_worker.run_repro(
+            str(tmp_path),
+            fail_at_prepare(ValueError("no labels"), ran),
+            dvc_running(TWO_STAGES, tmp_path),
+        )
+    assert ran == ["prepare"]  # `&&` (DVC) stopped at the failure
 
 
-def test_a_stage_exit_message_reaches_the_command(tmp_path, capfd):
+def test_a_stage_exit_message_reaches_the_command_and_the_caller(tmp_path, capfd):
     stop = SystemExit("no class folders in data/raw/")
-    assert stage_worker.run_repro(TWO_STAGES, str(tmp_path), ENV, fail_at_prepare(stop)) == 1
+    with pytest.raises(stage_worker.StageFailed, match="stage prepare: no class folders"):
+        stage_worker.run_repro(
+            str(tmp_path), fail_at_prepare(stop, []), dvc_running(TWO_STAGES, tmp_path)
+        )
     assert "stage prepare: no class folders in data/raw/" in capfd.readouterr().err
 
 
-def test_a_stage_from_another_folder_is_refused(tmp_path, capfd):
+def test_a_stage_from_another_folder_is_refused(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    cmd = ["sh", "-c", f"cd {elsewhere} && {STAGE} prepare"]
     ran = []
-    assert stage_worker.run_repro(cmd, str(tmp_path), ENV, ran.append) == 1
+    with pytest.raises(stage_worker.StageFailed, match=f"serves {tmp_path}, not {elsewhere}"):
+        stage_worker.run_repro(
+            str(tmp_path), ran.append, dvc_running(f"cd {elsewhere} && {STAGE} prepare", tmp_path)
+        )
     assert ran == []
-    assert f"stage worker serves {tmp_path}, not {elsewhere}" in capfd.readouterr().err
 
 
 def test_an_unreachable_worker_is_an_error(tmp_path, capsys):
@@ -65,19 +98,34 @@ def test_an_unreachable_worker_is_an_error(tmp_path, capsys):
     assert "unreachable" in capsys.readouterr().err
 
 
-def test_an_interrupted_stage_stops_the_command_too(tmp_path):
-    def interrupted(stage: str) -> None:
-        raise KeyboardInterrupt  # Ctrl-C while the stage runs in this process
+def test_an_interrupted_stage_stops_dvc_too(tmp_path):
+    ran = []
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C while the stage runs in this process
+        stage_worker.run_repro(
+            str(tmp_path),
+            fail_at_prepare(KeyboardInterrupt(), ran),
+            dvc_running(TWO_STAGES, tmp_path),
+        )
+    assert ran == ["prepare"] and no_dvc_thread_left()
 
-    then_more = ["sh", "-c", f"{STAGE} prepare; sleep 60"]  # would outlive a lost interrupt
+
+def test_an_interrupt_between_stages_stops_dvc_before_the_next(tmp_path):
+    """Ctrl-C while DVC, not a stage, is at work: the next stage command finds no worker
+    (rather than waiting for good on a socket no one reads) and DVC ends."""
+    threading.Timer(0.5, _thread.interrupt_main).start()
+    ran = []
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        stage_worker.run_repro(then_more, str(tmp_path), ENV, interrupted)
-    assert time.monotonic() - started < 30  # the command was stopped, not waited for
+        stage_worker.run_repro(
+            str(tmp_path), ran.append, dvc_running(f"sleep 2; {STAGE} prepare", tmp_path)
+        )
+    assert ran == [] and no_dvc_thread_left()
+    assert time.monotonic() - started < 30
 
 
 def test_a_stage_command_that_dies_mid_stage_leaves_the_worker_standing(tmp_path):
-    """dvc killed meanwhile: the worker's reply finds no one, and the exit status tells."""
+    """DVC's stage command killed meanwhile: the worker's reply finds no one, and DVC's
+    own failure is what the caller gets."""
     client = (
         "import json, os, socket; s = socket.socket(socket.AF_UNIX); "
         f"s.connect(os.environ['{stage_worker.VARIABLE}']); "
@@ -85,7 +133,10 @@ def test_a_stage_command_that_dies_mid_stage_leaves_the_worker_standing(tmp_path
         "os._exit(137)"
     )
     ran = []
-    status = stage_worker.run_repro(
-        [sys.executable, "-c", client], str(tmp_path), ENV, lambda s: ran.append(time.sleep(0.5))
-    )
-    assert status == 137 and len(ran) == 1
+    with pytest.raises(CommandFailed, match="137"):
+        stage_worker.run_repro(
+            str(tmp_path),
+            lambda s: ran.append(time.sleep(0.5)),
+            dvc_running(f'{sys.executable} -c "{client}"', tmp_path),
+        )
+    assert len(ran) == 1
