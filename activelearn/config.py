@@ -149,6 +149,20 @@ def check_config(cfg: Config) -> None:
             f"data.test_fraction={data.test_fraction}: must be between 0 and 1 to draw a test "
             f"set, or put a fixed test set into {data.test_dir}/<class>/ of the workspace"
         )
+    if cfg.seed < 0:  # numpy's generators take none
+        raise ConfigError(f"seed={cfg.seed}: must be 0 or more")
+    if not 0 <= cfg.labeling.error_rate <= 1:
+        raise ConfigError(
+            f"labeling.error_rate={cfg.labeling.error_rate}: a share of answers, from 0 to 1 "
+            "(0.05 for 5%)"
+        )
+    if campaign.rounds < 0:
+        raise ConfigError(f"campaign.rounds={campaign.rounds}: must be 0 (one round=N) or more")
+    if campaign.stop_patience > 0 and not 0 < campaign.stop_agreement <= 1:
+        raise ConfigError(
+            f"campaign.stop_agreement={campaign.stop_agreement}: a share of the stop set, above "
+            "0 and at most 1 (0.99 for 99%); a higher one never stops the campaign"
+        )
     if campaign.stop_patience > 0 and campaign.stop_set < 1:
         raise ConfigError(
             f"campaign.stop_set={campaign.stop_set}: the stop rule compares models on at "

@@ -1,6 +1,7 @@
 """Every config group composes; typos fail at composition; the CLI stays light."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,10 +133,31 @@ def test_cli_bad_strategy_parameter_exits_before_any_work(tmp_path):
             "labeling=labelstudio labeling.project_title=" + "x" * 51,
             "Label Studio takes 3 to 50 characters, this has 51",
         ),
+        ("seed=-1", "seed=-1: must be 0 or more"),
     ],
 )
 def test_cli_a_setting_that_cannot_work_exits_before_any_work(tmp_path, override, message):
     assert message in refused_before_any_work(tmp_path, "round=0", *override.split())
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("labeling.error_rate=5", "labeling.error_rate=5.0: a share of answers, from 0 to 1"),
+        ("labeling.error_rate=-0.1", "labeling.error_rate=-0.1"),
+        ("campaign.rounds=-2", "campaign.rounds=-2: must be 0"),
+        ("campaign.stop_agreement=1.1", "campaign.stop_agreement=1.1: a share of the stop set"),
+        ("campaign.stop_agreement=0", "campaign.stop_agreement=0.0"),
+    ],
+)
+def test_a_share_or_count_out_of_range_is_refused(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_config(OmegaConf.to_object(compose_config([override])))
+
+
+def test_the_stop_agreement_is_not_checked_when_the_stop_rule_is_off():
+    off = ["campaign.stop_agreement=1.5", "campaign.stop_patience=0"]
+    check_config(OmegaConf.to_object(compose_config(off)))
 
 
 def test_test_fraction_0_is_fine_with_a_fixed_test_set(tmp_path):
