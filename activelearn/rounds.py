@@ -469,6 +469,8 @@ def run_round(cfg: Config) -> dict:
             log.info("round %d already finished; nothing to do", n)
             return state.data
         prepare_data(cfg)
+        if n == 0 and not state.phases:
+            check_budget(cfg)
         class_names = class_names_of(cfg.data.raw_dir, cfg.data.test_dir)
         r = Round(cfg, n, state, Manifest.load(cfg.data.manifest), make_annotator(cfg, class_names))
         for phase in PHASES:
@@ -481,6 +483,18 @@ def run_round(cfg: Config) -> dict:
             state.record(phase, result)
             log.info("round %d: %s done in %.1f s", n, phase, result["seconds"])
         return state.data
+
+
+def check_budget(cfg: Config) -> None:
+    """Refuse a budget the labels a campaign starts with have spent already: it would
+    train once and stop, and a budget raised later would retrain on the same labels."""
+    labeled = sum(labeled_counts(cfg).values())
+    if labeled >= cfg.campaign.budget:
+        raise RoundBlocked(
+            f"campaign.budget={cfg.campaign.budget} is spent before the first round: the "
+            f"campaign starts with {labeled} labeled images in {cfg.data.raw_dir}/; give a "
+            f"budget above {labeled}"
+        )
 
 
 def next_round(ws: Path) -> int:

@@ -175,12 +175,19 @@ def test_test_fraction_0_is_fine_with_a_fixed_test_set(tmp_path):
         (["round=1"], "round 0 has not finished in"),
         (["campaign.rounds=2", "labeling=labelstudio"], "campaign.rounds needs labeling=simulated"),
         (["round=0", "data=folder"], "no labeled images in"),
+        (["round=0", "campaign.budget=20"], "campaign.budget=20 is spent before the first round"),
         (
             ["round=0", "labeling=labelstudio", "labeling.url=127.0.0.1:8080"],
             "labeling.url='127.0.0.1:8080': give the server's address with its scheme",
         ),
     ],
-    ids=["round-before-the-last-finished", "unattended-with-people", "no-images", "ls-url"],
+    ids=[
+        "round-before-the-last-finished",
+        "unattended-with-people",
+        "no-images",
+        "budget-spent-at-the-start",
+        "ls-url",
+    ],
 )
 def test_cli_a_round_that_cannot_go_on_says_why_and_exits_1(tmp_path, args, message):
     result = run_cli(*args, f"workspace={tmp_path / 'campaign'}", f"hydra.run.dir={tmp_path}")
