@@ -482,7 +482,19 @@ def run_round(cfg: Config) -> dict:
             result["seconds"] = round(time.perf_counter() - started, 3)
             state.record(phase, result)
             log.info("round %d: %s done in %.1f s", n, phase, result["seconds"])
+        log_late_seconds(r)
         return state.data
+
+
+def log_late_seconds(r: Round) -> None:
+    """The seconds of `track` and the phases after it, on the round's MLflow run: they
+    end after `track` logs the others."""
+    phases = r.state.phases
+    late = PHASES[PHASES.index("track") :]
+    tracker = campaign_tracker(r.cfg, Path.cwd())
+    tracker.log_metrics(
+        phases["track"]["run_id"], {f"seconds_{p}": phases[p]["seconds"] for p in late}, r.n
+    )
 
 
 def check_budget(cfg: Config) -> None:

@@ -58,10 +58,7 @@ class CampaignTracker:
             if ROUND_TAG not in r.data.tags
         ]
         if runs:
-            run_id = runs[0].info.run_id
-            if runs[0].info.status != "RUNNING":  # continued: more rounds, a raised budget
-                self.client.update_run(run_id, status="RUNNING")
-            return run_id
+            return runs[0].info.run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=self.campaign,
@@ -70,7 +67,10 @@ class CampaignTracker:
         return run.info.run_id
 
     def round_run(self, round: int) -> str:
-        """The child run of `round`: found by its tags, or created once."""
+        """The child run of `round`: found by its tags, or created once. The campaign run
+        is RUNNING again if it had ended (continued: more rounds, a raised budget)."""
+        if self.client.get_run(self.parent_id).info.status != "RUNNING":
+            self.client.update_run(self.parent_id, status="RUNNING")
         runs = self._search(
             f"tags.`{CAMPAIGN_TAG}` = '{self.campaign}' and tags.`{ROUND_TAG}` = '{round}'"
         )

@@ -142,6 +142,8 @@ def test_a_campaign_run_continued_is_running_again(tmp_path):
 
     first = tracker()
     first.finish(first.parent_id)  # its rounds ran out
-    again = tracker()  # more rounds continue the campaign
+    again = tracker()
     assert again.parent_id == first.parent_id
+    assert again.client.get_run(again.parent_id).info.status == "FINISHED"  # only looked at
+    again.round_run(1)  # more rounds continue the campaign
     assert again.client.get_run(again.parent_id).info.status == "RUNNING"

@@ -151,7 +151,7 @@ def test_three_round_campaign_end_to_end(reference):
         "macro_f1",
         "labeled",
         "pool_left",
-        "seconds_train",
+        *(f"seconds_{phase}" for phase in PHASES),  # those after `track` too
         "seconds_fit",
         "batch_uncertainty_mean",
         "batch_uncertainty_max",
