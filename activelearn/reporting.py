@@ -182,7 +182,18 @@ def sweep_curves(sweep: Path) -> dict[str, list[list[tuple[int, float]]]]:
     return dict(curves)
 
 
+def check_targets(targets: list[float]) -> None:
+    """Refuse a target that is not an accuracy, such as 90 meant as 90%."""
+    wrong = [t for t in targets if not 0 < t <= 1]
+    if wrong:
+        t = wrong[0]
+        hint = f"give {t / 100:g} for {t:g}%" if 1 < t <= 100 else "give 0.9 for 90%"
+        given = " ".join(f"{t:g}" for t in wrong)
+        raise SystemExit(f"--target {given}: a target is a test accuracy in (0, 1]; {hint}")
+
+
 def report_sweep(sweep: Path, targets: list[float]) -> list[dict]:
+    check_targets(targets)
     curves = sweep_curves(sweep)
     if not curves:
         raise SystemExit(f"no finished campaign rounds under {sweep}/*/campaign: is it a sweep?")

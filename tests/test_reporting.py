@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from activelearn.reporting import (
     area_under_curve,
     labels_to_reach,
+    main,
     markdown_table,
     report_sweep,
     summarize,
@@ -147,3 +148,16 @@ def test_a_campaign_run_continued_is_running_again(tmp_path):
     assert again.client.get_run(again.parent_id).info.status == "FINISHED"  # only looked at
     again.round_run(1)  # more rounds continue the campaign
     assert again.client.get_run(again.parent_id).info.status == "RUNNING"
+
+
+@pytest.mark.parametrize("target", [90, 1.5, 0, -0.9])
+def test_a_target_that_is_not_an_accuracy_is_refused(tmp_path, target):
+    write_job(tmp_path, "0", "entropy", FAST)
+    with pytest.raises(SystemExit, match=r"--target .*: a target is a test accuracy in \(0, 1\]"):
+        report_sweep(tmp_path, [0.9, target])
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_target_given_in_percent_is_refused_with_the_fraction_to_give(tmp_path):
+    with pytest.raises(SystemExit, match="--target 90 95: .*; give 0.9 for 90%"):
+        main([str(tmp_path), "--target", "90", "95"])
