@@ -213,38 +213,10 @@ def report_sweep(sweep: Path, targets: list[float]) -> list[dict]:
         for name, runs in curves.items()
     }
     plots.learning_curves(by_labels, out / "learning_curves.png", target=max(targets))
-    _log_report(sweep, out, rows)
+    from activelearn.tracking import log_sweep_report
+
+    log_sweep_report(sweep, out, rows, targets)
     return rows
-
-
-def _log_report(sweep: Path, out: Path, rows: list[dict]) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{(sweep / 'mlruns.db').resolve()}")
-    name = "activelearn-sweeps"
-    found = client.get_experiment_by_name(name)
-    experiment = (
-        found.experiment_id
-        if found
-        else client.create_experiment(
-            name, artifact_location=(sweep / "mlartifacts").resolve().as_uri()
-        )
-    )
-    run = client.create_run(experiment, run_name=f"sweep-{sweep.parent.name}-{sweep.name}")
-    from activelearn.tracking import metric_name
-
-    status = "FAILED"
-    try:
-        for row in rows:
-            for key, value in row.items():
-                if isinstance(value, float) and not np.isnan(value):
-                    name = metric_name(f"{row['strategy']}.{key}")
-                    client.log_metric(run.info.run_id, name, value)
-        for path in out.iterdir():
-            client.log_artifact(run.info.run_id, str(path), "report")
-        status = "FINISHED"
-    finally:
-        client.set_terminated(run.info.run_id, status)
 
 
 def main(argv: list[str] | None = None) -> None:

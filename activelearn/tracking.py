@@ -10,6 +10,7 @@ draws the learning curve from it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 CAMPAIGN_TAG = "activelearn.campaign"
 ROUND_TAG = "activelearn.round"
+SWEEP_TAG = "activelearn.sweep"
 
 
 def tracking_uri(configured: str, workspace: Path) -> str:
@@ -31,21 +33,23 @@ def tracking_uri(configured: str, workspace: Path) -> str:
     return uri
 
 
+def experiment_id(client, name: str, uri: str, workspace: Path) -> str:
+    """The experiment `name`, created on first use."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    # A local store keeps artifacts in the workspace, not in ./mlruns of the cwd.
+    location = (workspace / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
+    return client.create_experiment(name, artifact_location=location)
+
+
 class CampaignTracker:
     def __init__(self, uri: str, experiment: str, campaign: str, workspace: Path):
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=uri)
         self.campaign = campaign
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            # A local store keeps artifacts in the workspace, not in ./mlruns of the cwd.
-            location = (workspace / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
-            self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=location
-            )
+        self.experiment_id = experiment_id(self.client, experiment, uri, workspace)
         self.parent_id = self._parent()
 
     def _search(self, filter_string: str):
@@ -140,6 +144,40 @@ class CampaignTracker:
 
     def finish(self, run_id: str, failed: bool = False) -> None:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def log_sweep_report(sweep: Path, report: Path, rows: list[dict], targets: list[float]) -> None:
+    """The report's figures and files on one run per sweep folder and targets: found again
+    by the sweep's resolved path, so a rerun updates it however the path is spelled."""
+    from mlflow import MlflowClient
+
+    sweep = sweep.resolve()
+    uri = f"sqlite:///{sweep / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = experiment_id(client, "activelearn-sweeps", uri, sweep)
+    target_list = " ".join(f"{t:g}" for t in sorted(set(targets)))
+    found = client.search_runs(
+        [experiment], f"tags.`{SWEEP_TAG}` = '{sweep}' and params.targets = '{target_list}'"
+    )
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+    else:
+        name = f"sweep-{sweep.parent.name}-{sweep.name}"
+        run = client.create_run(experiment, run_name=name, tags={SWEEP_TAG: str(sweep)})
+        run_id = run.info.run_id
+        client.log_param(run_id, "targets", target_list)
+    status = "FAILED"
+    try:
+        for row in rows:
+            for key, value in row.items():
+                if isinstance(value, float) and not math.isnan(value):
+                    client.log_metric(run_id, metric_name(f"{row['strategy']}.{key}"), value)
+        for path in report.iterdir():
+            client.log_artifact(run_id, str(path), "report")
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run_id, status)
 
 
 def metric_name(name: str) -> str:

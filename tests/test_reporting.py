@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -161,3 +162,27 @@ def test_a_target_that_is_not_an_accuracy_is_refused(tmp_path, target):
 def test_a_target_given_in_percent_is_refused_with_the_fraction_to_give(tmp_path):
     with pytest.raises(SystemExit, match="--target 90 95: .*; give 0.9 for 90%"):
         main([str(tmp_path), "--target", "90", "95"])
+
+
+def sweep_runs(tracking_uri: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name("activelearn-sweeps").experiment_id
+    return client.search_runs([experiment])
+
+
+def test_a_report_rerun_updates_the_sweeps_one_run_however_the_path_is_spelled(
+    tmp_path, monkeypatch
+):
+    sweep = tmp_path / "multirun" / "12-00-00"
+    write_job(sweep, "0", "entropy", FAST)
+    report_sweep(sweep, [0.9, 0.95])
+    monkeypatch.chdir(sweep)
+    write_job(sweep, "1", "random", SLOW)  # the sweep went on
+    report_sweep(Path("."), [0.95, 0.9])
+    (run,) = sweep_runs(f"sqlite:///{sweep / 'mlruns.db'}")
+    assert run.info.run_name == "sweep-multirun-12-00-00" and run.info.status == "FINISHED"
+    assert run.data.params == {"targets": "0.9 0.95"}
+    assert "random.auc" in run.data.metrics  # the rerun's figures
+
