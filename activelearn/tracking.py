@@ -152,7 +152,7 @@ def log_sweep_report(sweep: Path, report: Path, rows: list[dict], targets: list[
     from mlflow import MlflowClient
 
     sweep = sweep.resolve()
-    uri = f"sqlite:///{sweep / 'mlruns.db'}"
+    uri = tracking_uri("sqlite:///mlruns.db", sweep)
     client = MlflowClient(tracking_uri=uri)
     experiment = experiment_id(client, "activelearn-sweeps", uri, sweep)
     target_list = " ".join(f"{t:g}" for t in sorted(set(targets)))

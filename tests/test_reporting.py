@@ -186,3 +186,12 @@ def test_a_report_rerun_updates_the_sweeps_one_run_however_the_path_is_spelled(
     assert run.data.params == {"targets": "0.9 0.95"}
     assert "random.auc" in run.data.metrics  # the rerun's figures
 
+
+def test_mlflow_tracking_uri_takes_the_report_to_that_store(tmp_path, monkeypatch):
+    server = f"sqlite:///{tmp_path / 'server.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    write_job(tmp_path / "sweep", "0", "entropy", FAST)
+    report_sweep(tmp_path / "sweep", [0.9])
+    (run,) = sweep_runs(server)
+    assert run.data.metrics["entropy.labels_to_0.9"] == 30
+    assert not (tmp_path / "sweep" / "mlruns.db").exists()
