@@ -99,8 +99,9 @@ def labels_to_reach(curve: list[tuple[int, float]], target: float) -> float:
 
 
 def area_under_curve(curve: list[tuple[int, float]], budget: tuple[int, int]) -> float:
-    """Mean accuracy over the label budget [lo, hi], interpolated between rounds."""
-    if not curve or budget[0] > budget[1]:
+    """Mean accuracy over the label budget [lo, hi], interpolated between rounds; NaN
+    unless the curve covers the budget."""
+    if not curve or not curve[0][0] <= budget[0] <= budget[1] <= curve[-1][0]:
         return float("nan")
     x, y = map(np.asarray, zip(*curve, strict=True))
     grid = np.arange(budget[0], budget[1] + 1)
@@ -115,6 +116,14 @@ def summarize(curves: dict[str, list[list[tuple[int, float]]]], targets: list[fl
     """
     lo = max(c[0][0] for cs in curves.values() for c in cs)
     hi = min(c[-1][0] for cs in curves.values() for c in cs)
+    if lo > hi:
+        ends = next(name for name, cs in curves.items() if any(c[-1][0] == hi for c in cs))
+        starts = next(name for name, cs in curves.items() if any(c[0][0] == lo for c in cs))
+        raise SystemExit(
+            f"no label range is covered by every run: a run of {ends!r} ends at {hi} labels,"
+            f" one of {starts!r} starts at {lo}; give the short campaign more rounds"
+            " (campaign.rounds) to compare them"
+        )
     rows = []
     for name, runs in sorted(curves.items()):
         row = {"strategy": name, "seeds": len(runs), "labels_lo": lo, "labels_hi": hi}

@@ -195,3 +195,11 @@ def test_mlflow_tracking_uri_takes_the_report_to_that_store(tmp_path, monkeypatc
     (run,) = sweep_runs(server)
     assert run.data.metrics["entropy.labels_to_0.9"] == 30
     assert not (tmp_path / "sweep" / "mlruns.db").exists()
+
+
+def test_runs_without_a_label_range_in_common_are_a_clear_error():
+    """`-m data.seed_per_class=1,2`: the 1-per-class run stopped at 10 labels, before the
+    other's first round."""
+    with pytest.raises(SystemExit, match="no label range is covered by every run: .*'one'"):
+        summarize({"one": [[(10, 0.50)]], "two": [[(20, 0.60), (30, 0.70)]]}, [0.9])
+    assert math.isnan(area_under_curve([(20, 0.60), (30, 0.70)], (10, 30)))  # not extrapolated
