@@ -111,8 +111,9 @@ def area_under_curve(curve: list[tuple[int, float]], budget: tuple[int, int]) ->
 def summarize(curves: dict[str, list[list[tuple[int, float]]]], targets: list[float]) -> list[dict]:
     """One row per configuration: mean and spread over seeds of each figure of merit.
 
-    AUC and final accuracy are read over the label range every run covers, so a run that
-    ended early (crashed, or stopped by the stop rule) is never extended to the others'.
+    Every figure is read over the label range every run covers, so a run that ended early
+    (crashed, or stopped by the stop rule) is never extended to the others': a target met
+    only after that range's end counts as not reached.
     """
     lo = max(c[0][0] for cs in curves.values() for c in cs)
     hi = min(c[-1][0] for cs in curves.values() for c in cs)
@@ -127,7 +128,8 @@ def summarize(curves: dict[str, list[list[tuple[int, float]]]], targets: list[fl
     rows = []
     for name, runs in sorted(curves.items()):
         row = {"strategy": name, "seeds": len(runs), "labels_lo": lo, "labels_hi": hi}
-        figures = {f"labels_to_{t:g}": [labels_to_reach(c, t) for c in runs] for t in targets}
+        in_range = [[(x, y) for x, y in c if x <= hi] for c in runs]
+        figures = {f"labels_to_{t:g}": [labels_to_reach(c, t) for c in in_range] for t in targets}
         figures["auc"] = [area_under_curve(c, (lo, hi)) for c in runs]
         figures["final_accuracy"] = [float(np.interp(hi, *zip(*c, strict=True))) for c in runs]
         for key, values in figures.items():
@@ -184,10 +186,12 @@ def sweep_curves(sweep: Path) -> dict[str, list[list[tuple[int, float]]]]:
     curves = defaultdict(list)
     for job, overrides in jobs.items():
         curve = campaign_curve(job / "campaign")
-        if curve:
-            strategy = OmegaConf.load(job / ".hydra" / "config.yaml").strategy.name
-            swept = [f"{k.rsplit('.', 1)[-1]}={overrides[k]}" for k in varying if k in overrides]
-            curves[" ".join([strategy, *swept])].append(curve)
+        if not curve:  # still running, or stopped before its first training
+            log.warning("left out %s: no trained round in its campaign", job)
+            continue
+        strategy = OmegaConf.load(job / ".hydra" / "config.yaml").strategy.name
+        swept = [f"{k.rsplit('.', 1)[-1]}={overrides[k]}" for k in varying if k in overrides]
+        curves[" ".join([strategy, *swept])].append(curve)
     return dict(curves)
 
 

@@ -203,3 +203,18 @@ def test_runs_without_a_label_range_in_common_are_a_clear_error():
     with pytest.raises(SystemExit, match="no label range is covered by every run: .*'one'"):
         summarize({"one": [[(10, 0.50)]], "two": [[(20, 0.60), (30, 0.70)]]}, [0.9])
     assert math.isnan(area_under_curve([(20, 0.60), (30, 0.70)], (10, 30)))  # not extrapolated
+
+
+def test_a_target_met_only_after_the_common_range_is_not_reached():
+    rows = summarize({"good": [FAST, FAST[:2]]}, [0.95])  # one run stopped at 30 labels
+    assert math.isnan(rows[0]["labels_to_0.95"]) and rows[0]["labels_to_0.95_reached"] == "0/2"
+
+
+def test_a_job_without_a_trained_round_is_named_in_a_warning(tmp_path, caplog):
+    write_job(tmp_path, "0", "entropy", FAST)
+    write_job(tmp_path, "1", "random", SLOW)
+    write_job(tmp_path, "2", "random", [], ["strategy=random", "seed=1"])  # killed early
+    rows = report_sweep(tmp_path, [0.9])
+    assert [(r["strategy"], r["seeds"]) for r in rows] == [("entropy", 1), ("random", 1)]
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "activelearn.reporting"]
+    assert warning == f"left out {tmp_path / '2'}: no trained round in its campaign"
