@@ -199,8 +199,8 @@ def check_targets(targets: list[float]) -> None:
     """Refuse a target that is not an accuracy, such as 90 meant as 90%."""
     wrong = [t for t in targets if not 0 < t <= 1]
     if wrong:
-        t = wrong[0]
-        hint = f"give {t / 100:g} for {t:g}%" if 1 < t <= 100 else "give 0.9 for 90%"
+        first = wrong[0]
+        hint = f"give {first / 100:g} for {first:g}%" if 1 < first <= 100 else "give 0.9 for 90%"
         given = " ".join(f"{t:g}" for t in wrong)
         raise SystemExit(f"--target {given}: a target is a test accuracy in (0, 1]; {hint}")
 
@@ -235,7 +235,9 @@ def report_sweep(sweep: Path, targets: list[float]) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Report a sweep of simulated campaigns")
     parser.add_argument("sweep", type=Path, help="the Hydra multirun folder of the sweep")
-    parser.add_argument("--target", type=float, nargs="+", default=[0.9, 0.95])
+    parser.add_argument(
+        "--target", type=float, nargs="+", default=[0.9, 0.95], help="test accuracies in (0, 1]"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     rows = report_sweep(args.sweep, args.target)
