@@ -715,14 +715,8 @@ class LabelStudioAnnotator:
             )
             self._save_state(state)  # before anything else can fail
         else:
-            if state.get("url", self.url) != self.url:
-                raise LabelStudioError(
-                    f"{self.state_path} is about project {project_id} at {state['url']}, not at "
-                    f"labeling.url={self.url}: point labeling.url there, or, if that server "
-                    f"has moved, change the url in {self.state_path}"
-                )
             ours_changed = state.get("classes") != self.class_names
-            self._keep_settings(project_id, self._get_project(project_id), config, ours_changed)
+            self._keep_settings(project_id, self._recorded_project(state), config, ours_changed)
             if ours_changed:
                 state["classes"] = self.class_names
                 self._save_state(state)
@@ -765,6 +759,46 @@ class LabelStudioAnnotator:
         kill_point("project:after-create")  # crash tests: project made, id not saved
         log.info("created Label Studio project %d at %s", project.id, self.url)
         return project.id
+
+    def _recorded_project(self, state: dict):
+        """The project recorded in the state file, checked to be this campaign's: at the
+        recorded URL, and carrying the campaign's claim. A project without any claim (made
+        by a version before claims, or its description edited) gets the claim written in.
+        """
+        project_id = state["project_id"]
+        if state.get("url", self.url) != self.url:
+            raise LabelStudioError(
+                f"{self.state_path} is about project {project_id} at {state['url']}, not at "
+                f"labeling.url={self.url}: point labeling.url there, or, if that server "
+                f"has moved, change the url in {self.state_path}"
+            )
+        project = self._get_project(project_id)
+        description = project.description or ""
+        claim = state.get("project_claim")
+        if claim and f"{CLAIM_PREFIX}{claim}" in description:
+            return project
+        if CLAIM_PREFIX in description:
+            raise LabelStudioError(
+                f"project {project_id} at {self.url} belongs to another campaign (its "
+                f"description carries another claim than {self.state_path}): this is not "
+                f"the server or data dir this campaign's project is on; start that one at "
+                f"{self.url}, then run again"
+            )
+        if claim is None:
+            claim = state["project_claim"] = secrets.token_hex(16)
+            self._save_state(state)
+        log.warning(
+            "project %d at %s carried no campaign claim (made by an older version, or its "
+            "description edited): the claim from %s is written into it",
+            project_id,
+            self.url,
+            self.state_path,
+        )
+        marked = f"{description}\n{CLAIM_PREFIX}{claim}".strip()
+        return self._call(
+            f"writing the campaign's claim into project {project_id}",
+            lambda: self._client.projects.update(project_id, description=marked),
+        )
 
     def _claimed_project(self, claim: str) -> int | None:
         """The project carrying `claim`, if an earlier run created it: found by the claim
@@ -1070,7 +1104,7 @@ class LabelStudioAnnotator:
                 f"no Label Studio project recorded in {self.state_path}: push round {round} "
                 "before collecting it"
             )
-        self._get_project(project_id)
+        self._recorded_project(state)  # before anything is read or written
         raw = self.export_project(project_id)
         export_file = keep_export(round_dir, raw)
         tasks = json.loads(raw)

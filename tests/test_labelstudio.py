@@ -422,6 +422,51 @@ def test_project_settings_are_put_back(campaign, labelstudio, caplog):
     assert "offered the choices ['kitty', 'class1', 'class2']" in caplog.text
 
 
+@pytest.mark.integration
+def test_another_campaigns_project_is_refused(campaign, labelstudio, tmp_path):
+    # As after a restart with another data dir on the same URL: the recorded project id
+    # is another campaign's project there.
+    other = replace(campaign.annotator.settings, state_file=str(tmp_path / "other.json"))
+    theirs = LabelStudioAnnotator(other, CLASSES, campaign.pool, token=labelstudio.token)
+    their_project = theirs.ensure_project()
+    queue = make_queue(sorted(campaign.truth)[:4], campaign.truth)
+    campaign.annotator.push(1, queue)
+    campaign.annotate_many({task_id: "class0" for task_id in campaign.task_ids().values()})
+    state_path = Path(campaign.annotator.state_path)
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps(state | {"project_id": their_project}))
+    before = state_path.read_bytes()
+    round_dir = tmp_path / "rounds" / "2"
+
+    with pytest.raises(LabelStudioError, match=f"project {their_project} .* another campaign"):
+        campaign.annotator.collect(1, queue, round_dir)
+    with pytest.raises(LabelStudioError, match="another campaign"):
+        campaign.annotator.push(2, queue)
+
+    assert not round_dir.exists()  # no export, no report: nothing counted as deleted
+    assert state_path.read_bytes() == before
+    assert campaign.http.get(f"/api/projects/{their_project}").json()["task_number"] == 0
+
+
+@pytest.mark.integration
+def test_a_project_made_before_claims_is_claimed(campaign):
+    queue = make_queue(sorted(campaign.truth)[:2], campaign.truth)
+    campaign.annotator.push(1, queue)
+    state_path = Path(campaign.annotator.state_path)
+    state = json.loads(state_path.read_text())
+    del state["project_claim"]  # as an older version wrote it, and its project
+    state_path.write_text(json.dumps(state))
+    edited = {"description": "digits, second batch"}
+    campaign.http.patch(f"/api/projects/{campaign.project_id}", json=edited).raise_for_status()
+
+    answers = campaign.annotator.collect(1, queue, campaign.workspace / "rounds" / "2")
+
+    assert [a.status for a in answers] == [OPEN, OPEN]
+    claim = json.loads(state_path.read_text())["project_claim"]
+    description = campaign.project()["description"]
+    assert description == f"digits, second batch\nactivelearn campaign claim {claim}"
+
+
 KILLED_PUSH = """
 import json, sys
 from activelearn.config import LabelingConfig
@@ -501,6 +546,10 @@ def test_a_state_file_of_another_server_is_refused(tmp_path):
     annotator = LabelStudioAnnotator(settings, CLASSES, tmp_path / "pool", token="t" * 40)
     with pytest.raises(LabelStudioError, match="project 3 at http://10.0.0.7:8080, not at"):
         annotator.push(1, [])
+    queue = [QueueItem("class0/a.png", 1, None, None, 0.5)]
+    with pytest.raises(LabelStudioError, match="project 3 at http://10.0.0.7:8080, not at"):
+        annotator.collect(1, queue, tmp_path / "rounds" / "2")  # before any answer is read
+    assert not (tmp_path / "rounds").exists()
 
 
 def test_wrong_token_names_the_variable(labelstudio, tmp_path):
