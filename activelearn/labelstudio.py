@@ -498,7 +498,7 @@ def agreement(vote_lists: Iterable[Sequence[str]]) -> dict[str, Any]:
     }
 
 
-def round_report(round: int, export_file: str, outcomes: Sequence[TaskOutcome]) -> dict:
+def round_report(round: int, export_file: str | None, outcomes: Sequence[TaskOutcome]) -> dict:
     """Counts, agreement, and every answer that was not a plain acceptance."""
     answers = [o.answer for o in outcomes]
     listed = defaultdict(list)
@@ -845,8 +845,10 @@ class LabelStudioAnnotator:
         if project is None:
             raise LabelStudioError(
                 f"project {project_id} recorded in {self.state_path} does not exist at "
-                f"{self.url} (another server or data dir?): point labeling.url at the right "
-                f"server, or remove {self.state_path} to start a new project"
+                f"{self.url}: if it is on another server or data dir, start that one at "
+                f"{self.url}; if it was deleted, remove {self.state_path}: the next round "
+                "sends the images still waiting for an answer back to the pool and pushes "
+                "into a new project"
             )
         return project
 
@@ -1099,11 +1101,16 @@ class LabelStudioAnnotator:
         round_dir = Path(round_dir)
         state = self._load_state()
         project_id = state.get("project_id")
-        if project_id is None:
-            raise LabelStudioError(
-                f"no Label Studio project recorded in {self.state_path}: push round {round} "
-                "before collecting it"
+        if project_id is None:  # removed after its project was deleted (`_get_project`)
+            log.warning(
+                "no Label Studio project recorded in %s: the %d image(s) still waiting for "
+                "an answer go back to the pool",
+                self.state_path,
+                len(queue),
             )
+            detail = f"no Label Studio project recorded in {self.state_path}"
+            outcomes = [TaskOutcome(Answer(i.sample_id, DELETED, detail=detail)) for i in queue]
+            return self._report(round, round_dir, None, outcomes)
         self._recorded_project(state)  # before anything is read or written
         raw = self.export_project(project_id)
         export_file = keep_export(round_dir, raw)
@@ -1150,7 +1157,13 @@ class LabelStudioAnnotator:
                     annotations_per_task=self.settings.annotations_per_task,
                 )
             )
-        report = round_report(round, export_file.name, outcomes)
+        return self._report(round, round_dir, export_file.name, outcomes)
+
+    def _report(
+        self, round: int, round_dir: Path, export_file: str | None, outcomes: list[TaskOutcome]
+    ) -> list[Answer]:
+        """Write the round report (kept in `last_report`); the answers."""
+        report = round_report(round, export_file, outcomes)
         write_atomic(
             round_dir / "labelstudio_report.json",
             (json.dumps(report, indent=2) + "\n").encode(),

@@ -467,6 +467,28 @@ def test_a_project_made_before_claims_is_claimed(campaign):
     assert description == f"digits, second batch\nactivelearn campaign claim {claim}"
 
 
+@pytest.mark.integration
+def test_a_deleted_project_is_replaced(campaign):
+    queue = make_queue(sorted(campaign.truth)[:4], campaign.truth)
+    campaign.annotator.push(1, queue)
+    deleted = campaign.project_id
+    campaign.http.delete(f"/api/projects/{deleted}/").raise_for_status()
+    round_dir = campaign.workspace / "rounds" / "2"
+    state_path = Path(campaign.annotator.state_path)
+
+    with pytest.raises(LabelStudioError, match=f"if it was deleted, remove {state_path}"):
+        campaign.annotator.collect(1, queue, round_dir)
+    state_path.unlink()  # as the error says
+    answers = campaign.annotator.collect(1, queue, round_dir)
+    assert [a.status for a in answers] == [DELETED] * 4  # back to the pool, reported:
+    report = json.loads((round_dir / "labelstudio_report.json").read_text())
+    assert report["counts"] == {DELETED: 4}
+    next_queue = make_queue(sorted(campaign.truth)[4:7], campaign.truth)
+    campaign.annotator.push(2, next_queue)
+    assert campaign.project_id != deleted
+    assert len(campaign.tasks(fields="task_only")) == 3
+
+
 KILLED_PUSH = """
 import json, sys
 from activelearn.config import LabelingConfig
