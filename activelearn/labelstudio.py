@@ -810,9 +810,7 @@ class LabelStudioAnnotator:
     def _keep_settings(self, project_id: int, project, config: str, ours_changed: bool) -> None:
         """Put back the labeling config and the answers wanted per task where they differ
         from the campaign's: edited in Label Studio, or changed in our config."""
-        changes = {}
         if project.label_config.strip() != config.strip():  # stored without the last newline
-            changes["label_config"] = config
             theirs = choices_of(project.label_config)
             if theirs != self.class_names and not ours_changed:
                 log.warning(
@@ -822,12 +820,20 @@ class LabelStudioAnnotator:
                     theirs,
                     self.class_names,
                 )
-        if project.maximum_annotations != self.settings.annotations_per_task:
-            changes["maximum_annotations"] = self.settings.annotations_per_task
-        if changes:
             self._call(
-                f"updating {', '.join(changes)} of project {project_id}",
-                lambda: self._client.projects.update(project_id, **changes),
+                f"updating label_config of project {project_id}",
+                lambda: self._client.projects.update(project_id, label_config=config),
+            )
+        self._keep_answers_per_task(project_id, project)
+
+    def _keep_answers_per_task(self, project_id: int, project) -> None:
+        """Make the project ask for `annotations_per_task` answers, as `decide` counts them:
+        raised between rounds, Label Studio serves answered tasks again for the rest."""
+        wanted = self.settings.annotations_per_task
+        if project.maximum_annotations != wanted:
+            self._call(
+                f"updating maximum_annotations of project {project_id}",
+                lambda: self._client.projects.update(project_id, maximum_annotations=wanted),
             )
 
     def _get_project(self, project_id: int):
@@ -1111,7 +1117,8 @@ class LabelStudioAnnotator:
             detail = f"no Label Studio project recorded in {self.state_path}"
             outcomes = [TaskOutcome(Answer(i.sample_id, DELETED, detail=detail)) for i in queue]
             return self._report(round, round_dir, None, outcomes)
-        self._recorded_project(state)  # before anything is read or written
+        project = self._recorded_project(state)  # before anything is read or written
+        self._keep_answers_per_task(project_id, project)
         raw = self.export_project(project_id)
         export_file = keep_export(round_dir, raw)
         tasks = json.loads(raw)

@@ -489,6 +489,23 @@ def test_a_deleted_project_is_replaced(campaign):
     assert len(campaign.tasks(fields="task_only")) == 3
 
 
+@pytest.mark.integration
+def test_more_answers_per_task_asked_before_ingest(campaign, labelstudio):
+    queue = make_queue(sorted(campaign.truth)[:3], campaign.truth)
+    campaign.annotator.push(1, queue)
+    ids = campaign.task_ids()
+    campaign.annotate_many({ids[item.sample_id]: campaign.truth[item.sample_id] for item in queue})
+    two_answers = replace(campaign.annotator.settings, annotations_per_task=2)
+    annotator = LabelStudioAnnotator(two_answers, CLASSES, campaign.pool, token=labelstudio.token)
+    round_dir = campaign.workspace / "rounds" / "2"
+
+    assert [a.status for a in annotator.collect(1, queue, round_dir)] == [OPEN] * 3
+    assert campaign.project()["maximum_annotations"] == 2
+    assert not any(t["is_labeled"] for t in campaign.tasks(fields="task_only"))  # served again
+    campaign.annotate_many({ids[item.sample_id]: campaign.truth[item.sample_id] for item in queue})
+    assert [a.status for a in annotator.collect(1, queue, round_dir)] == [ACCEPTED] * 3
+
+
 KILLED_PUSH = """
 import json, sys
 from activelearn.config import LabelingConfig
