@@ -114,7 +114,15 @@ def labeled_counts(cfg: Config) -> dict[str, int]:
 
 
 def make_annotator(cfg: Config, class_names: list[str]) -> labeling.Annotator:
+    """The configured annotator. A workspace whose people label in Label Studio (it has
+    Label Studio state) refuses the simulated one, which would overwrite their answers."""
     if cfg.labeling.kind == "simulated":
+        if Path(cfg.labeling.state_file).exists():
+            raise RoundBlocked(
+                f"{cfg.labeling.state_file} says people label this workspace in Label Studio: "
+                "run it with labeling=labelstudio (and its labeling.url), not the simulated "
+                "annotator, which would replace their answers with the labels file's"
+            )
         try:
             return labeling.SimulatedAnnotator(
                 cfg.data.pool_labels, class_names, cfg.labeling.error_rate, cfg.seed

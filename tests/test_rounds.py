@@ -225,6 +225,19 @@ def test_round_after_an_unfinished_round_is_refused(tmp_path, tiny_model_cfg, be
         run_round(cfg)
 
 
+def test_a_label_studio_workspace_refuses_the_simulated_annotator(
+    tmp_path, tiny_model_cfg, bentoml_home
+):
+    """`python -m activelearn round=N` without labeling=labelstudio (as a retrain command
+    might run it) must not answer people's open tasks from the labels file."""
+    ws = tmp_path / "campaign"
+    make_workspace(ws)
+    (ws / "rounds").mkdir()
+    (ws / "rounds" / "labelstudio.json").write_text('{"project_id": 1}')
+    with pytest.raises(RoundBlocked, match="run it with labeling=labelstudio"):
+        run_round(replace(make_config(ws, tiny_model_cfg), round=0))
+
+
 def run_cli_round(ws: Path, n: int, kill_at: str | None = None, *extra: str) -> int:
     """`python -m activelearn round=N` on the test workspace, optionally killed at a point."""
     env = os.environ | {VARIABLE: kill_at or ""}
