@@ -338,24 +338,45 @@ def _tail(path: Path, lines: int = 20) -> str:
 # Pure parts: labeling config, task payloads, votes, the report
 
 
+# The names of our fields in the labeling config: the class is read from LABEL_FIELD only,
+# as fields added in the UI (say, an image quality Choices) answer something else.
+IMAGE_FIELD = "image"
+LABEL_FIELD = "label"
+
+
 def label_config(class_names: Sequence[str]) -> str:
     """Image + single Choices, one choice per class, in the given order; a choice is
     required, so an empty submit cannot pass for an answer."""
     choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in class_names)
     return (
         "<View>\n"
-        '  <Image name="image" value="$image"/>\n'
-        '  <Choices name="label" toName="image" choice="single" showInLine="true"'
-        ' required="true">\n'
+        f'  <Image name="{IMAGE_FIELD}" value="$image"/>\n'
+        f'  <Choices name="{LABEL_FIELD}" toName="{IMAGE_FIELD}" choice="single"'
+        ' showInLine="true" required="true">\n'
         f"{choices}\n"
         "  </Choices>\n"
         "</View>\n"
     )
 
 
+def our_fields(config: str) -> list:
+    """Our Image and Choices in a labeling config: tags, attributes and choices, in order.
+    Fields added next to them are not ours."""
+    return [
+        (element.tag, element.attrib, [child.attrib for child in element])
+        for element in ElementTree.fromstring(config).iter()
+        if element.get("name") in (IMAGE_FIELD, LABEL_FIELD)
+    ]
+
+
 def choices_of(config: str) -> list[str]:
-    """The choice values of a labeling config, in order."""
-    return [c.get("value") for c in ElementTree.fromstring(config).iter("Choice")]
+    """The class choices of a labeling config (our Choices'), in order."""
+    return [
+        choice.get("value")
+        for choices in ElementTree.fromstring(config).iter("Choices")
+        if choices.get("name") == LABEL_FIELD
+        for choice in choices.iter("Choice")
+    ]
 
 
 def prediction_score(item: QueueItem, queue_length: int) -> float:
@@ -373,8 +394,8 @@ def prediction_result(label: str | None) -> list[dict]:
         return []
     return [
         {
-            "from_name": "label",
-            "to_name": "image",
+            "from_name": LABEL_FIELD,
+            "to_name": IMAGE_FIELD,
             "type": "choices",
             "value": {"choices": [label]},
         }
@@ -382,11 +403,11 @@ def prediction_result(label: str | None) -> list[dict]:
 
 
 def annotation_labels(annotation: dict) -> list[str]:
-    """The classes chosen in one annotation (normally one)."""
+    """The classes chosen in one annotation (normally one), from our Choices only."""
     return [
         choice
         for region in annotation.get("result") or []
-        if region.get("type") == "choices"
+        if region.get("type") == "choices" and region.get("from_name") == LABEL_FIELD
         for choice in (region.get("value") or {}).get("choices") or []
     ]
 
@@ -809,8 +830,9 @@ class LabelStudioAnnotator:
 
     def _keep_settings(self, project_id: int, project, config: str, ours_changed: bool) -> None:
         """Put back the labeling config and the answers wanted per task where they differ
-        from the campaign's: edited in Label Studio, or changed in our config."""
-        if project.label_config.strip() != config.strip():  # stored without the last newline
+        from the campaign's: edited in Label Studio, or changed in our config. Fields added
+        in Label Studio next to ours are kept (their answers would refuse a put-back)."""
+        if our_fields(project.label_config) != our_fields(config):
             theirs = choices_of(project.label_config)
             if theirs != self.class_names and not ours_changed:
                 log.warning(

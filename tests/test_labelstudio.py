@@ -506,6 +506,36 @@ def test_more_answers_per_task_asked_before_ingest(campaign, labelstudio):
     assert [a.status for a in annotator.collect(1, queue, round_dir)] == [ACCEPTED] * 3
 
 
+@pytest.mark.integration
+def test_a_second_choices_field_is_not_the_label(campaign):
+    first, second = sids = sorted(campaign.truth)[:2]
+    queue = make_queue(sids, campaign.truth)
+    campaign.annotator.push(1, queue)
+    quality = '<Choices name="quality" toName="image"><Choice value="ok"/></Choices></View>'
+    edited = label_config(CLASSES).replace("</View>", quality)
+    campaign.http.patch(
+        f"/api/projects/{campaign.project_id}", json={"label_config": edited}
+    ).raise_for_status()  # someone adds an image quality field in the UI
+    ok = {
+        "from_name": "quality",
+        "to_name": "image",
+        "type": "choices",
+        "value": {"choices": ["ok"]},
+    }
+    ids = campaign.task_ids()
+    for sid, result in ((first, [ok, *choice(campaign.truth[first])]), (second, [ok])):
+        body = {"result": result, "was_cancelled": False}
+        campaign.http.post(f"/api/tasks/{ids[sid]}/annotations/", json=body).raise_for_status()
+
+    answers = campaign.annotator.collect(1, queue, campaign.workspace / "rounds" / "2")
+
+    status = {a.sample_id: (a.status, a.label) for a in answers}
+    assert status[first] == (ACCEPTED, campaign.truth[first])
+    assert status[second][0] == SKIPPED  # no class chosen
+    campaign.annotator.push(2, make_queue(sorted(campaign.truth)[2:3], campaign.truth))
+    assert campaign.project()["label_config"].strip() == edited.strip()  # their field kept
+
+
 KILLED_PUSH = """
 import json, sys
 from activelearn.config import LabelingConfig
