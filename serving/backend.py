@@ -133,9 +133,12 @@ class Backend:
             classifier = self.models.current(wait=True)
             return classifier.version if classifier else None
 
-        if action in ANNOTATION_ACTIONS:
-            counted = True
-            counts = self.counter.record(project or "unknown", action, event.annotation_count())
+        ids = event.annotation_ids()
+        if action in ANNOTATION_ACTIONS and not ids:
+            detail = f"{action} without annotation ids ignored: turn on the webhook's Send payload"
+        elif action in ANNOTATION_ACTIONS:
+            new, counts = self.counter.record(project or "unknown", action, ids)
+            counted = new > 0  # not when another webhook already delivered it
             threshold = self.settings.retrain_threshold
             if threshold and counts.pending >= threshold:
                 started, detail = self.retrainer.start(

@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from activelearn.processes import stop_group
@@ -39,30 +40,54 @@ def next_round(model_version: str | None) -> int | None:
     return int(match.group(1)) + 1 if match else None
 
 
+@dataclass
+class _ProjectAnnotations:
+    """Annotation ids, so an annotation counts once however many webhooks deliver it."""
+
+    created: set = field(default_factory=set)
+    updated: set = field(default_factory=set)
+    deleted: set = field(default_factory=set)
+    pending: set = field(default_factory=set)  # created since the last retrain, not deleted
+
+    def counts(self) -> ProjectCounts:
+        return ProjectCounts(
+            created=len(self.created),
+            updated=len(self.updated),
+            deleted=len(self.deleted),
+            pending=len(self.pending),
+        )
+
+
 class AnnotationCounter:
-    """Annotation events per project; `pending` counts created + updated since the last retrain."""
+    """Annotations per project, by id; `pending` are those created since the last retrain
+    and not deleted (an updated annotation is not a new one)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._projects: dict[str, ProjectCounts] = {}
+        self._projects: dict[str, _ProjectAnnotations] = {}
 
-    def record(self, project: str, action: str, annotations: int) -> ProjectCounts:
-        field = ANNOTATION_ACTIONS[action]
+    def record(self, project: str, action: str, ids: list) -> tuple[int, ProjectCounts]:
+        """Returns how many of `ids` were not counted for this action yet, and the counts."""
+        field_name = ANNOTATION_ACTIONS[action]
         with self._lock:
-            counts = self._projects.setdefault(project, ProjectCounts())
-            setattr(counts, field, getattr(counts, field) + annotations)
-            if field != "deleted":
-                counts.pending += annotations
-            return counts.model_copy()
+            annotations = self._projects.setdefault(project, _ProjectAnnotations())
+            seen = getattr(annotations, field_name)
+            new = set(ids) - seen
+            seen |= new
+            if field_name == "created":
+                annotations.pending |= new
+            elif field_name == "deleted":
+                annotations.pending -= new
+            return len(new), annotations.counts()
 
     def reset_pending(self, project: str | None) -> None:
         with self._lock:
             if project in self._projects:
-                self._projects[project].pending = 0
+                self._projects[project].pending.clear()
 
     def snapshot(self) -> dict[str, ProjectCounts]:
         with self._lock:
-            return {name: counts.model_copy() for name, counts in self._projects.items()}
+            return {name: annotations.counts() for name, annotations in self._projects.items()}
 
 
 class Retrainer:

@@ -126,16 +126,20 @@ class WebhookRequest(_Lenient):
             return None
         return str(project).split(".")[0]
 
-    def annotation_count(self) -> int:
-        """How many annotations the event is about; 1 when sent without payload."""
+    def annotation_ids(self) -> list:
+        """The ids of the annotations the event is about; none when sent without payload."""
         annotations = self.annotation if self.annotations is None else self.annotations
-        return len(annotations) if isinstance(annotations, list) else 1
+        if isinstance(annotations, dict):
+            annotations = [annotations]
+        return [annotation["id"] for annotation in annotations or [] if "id" in annotation]
 
 
 class WebhookResponse(BaseModel):
     action: str
     project: str | None
-    counted: bool = Field(description="an annotation event, added to the project's counts")
+    counted: bool = Field(
+        description="an annotation event with an annotation not counted yet, now counted"
+    )
     retrain_started: bool
     detail: str
 
@@ -144,10 +148,12 @@ class WebhookResponse(BaseModel):
 
 
 class ProjectCounts(BaseModel):
+    """Annotations, each counted once however many webhooks deliver its events."""
+
     created: int = 0
     updated: int = 0
     deleted: int = 0
-    pending: int = Field(0, description="created + updated since the last retrain started")
+    pending: int = Field(0, description="created since the last retrain started, not deleted")
 
 
 class RetrainStatus(BaseModel):

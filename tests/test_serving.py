@@ -649,8 +649,12 @@ def test_without_a_model_the_server_is_up_and_says_what_is_missing(world, tmp_pa
 # Webhook and the background retrain
 
 
-def annotation_event(action: str, project: int = 7) -> dict:
-    return {"action": action, "project": {"id": project, "title": "p"}, "annotation": {"id": 1}}
+def annotation_event(action: str, annotation: int, project: int = 7) -> dict:
+    return {
+        "action": action,
+        "project": {"id": project, "title": "p"},
+        "annotation": {"id": annotation},
+    }
 
 
 def wait_for_retrain(client, timeout: float = 30.0) -> dict:
@@ -672,14 +676,16 @@ def test_webhook_counts_and_starts_the_retrain_at_the_threshold(world, tmp_path)
     out = tmp_path / "ran.txt"
     settings = settings_for(world, retrain_command=write_args_command(out), retrain_threshold=3)
     with TestClient(create_app(settings)) as app:
-        first = app.post("/webhook", json=annotation_event("ANNOTATION_CREATED")).json()
+        first = app.post("/webhook", json=annotation_event("ANNOTATION_CREATED", 1)).json()
         assert first["counted"] and not first["retrain_started"] and "1 of 3" in first["detail"]
-        deleted = {"action": "ANNOTATIONS_DELETED", "project": 7, "annotations": [{"id": 1}]}
-        app.post("/webhook", json=deleted)  # not new
-        app.post("/webhook", json=annotation_event("ANNOTATION_CREATED", project=8))
-        app.post("/webhook", json=annotation_event("ANNOTATION_UPDATED"))
+        app.post("/webhook", json=annotation_event("ANNOTATION_CREATED", 2))
+        deleted = {"action": "ANNOTATIONS_DELETED", "project": 7, "annotations": [{"id": 2}]}
+        app.post("/webhook", json=deleted)  # no longer new
+        app.post("/webhook", json=annotation_event("ANNOTATION_CREATED", 3, project=8))
+        app.post("/webhook", json=annotation_event("ANNOTATION_UPDATED", 1))  # not new
+        app.post("/webhook", json=annotation_event("ANNOTATION_CREATED", 4))
         assert app.get("/status").json()["retrain"]["state"] == "idle"
-        third = app.post("/webhook", json=annotation_event("ANNOTATION_CREATED")).json()
+        third = app.post("/webhook", json=annotation_event("ANNOTATION_CREATED", 5)).json()
         assert third["retrain_started"] and third["project"] == "7"
 
         retrain = wait_for_retrain(app)
@@ -687,12 +693,38 @@ def test_webhook_counts_and_starts_the_retrain_at_the_threshold(world, tmp_path)
         assert "3 new annotations in project 7" in retrain["trigger"]
         assert out.read_text() == "round=2 project=7"  # round-1 is loaded
         status = app.get("/status").json()
-        assert status["projects"]["7"] == {"created": 2, "updated": 1, "deleted": 1, "pending": 0}
+        assert status["projects"]["7"] == {"created": 4, "updated": 1, "deleted": 1, "pending": 0}
         assert status["projects"]["8"]["pending"] == 1
         assert app.get("/health").json()["retrain"] == "succeeded"
 
         ignored = app.post("/webhook", json={"action": "PROJECT_UPDATED", "project": 7}).json()
         assert not ignored["counted"] and "ignored" in ignored["detail"]
+
+
+def test_webhook_counts_each_annotation_once_however_many_webhooks_deliver_it(world, tmp_path):
+    """Connect Model makes a webhook to /webhook, and a user may add another one."""
+    out = tmp_path / "ran.txt"
+    settings = settings_for(world, retrain_command=write_args_command(out), retrain_threshold=3)
+    with TestClient(create_app(settings)) as app:
+
+        def twice(event: dict) -> list[dict]:
+            return [app.post("/webhook", json=event).json() for _ in range(2)]
+
+        first, again = twice(annotation_event("ANNOTATION_CREATED", 1))
+        assert first["counted"] and not again["counted"] and "1 of 3" in again["detail"]
+        twice(annotation_event("ANNOTATION_UPDATED", 1))
+        twice(annotation_event("ANNOTATION_CREATED", 2))
+        twice({"action": "ANNOTATIONS_DELETED", "project": 7, "annotations": [{"id": 2}]})
+        counts = app.get("/status").json()["projects"]["7"]
+        assert counts == {"created": 2, "updated": 1, "deleted": 1, "pending": 1}
+        twice(annotation_event("ANNOTATION_CREATED", 3))
+        started, late = twice(annotation_event("ANNOTATION_CREATED", 4))
+        assert started["retrain_started"] and not late["counted"]
+        assert wait_for_retrain(app)["state"] == "succeeded"
+        assert app.get("/status").json()["projects"]["7"]["pending"] == 0
+
+        no_payload = app.post("/webhook", json={"action": "ANNOTATION_CREATED"}).json()
+        assert not no_payload["counted"] and "Send payload" in no_payload["detail"]
 
 
 def test_webhook_counts_each_annotation_of_a_bulk_event(client):
@@ -708,7 +740,7 @@ def test_webhook_counts_each_annotation_of_a_bulk_event(client):
         response = client.post("/webhook", json=event)
         assert response.status_code == 200 and response.json()["counted"]
     counts = client.get("/status").json()["projects"]["9"]
-    assert counts == {"created": 3, "updated": 0, "deleted": 1, "pending": 3}
+    assert counts == {"created": 3, "updated": 0, "deleted": 1, "pending": 2}
 
 
 def running(pid: int) -> bool:

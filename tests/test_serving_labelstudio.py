@@ -205,47 +205,65 @@ def test_label_studio_retrieves_and_stores_the_backends_predictions(backend, ls)
     assert all(len(task["predictions"]) == 2 for task in stored)
 
 
-def test_annotation_webhooks_from_label_studio_are_counted(backend, ls):
-    project_id = (
-        ls.post(
-            "/api/projects", json={"title": "webhooks", "label_config": label_config(["class0"])}
-        )
-        .raise_for_status()
-        .json()["id"]
+def test_connect_model_makes_the_webhook_and_each_annotation_counts_once(backend, ls):
+    """Connect Model adds a webhook to <backend>/webhook for all actions, without the basic
+    auth; a second webhook, as a user may add, delivers every event again."""
+    names = backend.classifier.class_names
+    project = ls.post(
+        "/api/projects", json={"title": "webhooks", "label_config": label_config(names)}
     )
+    project_id = project.raise_for_status().json()["id"]
     image = f"/data/local-files/?d={backend.pool.name}/class0/s5-000.png"
     ls.post(
         f"/api/projects/{project_id}/import", json=[{"data": {"image": image}}]
     ).raise_for_status()
-    basic = "Basic " + base64.b64encode(":".join(AUTH).encode()).decode()
+    ml = ls.post(
+        "/api/ml",
+        json={
+            "project": project_id,
+            "url": backend.url,
+            "title": "activelearn",
+            "auth_method": "BASIC_AUTH",
+            "basic_auth_user": AUTH[0],
+            "basic_auth_pass": AUTH[1],
+        },
+    )
+    assert ml.status_code == 201, ml.text
+    (made,) = ls.get("/api/webhooks/", params={"project": project_id}).json()
+    assert made["url"] == f"{backend.url}/webhook"
+    assert made["send_for_all_actions"] and made["send_payload"] and not made["headers"]
+
+    basic = {"Authorization": "Basic " + base64.b64encode(":".join(AUTH).encode()).decode()}
+    ls.patch(f"/api/webhooks/{made['id']}/", json={"headers": basic}).raise_for_status()
     ls.post(
-        "/api/webhooks",
+        "/api/webhooks/",
         json={
             "project": project_id,
             "url": f"{backend.url}/webhook",
             "send_payload": True,
             "send_for_all_actions": False,
             "actions": ["ANNOTATION_CREATED", "ANNOTATION_UPDATED"],
-            "headers": {"Authorization": basic},
+            "headers": basic,
         },
     ).raise_for_status()
     (task,) = ls.get("/api/tasks", params={"project": project_id}).json()["tasks"]
-    result = [
-        {
-            "from_name": "label",
-            "to_name": "image",
-            "type": "choices",
-            "value": {"choices": ["class0"]},
-        }
-    ]
-    ls.post(f"/api/tasks/{task['id']}/annotations/", json={"result": result}).raise_for_status()
+
+    def answer(label: str) -> list[dict]:
+        value = {"choices": [label]}
+        return [{"from_name": "label", "to_name": "image", "type": "choices", "value": value}]
+
+    annotation = ls.post(f"/api/tasks/{task['id']}/annotations/", json={"result": answer(names[0])})
+    annotation_id = annotation.raise_for_status().json()["id"]
+    ls.patch(
+        f"/api/annotations/{annotation_id}/", json={"result": answer(names[1])}
+    ).raise_for_status()
 
     deadline = time.monotonic() + 30
     while True:
         status = httpx.get(f"{backend.url}/status", auth=AUTH).json()
         counts = status["projects"].get(str(project_id))
-        if counts and counts["created"] == 1:
+        if counts and counts["updated"]:
             break
-        assert time.monotonic() < deadline, f"no ANNOTATION_CREATED counted: {status['projects']}"
+        assert time.monotonic() < deadline, f"no ANNOTATION_UPDATED counted: {status['projects']}"
         time.sleep(0.2)
-    assert counts == {"created": 1, "updated": 0, "deleted": 0, "pending": 1}
+    assert counts == {"created": 1, "updated": 1, "deleted": 0, "pending": 1}
