@@ -11,16 +11,12 @@ import os
 import sys
 
 import uvicorn
-from pydantic import ValidationError
 
-from serving.settings import ENV_PREFIX, ServingSettings
+from serving.settings import ENV_PREFIX, settings_from_environment
 
 
 def main() -> None:
-    try:
-        settings = ServingSettings()
-    except ValidationError as err:  # a bad variable: say which, without a traceback
-        sys.exit("\n".join(f"{_variable(e['loc'])}{e['msg']}" for e in err.errors()))
+    settings = settings_from_environment()
     workers = os.environ.get("WEB_CONCURRENCY", "").strip()  # uvicorn's default for workers
     if workers not in ("", "1"):
         sys.exit(
@@ -31,14 +27,6 @@ def main() -> None:
         )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     uvicorn.run("serving.app:app", host=settings.host, port=settings.port, log_level="info")
-
-
-def _variable(location: tuple) -> str:
-    """A field's variable; a field with aliases is already located by its variable."""
-    if not location:
-        return ""
-    name = str(location[0]).upper()
-    return f"{name if name.startswith(ENV_PREFIX) else ENV_PREFIX + name}: "
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from serving.schemas import (
     WebhookRequest,
     WebhookResponse,
 )
-from serving.settings import ServingSettings
+from serving.settings import ServingSettings, settings_from_environment
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def describe(settings: ServingSettings) -> str:
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     """The app; settings from the environment unless given (tests give them)."""
-    settings = settings or ServingSettings()
+    settings = settings or settings_from_environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

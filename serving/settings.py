@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "ACTIVELEARN_SERVING_"
@@ -136,3 +144,20 @@ class ServingSettings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return self.basic_auth_user is not None
+
+
+def settings_from_environment() -> ServingSettings:
+    """The settings, or exit naming each bad variable on a line of its own: no traceback,
+    under `uvicorn serving.app:app` too (uvicorn passes the exit through)."""
+    try:
+        return ServingSettings()
+    except ValidationError as err:
+        sys.exit("\n".join(f"{_variable(e['loc'])}{e['msg']}" for e in err.errors()))
+
+
+def _variable(location: tuple) -> str:
+    """A field's variable; a field with aliases is already located by its variable."""
+    if not location:
+        return ""
+    name = str(location[0]).upper()
+    return f"{name if name.startswith(ENV_PREFIX) else ENV_PREFIX + name}: "

@@ -403,6 +403,10 @@ def test_a_misspelled_setting_variable_is_an_error(monkeypatch):
 
 
 @pytest.mark.parametrize(
+    "command",
+    [["serving"], ["uvicorn", "serving.app:app"]],  # the README's commands
+)
+@pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
         ("ACTIVELEARN_SERVING_PORT", "ninety", "ACTIVELEARN_SERVING_PORT: Input should be a valid"),
@@ -411,12 +415,20 @@ def test_a_misspelled_setting_variable_is_an_error(monkeypatch):
             "t\u00f6ken",
             "ACTIVELEARN_SERVING_LABEL_STUDIO_TOKEN: Value error, ",
         ),
+        (
+            "ACTIVELEARN_SERVING_MODEL_CHECK_SECOND",
+            "5",
+            "Value error, ACTIVELEARN_SERVING_MODEL_CHECK_SECOND is not a serving setting; did "
+            "you mean ACTIVELEARN_SERVING_MODEL_CHECK_SECONDS?\n",
+        ),
     ],
 )
-def test_the_server_command_names_a_bad_variable_without_a_traceback(variable, value, message):
+def test_the_server_commands_name_a_bad_variable_without_a_traceback(
+    command, variable, value, message
+):
     env = os.environ | {variable: value}
     done = subprocess.run(
-        [sys.executable, "-m", "serving"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", *command], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1
     assert done.stderr.startswith(message) and value not in done.stderr
