@@ -30,6 +30,7 @@ import logging
 import os
 import random
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -1238,11 +1239,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # `kill`, a closed terminal: as Ctrl-C
+        signal.signal(signum, _interrupt)
     try:
         server = start_server(args.port, args.data_dir, args.pool_dir)
     except LabelStudioError as err:
         log.error("%s", err)
         return 1
+    except KeyboardInterrupt:  # while starting: start_server stopped it
+        return 0
     print(f"Label Studio {LABEL_STUDIO_VERSION} is up at {server.url} (log: {server.log_file})")
     print("Ctrl-C stops it.", flush=True)
     try:
@@ -1251,6 +1256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         server.stop()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Label Studio runs in its own session, which no signal to `serve` reaches: stop it
+    as on Ctrl-C, or it outlives `serve` and keeps the port."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

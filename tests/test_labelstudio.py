@@ -7,10 +7,12 @@ would; only activelearn.labelstudio uses the SDK.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -40,7 +42,10 @@ from activelearn.labeling import (
 )
 from activelearn.labelstudio import (
     EXCLUDED,
+    PASSWORD_ENV,
+    PROJECT_ROOT,
     TOKEN_ENV,
+    USERNAME_ENV,
     LabelStudioAnnotator,
     LabelStudioAuthError,
     LabelStudioError,
@@ -52,6 +57,7 @@ from activelearn.labelstudio import (
     free_port,
     keep_export,
     label_config,
+    port_is_busy,
     start_server,
 )
 from activelearn.manifest import Manifest
@@ -742,6 +748,50 @@ def test_start_refuses_a_busy_port(tmp_path):
                 password="p" * 8,
                 token="t" * 40,
             )
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])  # `kill`, closed terminal
+def test_serve_stops_label_studio_when_it_is_terminated(tmp_path, signum):
+    port = free_port()
+    credentials = {USERNAME_ENV: "a@b.c", PASSWORD_ENV: "p" * 8, TOKEN_ENV: "t" * 40}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "activelearn.labelstudio", "serve", "--port", str(port)]
+        + ["--data-dir", str(tmp_path / "ls"), "--pool-dir", str(tmp_path / "pool")],
+        cwd=PROJECT_ROOT,  # `-m` imports this checkout
+        env=os.environ | credentials,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    label_studio = None  # the leader of its process group
+    try:
+        for line in serve.stdout:
+            if line.startswith("Ctrl-C stops it"):
+                break
+        (label_studio,) = children(serve.pid)
+        serve.send_signal(signum)
+        serve.wait(60)
+        with pytest.raises(ProcessLookupError):  # no orphan left holding the port
+            os.killpg(label_studio, 0)
+        assert not port_is_busy(port)
+        assert serve.returncode == 0
+    finally:
+        serve.kill()
+        serve.communicate()
+        if label_studio is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(label_studio, signal.SIGKILL)
 
 
 def test_votes_follow_the_policy():
