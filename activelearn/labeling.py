@@ -20,7 +20,7 @@ from typing import Protocol
 
 from activelearn.faults import kill_point
 from activelearn.files import atomic_file
-from activelearn.manifest import Manifest
+from activelearn.manifest import Manifest, Sample
 from activelearn.queue import QueueItem
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,18 @@ class Annotator(Protocol):
         `rescored`: this round's predictions for samples still open from earlier rounds.
         """
 
-    def collect(self, round: int, queue: list[QueueItem], round_dir: Path) -> list[Answer]:
-        """One Answer per queued sample. Raw exports are written to `round_dir` first."""
+    def collect(
+        self,
+        round: int,
+        queue: list[QueueItem],
+        round_dir: Path,
+        answered: Sequence[Sample] = (),
+    ) -> list[Answer]:
+        """One Answer per queued sample. Raw exports are written to `round_dir` first.
+
+        `answered`: the samples earlier rounds labeled or rejected (from the manifest), so
+        that an answer changed since its ingest is reported, never silently ignored.
+        """
 
 
 class SimulatedAnnotator:
@@ -80,7 +90,13 @@ class SimulatedAnnotator:
     def push(self, round: int, queue: list[QueueItem], rescored: Sequence[QueueItem] = ()) -> None:
         pass  # the oracle needs no tasks
 
-    def collect(self, round: int, queue: list[QueueItem], round_dir: Path) -> list[Answer]:
+    def collect(
+        self,
+        round: int,
+        queue: list[QueueItem],
+        round_dir: Path,
+        answered: Sequence[Sample] = (),
+    ) -> list[Answer]:
         rng = random.Random(f"{self.seed}-{round}")  # same answers when a round is rerun
         answers = []
         for item in queue:
@@ -103,7 +119,9 @@ def apply_answers(
 ) -> dict[str, int]:
     """Copy accepted images into `raw_dir/<label>/` and record every outcome in the manifest.
 
-    Idempotent: a sample already labeled keeps its first label and is not copied twice.
+    Idempotent: a sample already labeled keeps its first label and is not copied twice
+    (an answer changed later is reported by the annotator's `collect`, not applied: the
+    rounds since trained on the first one).
     The manifest is saved once, atomically, after the copies, so a kill in between
     leaves images that a rerun recognises (same target path) and no half-written state;
     if the answer changed meanwhile, the rerun's label replaces the earlier copy.

@@ -14,7 +14,8 @@ tests and benchmarks.
 `activelearn.labeling`): `push` sends a round's queue as one bulk import with the model's
 predictions and makes Label Studio serve it most uncertain first; `collect` exports the
 project, keeps the raw export in the round folder, and turns every queued sample into one
-`Answer` (majority vote, skips, unknown labels, deleted tasks) plus a report.
+`Answer` (majority vote, skips, unknown labels, deleted tasks) plus a report, which also
+lists answers changed in Label Studio after they were ingested.
 
 label-studio-sdk is imported lazily: `serve` and the CLI help do not pay for it.
 """
@@ -59,6 +60,7 @@ from activelearn.labeling import (
     UNKNOWN_LABEL,
     Answer,
 )
+from activelearn.manifest import Sample
 from activelearn.processes import stop_group
 from activelearn.queue import QueueItem
 from activelearn.stages import round_tag
@@ -520,8 +522,14 @@ def agreement(vote_lists: Iterable[Sequence[str]]) -> dict[str, Any]:
     }
 
 
-def round_report(round: int, export_file: str | None, outcomes: Sequence[TaskOutcome]) -> dict:
-    """Counts, agreement, and every answer that was not a plain acceptance."""
+def round_report(
+    round: int,
+    export_file: str | None,
+    outcomes: Sequence[TaskOutcome],
+    late_changes: Sequence[dict] = (),
+) -> dict:
+    """Counts, agreement, every answer that was not a plain acceptance, and the answers
+    changed after their ingest (see `LabelStudioAnnotator.late_changes`)."""
     answers = [o.answer for o in outcomes]
     listed = defaultdict(list)
     for outcome in outcomes:
@@ -542,6 +550,7 @@ def round_report(round: int, export_file: str | None, outcomes: Sequence[TaskOut
         "skipped": listed[SKIPPED] + listed[EXCLUDED],
         "deleted": listed[DELETED],
         "open": listed[OPEN],
+        "late_changes": list(late_changes),
     }
 
 
@@ -1119,12 +1128,19 @@ class LabelStudioAnnotator:
             ),
         )
 
-    def collect(self, round: int, queue: list[QueueItem], round_dir: Path) -> list[Answer]:
+    def collect(
+        self,
+        round: int,
+        queue: list[QueueItem],
+        round_dir: Path,
+        answered: Sequence[Sample] = (),
+    ) -> list[Answer]:
         """One Answer per queued sample; the raw export is stored in `round_dir` first.
 
         Samples are matched to tasks by `sample_id` (this round's task when there is one,
         else the newest), so a queue may also hold samples still open from earlier rounds.
-        The round report (counts, agreement, every non-accepted answer) is written to
+        The round report (counts, agreement, every non-accepted answer, and the `answered`
+        samples Label Studio now decides otherwise) is written to
         `round_dir/labelstudio_report.json` and kept in `last_report`.
         """
         round_dir = Path(round_dir)
@@ -1177,27 +1193,81 @@ class LabelStudioAnnotator:
                 candidates,
                 key=lambda t: (t["data"].get("round") == round, t["data"].get("round") or 0),
             )
-            outcomes.append(
-                decide(
-                    task,
-                    item.sample_id,
-                    self.class_names,
-                    vote=self.settings.vote,
-                    skipped=self.settings.skipped,
-                    annotations_per_task=self.settings.annotations_per_task,
+            outcomes.append(self._decide(task, item.sample_id))
+        changes = self.late_changes(tasks, answered)
+        return self._report(round, round_dir, export_file.name, outcomes, changes)
+
+    def _decide(self, task: dict, sample_id: str) -> TaskOutcome:
+        return decide(
+            task,
+            sample_id,
+            self.class_names,
+            vote=self.settings.vote,
+            skipped=self.settings.skipped,
+            annotations_per_task=self.settings.annotations_per_task,
+        )
+
+    def late_changes(self, tasks: list[dict], answered: Sequence[Sample]) -> list[dict]:
+        """The answered samples whose task Label Studio now decides otherwise: a labeled
+        sample now with another label, skipped or rejected, a rejected one now with a
+        label. Each is matched to the task of the round it was queued in. A task deleted
+        since, or open again (its annotations deleted, or more asked per task), gives no
+        new answer, so it is no change.
+
+        The labeled set keeps what was ingested (see `apply_answers`); these are reported
+        so that a correction made in Label Studio is never lost silently.
+        """
+        task_of = {(_data(t).get("sample_id"), _data(t).get("round")): t for t in tasks}
+        changes = []
+        for sample in answered:
+            task = task_of.get((sample.sample_id, sample.round))
+            if task is None or sample.state not in ("labeled", "rejected"):
+                continue
+            now = self._decide(task, sample.sample_id).answer
+            if now.status == OPEN:
+                continue
+            if sample.state == "labeled":
+                changed = (now.status, now.label) != (ACCEPTED, sample.label)
+            else:
+                changed = now.status == ACCEPTED
+            if changed:
+                changes.append(
+                    {
+                        "sample_id": sample.sample_id,
+                        "queued_round": sample.round,
+                        "ingested_label": sample.label,  # None: it was rejected
+                        "label_studio_label": now.label,  # None: no label now
+                        "label_studio_status": now.status,
+                        "detail": now.detail,
+                    }
                 )
-            )
-        return self._report(round, round_dir, export_file.name, outcomes)
+        return changes
 
     def _report(
-        self, round: int, round_dir: Path, export_file: str | None, outcomes: list[TaskOutcome]
+        self,
+        round: int,
+        round_dir: Path,
+        export_file: str | None,
+        outcomes: list[TaskOutcome],
+        late_changes: Sequence[dict] = (),
     ) -> list[Answer]:
-        """Write the round report (kept in `last_report`); the answers."""
-        report = round_report(round, export_file, outcomes)
-        write_atomic(
-            round_dir / "labelstudio_report.json",
-            (json.dumps(report, indent=2) + "\n").encode(),
-        )
+        """Write the round report (kept in `last_report`), warn about late changes; the
+        answers."""
+        report = round_report(round, export_file, outcomes, late_changes)
+        report_file = round_dir / "labelstudio_report.json"
+        write_atomic(report_file, (json.dumps(report, indent=2) + "\n").encode())
+        if late_changes:
+            first = late_changes[0]
+            log.warning(
+                "%d answer(s) ingested in earlier rounds read differently in Label Studio now "
+                "(e.g. %s: ingested %s, now %s); the labeled set keeps the ingested ones: see "
+                "late_changes in %s, and the README on applying a correction by hand",
+                len(late_changes),
+                first["sample_id"],
+                first["ingested_label"] or "as rejected",
+                first["label_studio_label"] or first["label_studio_status"],
+                report_file,
+            )
         self.last_report = report
         log.info("round %d answers: %s", round, report["counts"])
         return [o.answer for o in outcomes]

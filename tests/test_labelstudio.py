@@ -513,6 +513,93 @@ def test_more_answers_per_task_asked_before_ingest(campaign, labelstudio):
 
 
 @pytest.mark.integration
+def test_an_answer_changed_after_ingest_is_reported(campaign, caplog):
+    """Annotations changed in Label Studio after the round that ingested them: the labeled
+    set keeps what was ingested (later rounds trained on it), and the next collect reports
+    what Label Studio says now, until the sample is relabeled by hand."""
+    corrected, skipped_later, starred, kept, new = sorted(campaign.truth)[:5]
+    right = campaign.truth
+    wrong = {sid: next(c for c in CLASSES if c != right[sid]) for sid in right}
+    manifest = Manifest(campaign.workspace / "data" / "manifest.csv")
+    for sid in campaign.truth:
+        manifest.set_state(sid, "pool")
+    queue = make_queue([corrected, skipped_later, starred, kept], campaign.truth)
+    for item in queue:
+        manifest.set_state(item.sample_id, "queued", round=1)
+    manifest.save()
+    campaign.annotator.push(1, queue)
+    ids = campaign.task_ids()
+    annotation = {sid: campaign.annotate(ids[sid], right[sid]) for sid in ids}
+    campaign.annotate(ids[starred], wrong[starred])  # a disagreement: rejected
+    raw_dir = campaign.workspace / "data" / "raw"
+    answers = campaign.annotator.collect(1, queue, campaign.workspace / "rounds" / "2")
+    counts = apply_answers(answers, manifest, campaign.pool, raw_dir, 1)
+    assert counts == {ACCEPTED: 3, DISAGREEMENT: 1}
+
+    # After the ingest: one answer corrected, one replaced by a skip, one disagreement
+    # settled by a reviewer's ground truth.
+    campaign.http.patch(
+        f"/api/annotations/{annotation[corrected]}/", json={"result": choice(wrong[corrected])}
+    ).raise_for_status()
+    campaign.http.delete(f"/api/annotations/{annotation[skipped_later]}/").raise_for_status()
+    campaign.annotate(ids[skipped_later], None)
+    campaign.http.patch(
+        f"/api/annotations/{annotation[starred]}/", json={"ground_truth": True}
+    ).raise_for_status()
+    manifest.set_state(new, "queued", round=2)
+    manifest.save()
+    queue2 = make_queue([new], campaign.truth)
+    campaign.annotator.push(2, queue2)
+    round_dir = campaign.workspace / "rounds" / "3"
+
+    def collect_round_2() -> dict[str, dict]:
+        answered = [s for s in manifest.samples.values() if s.state in ("labeled", "rejected")]
+        answers = campaign.annotator.collect(2, queue2, round_dir, answered)
+        assert [a.status for a in answers] == [OPEN]
+        report = json.loads((round_dir / "labelstudio_report.json").read_text())
+        return {change.pop("sample_id"): change for change in report["late_changes"]}
+
+    with caplog.at_level(logging.WARNING, logger="activelearn.labelstudio"):
+        changes = collect_round_2()
+
+    details = {sid: change.pop("detail") for sid, change in changes.items()}
+    assert changes == {
+        corrected: {
+            "queued_round": 1,
+            "ingested_label": right[corrected],
+            "label_studio_label": wrong[corrected],
+            "label_studio_status": ACCEPTED,
+        },
+        skipped_later: {
+            "queued_round": 1,
+            "ingested_label": right[skipped_later],
+            "label_studio_label": None,
+            "label_studio_status": SKIPPED,
+        },
+        starred: {
+            "queued_round": 1,
+            "ingested_label": None,
+            "label_studio_label": right[starred],
+            "label_studio_status": ACCEPTED,
+        },
+    }
+    assert details[corrected].startswith(f"task {ids[corrected]}:")
+    assert "3 answer(s) ingested in earlier rounds" in caplog.text
+    assert str(round_dir / "labelstudio_report.json") in caplog.text
+    # Nothing was relabeled on the way.
+    after = Manifest.load(manifest.path)
+    assert after.samples[corrected].label == right[corrected]
+    assert after.samples[starred].state == "rejected"
+    assert (raw_dir / right[corrected] / labeled_name(corrected)).is_file()
+
+    # Relabeled by hand (the README's steps; the comparison reads the manifest's label):
+    # no longer a change.
+    manifest.set_state(corrected, "labeled", round=1, label=wrong[corrected])
+    manifest.save()
+    assert set(collect_round_2()) == {skipped_later, starred}
+
+
+@pytest.mark.integration
 def test_a_second_choices_field_is_not_the_label(campaign):
     first, second = sids = sorted(campaign.truth)[:2]
     queue = make_queue(sids, campaign.truth)
