@@ -159,7 +159,8 @@ def ingest(r: Round) -> dict:
     items = open_queue(r)
     if not items:
         return {"answers": 0}
-    answers = r.annotator.collect(r.n - 1, items, r.dir)
+    answered = [s for s in r.manifest.samples.values() if s.state in ("labeled", "rejected")]
+    answers = r.annotator.collect(r.n - 1, items, r.dir, answered)
     still_open = [a.sample_id for a in answers if a.status == labeling.OPEN]
     # The share is of everything asked, the last queue included: after a kill that saved
     # its answers, a rerun finds only the open items left, but they are still a few of many.

@@ -332,8 +332,8 @@ def test_images_still_queued_count_against_the_budget(
     from activelearn import labeling, rounds
 
     class EveryOtherAnswered(labeling.SimulatedAnnotator):  # people halfway through a queue
-        def collect(self, round, queue, round_dir):
-            answers = super().collect(round, queue, round_dir)
+        def collect(self, round, queue, round_dir, answered=()):
+            answers = super().collect(round, queue, round_dir, answered)
             return [
                 a if i % 2 else labeling.Answer(a.sample_id, labeling.OPEN)
                 for i, a in enumerate(answers)
@@ -421,7 +421,7 @@ def test_an_ingest_rerun_after_its_answers_were_saved_still_goes_on(tmp_path, mo
     from activelearn.rounds import Round, RoundState, ingest
 
     class NineOfTen:  # people who have answered all but the last image (no server here)
-        def collect(self, round, queue, round_dir):
+        def collect(self, round, queue, round_dir, answered=()):
             return [
                 labeling.Answer(q.sample_id, labeling.OPEN)
                 if q.sample_id == ids[-1]

@@ -113,3 +113,23 @@ def test_two_rounds_with_people_in_label_studio(
             assert "round-1" in {p["model_version"] for p in task["predictions"]}
     assert http.get(f"/api/projects/{project['id']}").json()["model_version"] == "round-1"
     assert labelstudio.token not in (ws / "rounds" / "labelstudio.json").read_text()
+
+    # An answer corrected in Label Studio after round 1 ingested it: round 2 reports it and
+    # keeps the ingested label.
+    changed = sorted(answered)[0]
+    task_id = next(
+        t["id"]
+        for t in tasks["tasks"]
+        if t["data"]["sample_id"] == changed and t["data"]["round"] == 0
+    )
+    (annotation,) = http.get(f"/api/tasks/{task_id}/annotations/").raise_for_status().json()
+    other = next(label for label in sorted(set(truth.values())) if label != truth[changed])
+    result = [{**annotation["result"][0], "value": {"choices": [other]}}]
+    http.patch(f"/api/annotations/{annotation['id']}/", json={"result": result}).raise_for_status()
+    run_round(replace(cfg, round=2, campaign=replace(cfg.campaign, min_answered=0)))
+    report = json.loads((ws / "rounds" / "2" / "labelstudio_report.json").read_text())
+    assert [
+        (c["sample_id"], c["queued_round"], c["ingested_label"], c["label_studio_label"])
+        for c in report["late_changes"]
+    ] == [(changed, 0, truth[changed], other)]
+    assert Manifest.load(ws / "data" / "manifest.csv").samples[changed].label == truth[changed]
