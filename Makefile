@@ -13,18 +13,21 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The demo: simulated-annotator campaigns on the digits, entropy against random over
-# seeds, then the comparison table. Bigger: make demo ROUNDS=20 SEEDS=0,1,2,3,4
+# seeds, then the comparison table. Bigger: make demo ROUNDS=20 SEEDS=0,1,2,3,4 continues
+# the campaigns already there and adds the new seeds'.
 ROUNDS ?= 4
 SEEDS ?= 0,1,2
 STRATEGIES ?= entropy,random
 SWEEP := multirun/demo
+comma := ,
+FIRST_JOB := seed=$(firstword $(subst $(comma), ,$(SEEDS))),strategy=$(firstword $(subst $(comma), ,$(STRATEGIES)))
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m activelearn -m campaign.rounds=$(ROUNDS) \
 		strategy=$(STRATEGIES) seed=$(SEEDS) hydra.sweep.dir=$(SWEEP)
 	$(PY) -m activelearn.report $(SWEEP) --target 0.9 0.95
 	@echo "Learning curves: $(SWEEP)/report/learning_curves.png"
-	@echo "MLflow UI of one campaign: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(SWEEP)/0/campaign/mlruns.db"
+	@echo "MLflow UI of one campaign: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(SWEEP)/$(FIRST_JOB)/campaign/mlruns.db"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from activelearn.config import Config, ConfigError, check_config, register_configs
+from activelearn.sweep import job_workspace
 
 log = logging.getLogger("activelearn")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
@@ -38,7 +39,7 @@ def main(cfg) -> None:
     config: Config = OmegaConf.to_object(cfg)
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:  # each job its own campaign, apart from the rest
-        config = replace(config, workspace=str(Path(hydra_cfg.runtime.output_dir) / "campaign"))
+        config = replace(config, workspace=str(job_workspace(hydra_cfg)))
     try:
         check_config(config)
         with workspace_lock(Path(config.workspace).resolve()):

@@ -183,4 +183,9 @@ def check_engine(scoring: ScoringConfig) -> None:
 
 
 def register_configs() -> None:
+    from omegaconf import OmegaConf
+
+    from activelearn.sweep import job_folder
+
     ConfigStore.instance().store(name="schema", node=Config)
+    OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from activelearn.config import Config, ConfigError, check_config, register_configs
 from activelearn.scoring import check_strategy
+from activelearn.sweep import job_folder
 from tests.conftest import CONF_DIR, write_class_folders
 
 GROUPS = ["data", "model", "strategy", "labeling", "tracking", "scoring", "experiment"]
@@ -158,6 +159,11 @@ def test_a_share_or_count_out_of_range_is_refused(override, message):
 def test_the_stop_agreement_is_not_checked_when_the_stop_rule_is_off():
     off = ["campaign.stop_agreement=1.5", "campaign.stop_patience=0"]
     check_config(OmegaConf.to_object(compose_config(off)))
+
+
+def test_a_sweep_job_folder_is_one_folder_named_by_its_overrides():
+    assert job_folder("data.raw_dir=/data/raw,seed=0") == "data.raw_dir=_data_raw,seed=0"
+    assert job_folder("") == "defaults"
 
 
 def test_test_fraction_0_is_fine_with_a_fixed_test_set(tmp_path):

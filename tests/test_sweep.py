@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +31,11 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=900
     )
+
+
+def job_folder(sweep: Path, *overrides: str) -> Path:
+    """A job's folder in the sweep: named by its overrides (the tiny ones included), sorted."""
+    return sweep / ",".join(sorted([*TINY, *overrides]))
 
 
 def test_a_sweep_runs_independent_campaigns_and_the_report_compares_them(tmp_path, monkeypatch):
@@ -51,8 +57,9 @@ def test_a_sweep_runs_independent_campaigns_and_the_report_compares_them(tmp_pat
     assert not (tmp_path / "main").exists()  # the main workspace is never touched
 
     queued, final = {}, {}
-    for job, strategy in ((0, "margin"), (1, "random")):
-        ws = sweep / str(job) / "campaign"
+    for strategy in ("margin", "random"):
+        job = job_folder(sweep, "seed=0", f"strategy={strategy}")
+        ws = job / "campaign"
         states = [json.loads((ws / "rounds" / str(n) / "state.json").read_text()) for n in (0, 1)]
         assert [s["phases"]["train"]["labeled"] for s in states] == [20, 30]
         final[strategy] = states[-1]["phases"]["train"]["metrics"]["accuracy"]
@@ -60,7 +67,7 @@ def test_a_sweep_runs_independent_campaigns_and_the_report_compares_them(tmp_pat
         # ... and its own BentoML store, though the jobs run in one process
         models = ws / ".bentoml" / "models" / "classifier"
         assert sorted(p.name for p in models.iterdir() if p.is_dir()) == ["round-0", "round-1"]
-        assert f"name: {strategy}" in (sweep / str(job) / ".hydra" / "config.yaml").read_text()
+        assert f"name: {strategy}" in (job / ".hydra" / "config.yaml").read_text()
         queued[strategy] = (ws / "rounds" / "1" / "queue.jsonl").read_text()
     assert queued["margin"] != queued["random"]
 
@@ -72,3 +79,45 @@ def test_a_sweep_runs_independent_campaigns_and_the_report_compares_them(tmp_pat
     for strategy, accuracy in final.items():  # the report reads what the campaigns measured
         assert float(rows[strategy]["final_accuracy"]) == pytest.approx(accuracy)
     assert (sweep / "report" / "learning_curves.png").stat().st_size > 0
+
+
+def campaigns_by_strategy(sweep: Path) -> dict[str, str]:
+    """{strategy a job's config names (as the report reads it): its campaign's id}"""
+    return {
+        OmegaConf.load(config).strategy.name: (config.parents[1] / "campaign" / "campaign.id")
+        .read_text()
+        .strip()
+        for config in sweep.glob("*/.hydra/config.yaml")
+    }
+
+
+def test_a_sweep_continued_with_more_values_resumes_each_campaign_by_its_settings(
+    tmp_path, monkeypatch
+):
+    monkeypatch.delenv("BENTOML_HOME")
+    sweep = tmp_path / "sweep"
+
+    def sweep_run(rounds: int, strategies: str) -> None:
+        done = run(
+            "-m",
+            "activelearn",
+            "-m",
+            f"campaign.rounds={rounds}",
+            f"strategy={strategies}",
+            "seed=0",
+            f"hydra.sweep.dir={sweep}",
+            *TINY,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    sweep_run(1, "margin")
+    made = campaigns_by_strategy(sweep)
+    sweep_run(2, "random,margin")  # one more strategy, listed first, and one more round
+    continued = campaigns_by_strategy(sweep)
+    assert continued["margin"] == made["margin"]  # not random's, nor made again
+    assert continued["random"] != made["margin"]
+    for strategy in ("margin", "random"):
+        rounds = job_folder(sweep, "seed=0", f"strategy={strategy}") / "campaign" / "rounds"
+        states = [json.loads((rounds / str(n) / "state.json").read_text()) for n in (0, 1)]
+        assert [s["phases"]["train"]["labeled"] for s in states] == [20, 30]
