@@ -161,6 +161,25 @@ def test_the_stop_agreement_is_not_checked_when_the_stop_rule_is_off():
     check_config(OmegaConf.to_object(compose_config(off)))
 
 
+@pytest.mark.parametrize(
+    "swept,message",
+    [
+        ("strategy.batch_size=10,0", "strategy.batch_size=0: must be at least 1"),
+        ("strategy.name=margin,entropi", "strategy.name='entropi' is not a strategy"),
+    ],
+)
+def test_cli_a_sweep_with_one_bad_job_runs_no_job(tmp_path, swept, message):
+    sweep = tmp_path / "sweep"
+    tiny = ["model.filters=[8]", "model.min_steps=40", "model.min_epochs=2"]  # if it ran
+    result = run_cli(
+        "-m", "campaign.rounds=1", "seed=0,1", swept, *tiny, f"hydra.sweep.dir={sweep}"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    assert output.count(message) == 1 and "Traceback" not in output  # once for both seeds
+    assert not list(sweep.glob("*/campaign"))
+
+
 def test_a_sweep_job_folder_is_one_folder_named_by_its_overrides():
     assert job_folder("data.raw_dir=/data/raw,seed=0") == "data.raw_dir=_data_raw,seed=0"
     assert job_folder("") == "defaults"
