@@ -121,3 +121,25 @@ def test_a_sweep_continued_with_more_values_resumes_each_campaign_by_its_setting
         rounds = job_folder(sweep, "seed=0", f"strategy={strategy}") / "campaign" / "rounds"
         states = [json.loads((rounds / str(n) / "state.json").read_text()) for n in (0, 1)]
         assert [s["phases"]["train"]["labeled"] for s in states] == [20, 30]
+
+
+def test_a_job_whose_folder_holds_a_campaign_of_other_settings_is_refused(tmp_path):
+    sweep = tmp_path / "sweep"
+    folder = job_folder(sweep, "seed=0")
+    folder.mkdir(parents=True)
+    (folder / "campaign.settings").write_text("made,with,other,settings\n")
+    done = run(
+        "-m",
+        "activelearn",
+        "-m",
+        "campaign.rounds=1",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        *TINY,
+        cwd=tmp_path,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    assert f"{folder} holds a campaign made with 'made,with,other,settings'" in output
+    assert "Traceback" not in output
+    assert not list(sweep.glob("*/campaign"))  # no job ran, the good one neither
