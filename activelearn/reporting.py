@@ -177,6 +177,14 @@ def sweep_curves(sweep: Path) -> dict[str, list[list[tuple[int, float]]]]:
     for path in sorted(sweep.glob("*/.hydra/overrides.yaml")):
         pairs = (o.lstrip("+~").partition("=") for o in OmegaConf.load(path))
         jobs[path.parent.parent] = {key: value for key, _, value in pairs}
+    first_of = {}  # a campaign counted twice would pass for two seeds
+    for job, overrides in jobs.items():
+        first = first_of.setdefault(frozenset(overrides.items()), job)
+        if first != job:
+            raise SystemExit(
+                f"{first} and {job} are jobs of the same settings: move one out of {sweep} "
+                "(numbered job folders are from before jobs were named by their settings)"
+            )
     keys = {key for overrides in jobs.values() for key in overrides}
     varying = sorted(
         key

@@ -113,6 +113,13 @@ def test_report_of_a_folder_without_campaigns_is_a_clear_error(tmp_path):
         report_sweep(tmp_path, [0.9])
 
 
+def test_a_report_counting_one_configuration_and_seed_twice_is_refused(tmp_path):
+    write_job(tmp_path, "0", "entropy", FAST)  # a job folder of the numbered layout
+    write_job(tmp_path, "seed=0,strategy=entropy", "entropy", SLOW)
+    with pytest.raises(SystemExit, match="are jobs of the same settings: move one out"):
+        report_sweep(tmp_path, [0.9])
+
+
 def test_a_pool_row_without_a_prediction_is_left_out_of_the_uncertainty_plot(tmp_path, monkeypatch):
     from activelearn.config import Config
     from activelearn.reporting import round_figures
