@@ -55,6 +55,9 @@ def main(cfg) -> None:
     ) as err:  # each says what is wrong and what to do: one line is enough
         log.error("%s", err)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C: every finished phase is recorded, nothing half-written
+        log.error("interrupted: run the same command again to go on from where it stopped")
+        sys.exit(130)
 
 
 def run(config: Config) -> str:

@@ -2,8 +2,10 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -276,3 +278,21 @@ def test_importing_activelearn_turns_the_tools_usage_reports_off(tmp_path):
         [sys.executable, "-c", check], env=clean, capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["True", "True", "False"]
+
+
+def test_cli_ctrl_c_says_how_to_go_on_in_one_line(tmp_path):
+    ws = tmp_path / "campaign"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "activelearn", "round=0", f"workspace={ws}"]
+        + [f"hydra.run.dir={tmp_path / 'run'}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    while not (ws / "data" / "pool").exists() and process.poll() is None:
+        time.sleep(0.05)  # the demo data is being written: mid-round
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-2000:]
+    assert "interrupted: run the same command again" in output
+    assert "Traceback" not in output
