@@ -9,10 +9,12 @@ metadata) exported to a single `.bentomodel` file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -130,9 +132,12 @@ class Classifier:
             clock.append(time.perf_counter() - started)
             progress.update(steps_per_point)
 
-        with tqdm(
-            total=points * steps_per_point, desc="training", unit="step", disable=None
-        ) as progress:
+        with (
+            tqdm(
+                total=points * steps_per_point, desc="training", unit="step", disable=None
+            ) as progress,
+            _custom_gradients_dropped(),
+        ):
             history = self.network.fit(
                 stream,
                 epochs=points,
@@ -242,6 +247,28 @@ class Classifier:
         )
         _remember(identity, classifier)
         return classifier
+
+
+@contextlib.contextmanager
+def _custom_gradients_dropped() -> Iterator[None]:
+    """Unregister the custom gradients TensorFlow registers while tracing inside.
+
+    Tracing a custom-gradient op (Keras's all-reduce of the gradients in every training
+    step is one) registers its gradient function in a global registry that is never
+    emptied, and the function holds the traced graph: each fit would keep its training
+    graph for the life of the process, ~10 MB a round (tensorflow/tensorflow#80895).
+    A step takes its gradients while it is traced: nothing looks them up after fit.
+    """
+    from tensorflow.python.framework import ops
+
+    registry = ops._gradient_registry._registry
+    before = set(registry)
+    try:
+        yield
+    finally:
+        for name in set(registry) - before:
+            if name.startswith("CustomGradient-"):
+                del registry[name]
 
 
 def _import(bentoml, store, path: Path):

@@ -64,6 +64,31 @@ def test_fit_shows_its_progress_in_optimizer_steps(tmp_path, tiny_model_cfg, mon
     assert "training" in shown.getvalue() and f"{steps}/{steps}" in shown.getvalue()
 
 
+def test_the_graphs_traced_to_train_a_model_go_with_it(tmp_path, tiny_model_cfg):
+    """A campaign trains a new model every round in one process: a model's training
+    graphs must not outlive it (TensorFlow's custom-gradient registry used to keep them)."""
+    import gc
+    import weakref
+
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    def live_graphs() -> list:
+        gc.collect()
+        return [o for o in gc.get_objects() if isinstance(o, FuncGraph)]
+
+    write_class_folders(tmp_path, per_class=4)
+    names = class_names_of(tmp_path)
+    data = load_labeled(tmp_path, names, PREP)
+    before = live_graphs()
+    classifier = Classifier.build(names, PREP, tiny_model_cfg, seed=0, version="x")
+    classifier.fit(data.x, data.y, tiny_model_cfg, seed=0)
+    traced = [weakref.ref(g) for g in live_graphs() if not any(g is b for b in before)]
+    assert traced
+    del classifier
+    gc.collect()
+    assert [r().name for r in traced if r() is not None] == []
+
+
 def test_bentoml_export_and_import_give_identical_predictions(trained, tmp_path, bentoml_home):
     classifier, _, test = trained
     path = tmp_path / "model" / "classifier.bentomodel"
