@@ -130,6 +130,23 @@ def retrieve_predictions(ls: httpx.Client, project_id: int) -> list[dict]:
     return sorted(tasks, key=lambda task: task["id"])
 
 
+def connect_model(ls, project_id: int, backend_url: str) -> None:
+    """Label Studio's "Connect Model", as a person does it in the project's settings."""
+    ml = ls.post(
+        "/api/ml",
+        json={
+            "project": project_id,
+            "url": backend_url,
+            "title": "activelearn",
+            "is_interactive": False,
+            "auth_method": "BASIC_AUTH",
+            "basic_auth_user": AUTH[0],
+            "basic_auth_pass": AUTH[1],
+        },
+    )
+    assert ml.status_code == 201, ml.text
+
+
 def test_label_studio_retrieves_and_stores_the_backends_predictions(backend, ls):
     project = ls.post(
         "/api/projects",
@@ -153,19 +170,7 @@ def test_label_studio_retrieves_and_stores_the_backends_predictions(backend, ls)
         files={"file": ("uploaded.png", upload, "image/png")},
     ).raise_for_status()
 
-    ml = ls.post(
-        "/api/ml",
-        json={
-            "project": project_id,
-            "url": backend.url,
-            "title": "activelearn",
-            "is_interactive": False,
-            "auth_method": "BASIC_AUTH",
-            "basic_auth_user": AUTH[0],
-            "basic_auth_pass": AUTH[1],
-        },
-    )
-    assert ml.status_code == 201, ml.text
+    connect_model(ls, project_id, backend.url)
 
     stored = retrieve_predictions(ls, project_id)
     assert len(stored) == len(pool_files) + 2
@@ -217,18 +222,7 @@ def test_connect_model_makes_the_webhook_and_each_annotation_counts_once(backend
     ls.post(
         f"/api/projects/{project_id}/import", json=[{"data": {"image": image}}]
     ).raise_for_status()
-    ml = ls.post(
-        "/api/ml",
-        json={
-            "project": project_id,
-            "url": backend.url,
-            "title": "activelearn",
-            "auth_method": "BASIC_AUTH",
-            "basic_auth_user": AUTH[0],
-            "basic_auth_pass": AUTH[1],
-        },
-    )
-    assert ml.status_code == 201, ml.text
+    connect_model(ls, project_id, backend.url)
     (made,) = ls.get("/api/webhooks/", params={"project": project_id}).json()
     assert made["url"] == f"{backend.url}/webhook"
     assert made["send_for_all_actions"] and made["send_payload"] and not made["headers"]
