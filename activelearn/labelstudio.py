@@ -1163,7 +1163,7 @@ class LabelStudioAnnotator:
         tasks = json.loads(raw)
         by_sample: dict[str, list[dict]] = defaultdict(list)
         for task in tasks:
-            sample = (task.get("data") or {}).get("sample_id")
+            sample = _data(task).get("sample_id")
             if sample is not None:
                 by_sample[sample].append(task)
         exported = {task.get("id") for task in tasks}

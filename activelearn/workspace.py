@@ -88,7 +88,7 @@ def python_environment(base: Mapping[str, str] = os.environ) -> dict[str, str]:
 
 
 def _run(*cmd: str, cwd: Path) -> None:
-    subprocess.run(cmd, cwd=cwd, env=python_environment(), check=True)
+    subprocess.run(cmd, cwd=cwd, check=True)
 
 
 def campaign_id(ws: Path) -> str:
