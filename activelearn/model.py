@@ -10,6 +10,7 @@ metadata) exported to a single `.bentomodel` file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -215,7 +216,7 @@ class Classifier:
         partial.unlink(missing_ok=True)
         bentoml.models.export_model(tag, str(partial), _model_store=store)
         partial.replace(path)  # readers (the serving app) never see half a file
-        _remember(_identity(path), self)
+        _remember(_content(path), self)
         return tag
 
     @classmethod
@@ -227,8 +228,8 @@ class Classifier:
         path = Path(path).resolve()
         if not path.is_file():
             raise FileNotFoundError(f"no model at {path}: train one first (dvc repro)")
-        identity = _identity(path)  # before reading: the file may be replaced meanwhile
-        if (known := _IN_MEMORY.get(identity)) is not None:
+        content = _content(path)
+        if (known := _IN_MEMORY.get(content)) is not None:
             return known
         try:
             bento_model = _import(bentoml, store, path)
@@ -245,7 +246,8 @@ class Classifier:
             Preprocessing.from_dict(meta["preprocessing"]),
             bento_model.tag.version,
         )
-        _remember(identity, classifier)
+        if _content(path) == content:  # not replaced while it was read
+            _remember(content, classifier)
         return classifier
 
 
@@ -283,19 +285,20 @@ def _import(bentoml, store, path: Path):
         return bentoml.models.import_model(str(path), _model_store=store)
 
 
-# The model this process last saved or loaded, by the identity of its file: a round's
-# train stage saves it, and evaluate and select use it without reading it back.
-_IN_MEMORY: dict[tuple, Classifier] = {}
+# The model this process last saved or loaded, by the hash of its file: a round's train
+# stage saves it, and evaluate and select use it without reading it back, though DVC has
+# put a copy of the file in its place meanwhile (its cache's), with another inode.
+_IN_MEMORY: dict[str, Classifier] = {}
 
 
-def _identity(path: Path) -> tuple:
-    stat = path.stat()  # a new export is a new file (renamed into place): a new inode
-    return (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+def _content(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _remember(identity: tuple, classifier: Classifier) -> None:
+def _remember(content: str, classifier: Classifier) -> None:
     _IN_MEMORY.clear()
-    _IN_MEMORY[identity] = classifier
+    _IN_MEMORY[content] = classifier
 
 
 class _Passes:

@@ -101,6 +101,15 @@ def test_bentoml_export_and_import_give_identical_predictions(trained, tmp_path,
     assert np.array_equal(loaded.predict_proba(test.x), classifier.predict_proba(test.x))
 
 
+def test_a_copy_put_in_place_of_the_saved_file_is_not_read_again(trained, tmp_path):
+    classifier, _, _ = trained
+    path = tmp_path / "classifier.bentomodel"
+    classifier.save(path)
+    shutil.copy(path, tmp_path / "cached")  # as DVC does: its cache's copy, a new inode
+    os.replace(tmp_path / "cached", path)
+    assert Classifier.load(path) is classifier
+
+
 def test_load_prefers_the_file_over_a_stale_store_entry(trained, tmp_path, tiny_model_cfg):
     classifier, _, test = trained
     path = tmp_path / "classifier.bentomodel"
