@@ -194,7 +194,7 @@ def train(r: Round) -> dict:
     counts = labeled_counts(r.cfg)
     if not sum(counts.values()):
         return {"cold_start": True, "labeled": 0}
-    repro(Path.cwd())
+    repro_seconds = repro(Path.cwd())
     metrics = json.loads(METRICS.read_text())
     with HISTORY.open() as f:
         fit_seconds = list(csv.DictReader(f))[-1].get("seconds")  # none from older versions
@@ -203,6 +203,7 @@ def train(r: Round) -> dict:
         "per_class": counts,
         "metrics": metrics,
         "fit_seconds": float(fit_seconds) if fit_seconds else None,
+        "repro_seconds": repro_seconds,
     }
 
 
@@ -338,6 +339,8 @@ def track(r: Round) -> dict:
         }
         if train_result.get("fit_seconds"):  # the optimizer steps alone, inside seconds_train
             metrics["seconds_fit"] = train_result["fit_seconds"]
+        for part, seconds in train_result.get("repro_seconds", {}).items():  # the rest of it
+            metrics["seconds_dvc" if part == "dvc" else f"seconds_stage_{part}"] = seconds
         test = train_result.get("metrics")
         if test:
             metrics |= {"test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"]}

@@ -21,6 +21,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,12 @@ class StageFailed(RuntimeError):
 
 def run_repro(
     cwd: str, run_stage: Callable[[str], None], reproduce: Callable[[dict], None]
-) -> None:
+) -> dict[str, float]:
     """Call `reproduce(env)` (DVC's repro, which runs the stage commands with `env` added
     to their environment) in a thread, and serve the stages it asks for with `run_stage`
-    here. Raises what `reproduce` raised, or StageFailed with a failed stage's message."""
+    here; the seconds each stage took. Raises what `reproduce` raised, or StageFailed
+    with a failed stage's message."""
+    seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="activelearn-") as private:  # mode 0700
         address = os.path.join(private, "stages")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
@@ -65,7 +68,10 @@ def run_repro(
                     else:
                         with connection:
                             connection.settimeout(None)
-                            failed = _serve(connection, cwd, run_stage) or failed
+                            started = time.perf_counter()
+                            stage, error = _serve(connection, cwd, run_stage)
+                            seconds[stage] = round(time.perf_counter() - started, 3)
+                            failed = error or failed
             finally:
                 # Interrupted here: a stage command finds its connection, or the socket,
                 # closed and fails, so DVC runs nothing more and ends.
@@ -75,10 +81,14 @@ def run_repro(
         raise StageFailed(failed)
     if raised:
         raise raised[0]
+    return seconds
 
 
-def _serve(connection: socket.socket, cwd: str, run_stage: Callable[[str], None]) -> str:
-    """Run the stage `connection` asks for and reply; the error it ended with, if any."""
+def _serve(
+    connection: socket.socket, cwd: str, run_stage: Callable[[str], None]
+) -> tuple[str, str]:
+    """Run the stage `connection` asks for and reply; the stage, and the error it ended
+    with ('' if none)."""
     request = json.loads(connection.makefile("r").readline())
     stage = request["stage"]
     error = ""
@@ -96,7 +106,7 @@ def _serve(connection: socket.socket, cwd: str, run_stage: Callable[[str], None]
     reply = {"status": 1 if error else 0, "error": error}
     with contextlib.suppress(OSError):  # the command is gone (DVC stopped): it has no use for it
         connection.sendall(json.dumps(reply).encode() + b"\n")
-    return f"stage {stage}: {error}" if error else ""
+    return stage, f"stage {stage}: {error}" if error else ""
 
 
 def ask_worker(address: str, stage: str) -> int:

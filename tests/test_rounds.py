@@ -153,10 +153,17 @@ def test_three_round_campaign_end_to_end(reference):
         "pool_left",
         *(f"seconds_{phase}" for phase in PHASES),  # those after `track` too
         "seconds_fit",
+        *(f"seconds_stage_{stage}" for stage in ("prepare", "train", "evaluate")),
+        "seconds_dvc",
         "batch_uncertainty_mean",
         "batch_uncertainty_max",
     ):
         assert key in child.data.metrics, key
+    seconds = child.data.metrics  # the train phase: its stages, and DVC's own time
+    stages = sum(seconds[f"seconds_stage_{s}"] for s in ("prepare", "train", "evaluate"))
+    assert seconds["seconds_fit"] < seconds["seconds_stage_train"]
+    assert seconds["seconds_dvc"] > 0
+    assert stages + seconds["seconds_dvc"] == pytest.approx(seconds["seconds_train"], abs=0.05)
     assert child.data.params["strategy.name"] == "margin"
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
     assert {

@@ -53,6 +53,16 @@ def test_stages_run_here_in_order_in_the_workspace(tmp_path):
     assert no_dvc_thread_left()
 
 
+def test_each_stage_served_is_timed(tmp_path):
+    seconds = stage_worker.run_repro(
+        str(tmp_path),
+        lambda s: time.sleep(0.3 if s == "train" else 0),
+        dvc_running(TWO_STAGES, tmp_path),
+    )
+    assert set(seconds) == {"prepare", "train"}
+    assert seconds["train"] >= 0.3 > seconds["prepare"]
+
+
 def fail_at_prepare(error: BaseException, ran: list):
     def run_stage(stage: str) -> None:
         ran.append(stage)
