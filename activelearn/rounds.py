@@ -478,6 +478,7 @@ def run_round(cfg: Config) -> dict:
             )
         state = RoundState(n)
         if state.finished:
+            log_late_seconds(cfg, state)  # if it was killed before they were logged
             log.info("round %d already finished; nothing to do", n)
             return state.data
         prepare_data(cfg)
@@ -494,19 +495,25 @@ def run_round(cfg: Config) -> dict:
             result["seconds"] = round(time.perf_counter() - started, 3)
             state.record(phase, result)
             log.info("round %d: %s done in %.1f s", n, phase, result["seconds"])
-        log_late_seconds(r)
+        kill_point("before:late-seconds")
+        log_late_seconds(cfg, state)
         return state.data
 
 
-def log_late_seconds(r: Round) -> None:
-    """The seconds of `track` and the phases after it, on the round's MLflow run: they
-    end after `track` logs the others."""
-    phases = r.state.phases
+def log_late_seconds(cfg: Config, state: RoundState) -> None:
+    """The seconds of `track` and the phases after it, on the round's MLflow run (they
+    end after `track` logs the others), once."""
+    if state.data.get("late_seconds_logged"):
+        return
+    phases = state.phases
     late = PHASES[PHASES.index("track") :]
-    tracker = campaign_tracker(r.cfg, Path.cwd())
+    tracker = campaign_tracker(cfg, Path.cwd())
+    n = state.data["round"]
     tracker.log_metrics(
-        phases["track"]["run_id"], {f"seconds_{p}": phases[p]["seconds"] for p in late}, r.n
+        phases["track"]["run_id"], {f"seconds_{p}": phases[p]["seconds"] for p in late}, n
     )
+    state.data["late_seconds_logged"] = True
+    write_atomic(state.path, json.dumps(state.data, indent=2))
 
 
 def check_budget(cfg: Config) -> None:

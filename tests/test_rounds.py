@@ -278,7 +278,7 @@ def test_killed_rounds_rerun_to_the_same_state(reference, tmp_path):
     make_workspace(ws)
     kills = {
         0: ["before:select", "select:after-manifest", "before:commit"],
-        1: ["before:ingest", "ingest:before-manifest", "before:track"],
+        1: ["before:ingest", "ingest:before-manifest", "before:track", "before:late-seconds"],
         2: ["before:train", "track:after-log", "before:push"],
     }
     for n, points in kills.items():
