@@ -2,7 +2,7 @@
 
 python -m activelearn                     retrain the workspace through dvc repro
 python -m activelearn round=N             run (or finish) round N of the campaign
-python -m activelearn campaign.rounds=R   R rounds unattended, simulated annotator
+python -m activelearn campaign.rounds=R   rounds 0 to R-1 unattended, simulated annotator
 python -m activelearn -m campaign.rounds=R strategy=entropy,random seed=0,1,2
                                           one independent campaign per job
 """

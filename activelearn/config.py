@@ -23,7 +23,7 @@ class DataConfig:
     test_fraction: float = 0.2  # of the labeled set at set-up, when test_dir is empty
     demo: Optional[str] = None  # bundled dataset written into the layout when raw_dir is empty
     seed_per_class: int = 2  # demo only: labeled images per class to start with
-    pool_labels: str = "data/pool_labels.csv"  # demo only: answers for the simulated annotator
+    pool_labels: str = "data/pool_labels.csv"  # simulated annotator's answers (demo writes it)
 
 
 @dataclass
@@ -79,7 +79,7 @@ class TrackingConfig:
 
 @dataclass
 class CampaignConfig:
-    rounds: int = 0  # > 0: run this many rounds unattended (simulated annotator)
+    rounds: int = 0  # > 0: run rounds unattended until round `rounds - 1` has finished
     budget: int = 400  # stop once this many labels have been spent
     min_answered: float = 1.0  # share of the open queue answered before a round goes on
     stop_set: int = 200  # unlabeled pool samples on which consecutive models are compared

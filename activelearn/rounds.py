@@ -1,7 +1,7 @@
 """One round of a campaign, resumable, and a campaign of rounds.
 
     python -m activelearn round=N          one round
-    python -m activelearn campaign.rounds=R  R rounds with the simulated annotator
+    python -m activelearn campaign.rounds=R  rounds up to R-1 with the simulated annotator
 
 A round runs its phases in order: ingest the answers to earlier queues, retrain through
 `dvc repro`, score the pool and select a batch, log to MLflow, push the batch to the
@@ -91,6 +91,9 @@ class RoundState:
 
     def record(self, phase: str, result: dict) -> None:
         self.phases[phase] = result
+        self.save()
+
+    def save(self) -> None:
         write_atomic(self.path, json.dumps(self.data, indent=2))
 
 
@@ -513,7 +516,7 @@ def log_late_seconds(cfg: Config, state: RoundState) -> None:
         phases["track"]["run_id"], {f"seconds_{p}": phases[p]["seconds"] for p in late}, n
     )
     state.data["late_seconds_logged"] = True
-    write_atomic(state.path, json.dumps(state.data, indent=2))
+    state.save()
 
 
 def check_budget(cfg: Config) -> None:

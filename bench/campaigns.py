@@ -89,6 +89,8 @@ DEFAULT_STRATEGIES = [
     "typiclust",
     "hybrid",
     "ranked_batch",
+    "bald",
+    "variation_ratio",
 ]
 DEFAULT_STRATEGY = "hybrid"  # conf/config.yaml's strategy
 BASELINE = "random"

@@ -70,8 +70,8 @@ class ServingSettings(BaseSettings):
 
     # Retraining. `retrain_command` is one command line (no shell), with `{next_round}`
     # (the loaded model's round + 1) and `{project}` replaced. Empty: webhooks only count.
-    # It starts on START_TRAINING, or when a project's new annotations (created or
-    # updated since the last start) reach `retrain_threshold` (0: never automatically).
+    # It starts on START_TRAINING, or when a project's new annotations (created since
+    # the last start, and not deleted) reach `retrain_threshold` (0: never automatically).
     # It runs in `retrain_cwd` (default: the server's working directory).
     retrain_command: str = ""
     retrain_threshold: int = Field(0, ge=0)
