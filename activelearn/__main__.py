@@ -33,7 +33,7 @@ def main(cfg) -> None:
     from activelearn.labelstudio import LabelStudioError
     from activelearn.model import UnreadableModel
     from activelearn.rounds import RoundBlocked
-    from activelearn.scoring import StrategyError
+    from activelearn.scoring import ScorerUnavailable, StrategyError
     from activelearn.workspace import PipelineFailed, WorkspaceBusy, workspace_lock
 
     config: Config = OmegaConf.to_object(cfg)
@@ -47,6 +47,7 @@ def main(cfg) -> None:
     except (
         ConfigError,
         StrategyError,
+        ScorerUnavailable,
         WorkspaceBusy,
         RoundBlocked,
         PipelineFailed,

@@ -162,6 +162,11 @@ class StrategyError(ValueError):
     """A strategy setting that cannot work; the message names the setting and the fix."""
 
 
+class ScorerUnavailable(RuntimeError):
+    """The scoring engine cannot run (a Ray cluster that does not answer, actors that do
+    not start, a node that cannot read the pool); the message says what and the fix."""
+
+
 def check_strategy(cfg: StrategyConfig) -> None:
     """Fail at once, before any round work, on a strategy setting that cannot work."""
     if cfg.name not in strategies.STRATEGIES:

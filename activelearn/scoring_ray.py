@@ -33,7 +33,14 @@ import numpy as np
 
 from activelearn.config import ScoringConfig
 from activelearn.processes import stop_group
-from activelearn.scoring import CandidateSet, ScoredBlock, ScoringPlan, score_batch, stream_pool
+from activelearn.scoring import (
+    CandidateSet,
+    ScoredBlock,
+    ScorerUnavailable,
+    ScoringPlan,
+    score_batch,
+    stream_pool,
+)
 
 INSTALL_HINT = (
     "scoring.engine=ray needs Ray, an optional extra: pip install '.[ray]' "
@@ -49,7 +56,7 @@ log = logging.getLogger(__name__)
 IN_FLIGHT_PER_ACTOR = 2  # blocks queued per actor, so none idles while the driver merges
 
 
-class NodeCannotRead(RuntimeError):
+class NodeCannotRead(ScorerUnavailable):
     """A Ray node cannot read the pool or the model at the path the driver gave."""
 
 
@@ -253,10 +260,11 @@ def connect(address: str | None) -> bool:
     quiet = {"log_to_driver": False, "configure_logging": False}
     if address:
         log.info("ray: joining the cluster at %s", address)
+        _answers(address)
         try:
             ray.init(address=address, **quiet)  # its resources are the cluster's: none of ours
         except (ConnectionError, ray.exceptions.AuthenticationError) as err:
-            raise ConnectionError(
+            raise ScorerUnavailable(
                 f"cannot join the Ray cluster at scoring.ray.address={address}: {err}. Is it "
                 "running (`ray status` on its head node)? A cluster with token authentication "
                 "also needs RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or "
@@ -266,6 +274,22 @@ def connect(address: str | None) -> bool:
         log.info("ray: starting a local Ray on this machine (%d CPUs)", os.cpu_count() or 1)
         ray.init(address="local", include_dashboard=False, **quiet)
     return True
+
+
+def _answers(address: str) -> None:
+    """Fail at once when nothing listens at a HOST:PORT address (`ray://` too): Ray
+    itself retries such an address for minutes before it gives up."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():  # `auto`, or a form Ray resolves itself
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=10):
+            pass
+    except OSError as err:
+        raise ScorerUnavailable(
+            f"nothing answers at scoring.ray.address={address} ({err}): start the cluster "
+            "(`ray start --head` on its head node), or give its address"
+        ) from None
 
 
 def _wait_for_actors(actors: list, timeout: float, cpus: float, cpus_per_actor: float) -> None:
@@ -279,7 +303,7 @@ def _wait_for_actors(actors: list, timeout: float, cpus: float, cpus_per_actor: 
         except ray.exceptions.RayError as err:
             raise NodeCannotRead(f"a scoring actor failed to start: {_reason(err)}") from None
     if not_ready:
-        raise TimeoutError(
+        raise ScorerUnavailable(
             f"only {len(ready)} of {len(actors)} scoring actors started within {timeout} s; "
             f"the cluster has {cpus} CPUs and each actor takes {cpus_per_actor}: lower "
             "scoring.ray.actors (0 = fill the cluster) or scoring.ray.cpus_per_actor, or "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -239,6 +241,33 @@ def processes_mentioning(text: str) -> list[str]:
         if text in cmdline:
             found.append(f"{proc.name}: {cmdline[:120]}")
     return found
+
+
+def test_a_cluster_nobody_answers_at_stops_the_round_at_once(tmp_path):
+    """Ray would retry the address for minutes; the round stops with one line instead."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{unused.getsockname()[1]}"  # closed when the block ends
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "activelearn",
+            "round=0",
+            "scoring=ray",
+            f"scoring.ray.address={address}",
+            "model.min_steps=20",
+            f"workspace={tmp_path / 'campaign'}",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-2000:]
+    assert f"nothing answers at scoring.ray.address={address}" in output
+    assert "Traceback" not in output
 
 
 def test_without_ray_the_engine_says_how_to_install_it(monkeypatch):
