@@ -49,6 +49,7 @@ WORKSPACE_GITIGNORE = f"""\
 /rounds/*/state.json
 /rounds/*/scores.csv
 /rounds/serving-retrain.log
+/rounds/serving-annotations.json
 /data/pool/
 /data/pool_labels.csv
 *{PARTIAL}

@@ -38,7 +38,7 @@ class Backend:
         self.http = httpx.Client(timeout=settings.fetch_timeout, follow_redirects=False)
         self.images = ImageSource(settings, self.http)
         self.decoders = ThreadPoolExecutor(settings.image_workers, thread_name_prefix="decode")
-        self.counter = AnnotationCounter()
+        self.counter = AnnotationCounter(settings.annotation_counts)
         self.retrainer = Retrainer(
             settings.retrain_command, settings.retrain_cwd, settings.retrain_log
         )

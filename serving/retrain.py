@@ -7,6 +7,7 @@ never two at a time. Its output goes to a log file; its state is read by /health
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from activelearn.files import write_atomic
 from activelearn.processes import stop_group
 from activelearn.workspace import python_environment
 from serving.schemas import ProjectCounts, RetrainStatus
@@ -40,6 +42,9 @@ def next_round(model_version: str | None) -> int | None:
     return int(match.group(1)) + 1 if match else None
 
 
+COUNTED = ("created", "updated", "deleted", "pending")
+
+
 @dataclass
 class _ProjectAnnotations:
     """Annotation ids, so an annotation counts once however many webhooks deliver it."""
@@ -60,11 +65,21 @@ class _ProjectAnnotations:
 
 class AnnotationCounter:
     """Annotations per project, by id; `pending` are those created since the last retrain
-    and not deleted (an updated annotation is not a new one)."""
+    and not deleted (an updated annotation is not a new one). Kept in the JSON file
+    `path`, so a restarted server goes on counting toward the retrain threshold."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
         self._lock = threading.Lock()
         self._projects: dict[str, _ProjectAnnotations] = {}
+        try:
+            saved = json.loads(self.path.read_text()) if self.path.exists() else {}
+            self._projects = {
+                project: _ProjectAnnotations(**{name: set(ids) for name, ids in counts.items()})
+                for project, counts in saved.items()
+            }
+        except (OSError, ValueError, TypeError, AttributeError) as err:
+            log.warning("annotation counts in %s unreadable (%s): counting from 0", path, err)
 
     def record(self, project: str, action: str, ids: list) -> tuple[int, ProjectCounts]:
         """Returns how many of `ids` were not counted for this action yet, and the counts."""
@@ -78,12 +93,27 @@ class AnnotationCounter:
                 annotations.pending |= new
             elif field_name == "deleted":
                 annotations.pending -= new
+            if new:
+                self._save()
             return len(new), annotations.counts()
 
     def reset_pending(self, project: str | None) -> None:
         with self._lock:
             if project in self._projects:
                 self._projects[project].pending.clear()
+                self._save()
+
+    def _save(self) -> None:
+        """Under the lock. A file that cannot be written costs the counts a restart, not
+        the webhook: Label Studio would retry it, and count nothing more."""
+        saved = {
+            project: {name: list(getattr(annotations, name)) for name in COUNTED}
+            for project, annotations in self._projects.items()
+        }
+        try:
+            write_atomic(self.path, json.dumps(saved))
+        except OSError as err:
+            log.warning("annotation counts not kept in %s: %s", self.path, err)
 
     def snapshot(self) -> dict[str, ProjectCounts]:
         with self._lock:

@@ -37,7 +37,8 @@ class ServingSettings(BaseSettings):
     port: int = 9090
 
     # The campaign's folder (Hydra's `workspace`). `model_path`, `pool_dir`,
-    # `document_root` and `retrain_log` are relative to it unless absolute.
+    # `document_root`, `retrain_log` and `annotation_counts` are relative to it unless
+    # absolute.
     workspace: Path = Path("campaign")
 
     # The model: loaded in the background at start-up and when the file changes, which a
@@ -77,6 +78,8 @@ class ServingSettings(BaseSettings):
     retrain_threshold: int = Field(0, ge=0)
     retrain_cwd: Path = Path(".")
     retrain_log: Path = Path("rounds/serving-retrain.log")
+    # The annotations counted so far, kept across restarts of the server.
+    annotation_counts: Path = Path("rounds/serving-annotations.json")
 
     @model_validator(mode="before")
     @classmethod
@@ -135,6 +138,7 @@ class ServingSettings(BaseSettings):
         self.model_path = self.workspace / self.model_path
         self.pool_dir = self.workspace / self.pool_dir
         self.retrain_log = self.workspace / self.retrain_log
+        self.annotation_counts = self.workspace / self.annotation_counts
         if self.document_root is None:
             self.document_root = self.pool_dir.parent
         else:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -142,6 +143,7 @@ def settings_for(world, label_studio=None, **overrides) -> ServingSettings:
         batch_size=4,
         retrain_log=root / "retrain.log",
         retrain_cwd=root,
+        annotation_counts=root / f"annotations-{uuid.uuid4().hex}.json",  # an app's own
     )
     values.update(overrides)
     return ServingSettings(**values)
@@ -737,6 +739,34 @@ def test_webhook_counts_each_annotation_once_however_many_webhooks_deliver_it(wo
 
         no_payload = app.post("/webhook", json={"action": "ANNOTATION_CREATED"}).json()
         assert not no_payload["counted"] and "Send payload" in no_payload["detail"]
+
+
+def test_a_restarted_server_goes_on_counting_toward_the_threshold(world, tmp_path):
+    out = tmp_path / "ran.txt"
+    settings = settings_for(world, retrain_command=write_args_command(out), retrain_threshold=3)
+    with TestClient(create_app(settings)) as app:
+        app.post("/webhook", json=annotation_event("ANNOTATION_CREATED", 1))
+        app.post("/webhook", json=annotation_event("ANNOTATION_CREATED", 2))
+    with TestClient(create_app(settings)) as restarted:
+        again = restarted.post("/webhook", json=annotation_event("ANNOTATION_CREATED", 2)).json()
+        assert not again["counted"]  # known from before the restart
+        third = restarted.post("/webhook", json=annotation_event("ANNOTATION_CREATED", 3)).json()
+        assert third["retrain_started"], third
+        assert wait_for_retrain(restarted)["state"] == "succeeded"
+    with TestClient(create_app(settings)) as after_retrain:
+        counts = after_retrain.get("/status").json()["projects"]["7"]
+        assert counts == {"created": 3, "updated": 0, "deleted": 0, "pending": 0}
+
+
+def test_unreadable_annotation_counts_start_from_0_with_a_warning(world, caplog):
+    settings = settings_for(world)
+    settings.annotation_counts.parent.mkdir(parents=True, exist_ok=True)
+    settings.annotation_counts.write_text("{not json")
+    with TestClient(create_app(settings)) as app:
+        first = app.post("/webhook", json=annotation_event("ANNOTATION_CREATED", 1)).json()
+        assert first["counted"]
+        assert app.get("/status").json()["projects"]["7"]["created"] == 1
+    assert str(settings.annotation_counts) in caplog.text
 
 
 def test_webhook_counts_each_annotation_of_a_bulk_event(client):

@@ -102,6 +102,7 @@ def backend(labelstudio, tmp_path_factory) -> Iterator[ServedBackend]:
             basic_auth_user=AUTH[0],
             basic_auth_password=AUTH[1],
             retrain_log=root / "retrain.log",
+            annotation_counts=root / "annotations.json",
         )
         with UvicornThread(create_app(settings), free_port()) as server:
             yield ServedBackend(server.url, pool, model_path, classifier, round2)
