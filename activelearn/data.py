@@ -207,7 +207,9 @@ def split_test_set(raw_dir: str | Path, test_dir: str | Path, fraction: float, s
             _move(path, drawing / path.relative_to(raw_dir))  # subfolders kept: no name clash
             moved += 1
     if moved:
-        for folder in sorted(test_dir.glob("**/"), reverse=True):  # empty ones, made ahead
+        for hidden in [p for p in test_dir.rglob("*") if p.is_file()]:  # .DS_Store, .gitkeep
+            _move(hidden, drawing / hidden.relative_to(test_dir))
+        for folder in sorted(test_dir.glob("**/"), reverse=True):  # empty now, made ahead
             folder.rmdir()
         drawing.rename(test_dir)
     log.info("fixed the test set: moved %d labeled images to %s", moved, test_dir)

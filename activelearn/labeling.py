@@ -12,12 +12,14 @@ import hashlib
 import logging
 import random
 import shutil
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from activelearn.config import ConfigError
 from activelearn.faults import kill_point
 from activelearn.files import atomic_file
 from activelearn.manifest import Manifest, Sample
@@ -81,8 +83,15 @@ class SimulatedAnnotator:
                 f"labels file {self.labels_file} not found: the simulated annotator needs "
                 "`path,label` rows for the pool (the demo dataset writes one)"
             )
-        with self.labels_file.open(newline="") as f:
-            self.truth = {row["path"]: row["label"] for row in csv.DictReader(f)}
+        with self.labels_file.open(newline="", encoding="utf-8-sig") as f:  # Excel's BOM too
+            rows = csv.DictReader(f)
+            if not {"path", "label"} <= set(rows.fieldnames or ()):
+                raise ConfigError(
+                    f"labels file {self.labels_file}: its first row must be the header "
+                    f"`path,label`, not {rows.fieldnames}; then one row per pool image: its "
+                    "path relative to the pool folder, and its class"
+                )
+            self.truth = {_pool_path(row["path"]): row["label"].strip() for row in rows}
         self.class_names = class_names
         self.error_rate = error_rate
         self.seed = seed
@@ -98,16 +107,39 @@ class SimulatedAnnotator:
         answered: Sequence[Sample] = (),
     ) -> list[Answer]:
         rng = random.Random(f"{self.seed}-{round}")  # same answers when a round is rerun
-        answers = []
+        answers, missing = [], []
         for item in queue:
-            label = self.truth.get(item.sample_id)
+            label = self.truth.get(_pool_path(item.sample_id))
             if label is None:
+                missing.append(item.sample_id)
                 answers.append(Answer(item.sample_id, SKIPPED, detail="not in the labels file"))
-                continue
-            if rng.random() < self.error_rate:
-                label = rng.choice([c for c in self.class_names if c != label] or [label])
-            answers.append(Answer(item.sample_id, ACCEPTED, label))
+            elif label not in self.class_names:  # a folder name: never a new class or a path
+                detail = f"label {label!r} of the labels file is not a class: {self.class_names}"
+                answers.append(Answer(item.sample_id, UNKNOWN_LABEL, label, detail=detail))
+            else:
+                if rng.random() < self.error_rate:
+                    label = rng.choice([c for c in self.class_names if c != label] or [label])
+                answers.append(Answer(item.sample_id, ACCEPTED, label))
+        if missing and len(missing) == len(queue):
+            example = next(iter(self.truth), "nothing")
+            raise ConfigError(
+                f"none of the {len(queue)} queued images is in the labels file "
+                f"{self.labels_file} (queued: {missing[0]!r}; the file has {example!r}): its "
+                "paths must be relative to the pool folder, as in rounds/<N>/queue.jsonl"
+            )
+        if missing:
+            log.warning(
+                "%d queued images are not in the labels file %s, back to the pool: %s",
+                len(missing),
+                self.labels_file,
+                missing[:5],
+            )
         return answers
+
+
+def _pool_path(path: str) -> str:
+    """A pool path as sample ids spell it: `./` dropped, Unicode in its composed form."""
+    return unicodedata.normalize("NFC", PurePosixPath(path.strip()).as_posix())
 
 
 def apply_answers(
@@ -156,10 +188,16 @@ def apply_answers(
     return dict(counts)
 
 
+MAX_NAME_BYTES = 200  # file systems allow 255, and atomic_file's temporary name is longer
+
+
 def labeled_name(sample_id: str) -> str:
     """The file name of a labeled pool image in its class folder: readable, and unique to
     the sample (a hash of its id), so it never clashes with a seed image or another
-    sample (`a/b.png` and `a__b.png`)."""
+    sample (`a/b.png` and `a__b.png`). A deep path keeps its end, the file's own name."""
     path = PurePosixPath(sample_id)
     digest = hashlib.blake2b(sample_id.encode(), digest_size=4).hexdigest()
-    return f"{str(path.with_suffix('')).replace('/', '__')}~{digest}{path.suffix}"
+    readable = str(path.with_suffix("")).replace("/", "__")
+    while len(f"{readable}~{digest}{path.suffix}".encode()) > MAX_NAME_BYTES:
+        readable = readable[1:]
+    return f"{readable}~{digest}{path.suffix}"

@@ -238,6 +238,18 @@ def test_test_set_is_drawn_once_and_never_redrawn(tmp_path):
     assert not {p.relative_to(raw) for p in list_files(raw)} & set(fixed)
 
 
+def test_a_test_folder_with_only_hidden_files_gets_its_draw(tmp_path):
+    raw, test = tmp_path / "raw", tmp_path / "test"
+    write_class_folders(raw, per_class=10, n_classes=2)
+    (test / "class0").mkdir(parents=True)
+    (test / ".DS_Store").write_bytes(b"Finder's")  # no image: the folder counts as empty
+    (test / "class0" / ".gitkeep").touch()
+    assert split_test_set(raw, test, 0.2, seed=0) == 4
+    assert len(list_files(test)) == 4 and len(list_files(raw)) == 16
+    assert (test / ".DS_Store").read_bytes() == b"Finder's"  # kept
+    assert (test / "class0" / ".gitkeep").exists()
+
+
 def test_test_split_keeps_files_of_the_same_name_apart(tmp_path):
     raw, test = tmp_path / "raw", tmp_path / "test"
     for camera in range(4):  # four different images, all called img.png

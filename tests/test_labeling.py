@@ -6,9 +6,12 @@ import csv
 import pytest
 from PIL import Image
 
+from activelearn.config import ConfigError
 from activelearn.labeling import (
     ACCEPTED,
+    MAX_NAME_BYTES,
     SKIPPED,
+    UNKNOWN_LABEL,
     Answer,
     SimulatedAnnotator,
     apply_answers,
@@ -54,6 +57,71 @@ def test_a_careless_annotator_flips_about_its_error_rate_the_same_way_on_a_rerun
     assert all(a.status == ACCEPTED and a.label in CLASSES for a in answers)
     assert careless.collect(4, queue(ids), tmp_path) == answers  # a rerun answers alike
     assert careless.collect(5, queue(ids), tmp_path) != answers  # another round, other slips
+
+
+def write_labels(tmp_path, rows, header=("path", "label"), encoding="utf-8"):
+    path = tmp_path / "pool_labels.csv"
+    with path.open("w", newline="", encoding=encoding) as f:
+        csv.writer(f).writerows([header, *rows] if header else rows)
+    return path
+
+
+def test_a_label_that_is_not_a_class_is_rejected_never_a_folder(tmp_path):
+    rows = [("p/0.png", "../test/cat"), ("p/1.png", ""), ("p/2.png", "Cat"), ("p/3.png", "dog ")]
+    annotator = SimulatedAnnotator(write_labels(tmp_path, rows), CLASSES)
+    answers = annotator.collect(0, queue([r[0] for r in rows]), tmp_path)
+    assert [a.status for a in answers] == [UNKNOWN_LABEL] * 3 + [ACCEPTED]
+    assert "'../test/cat'" in answers[0].detail and "not a class" in answers[0].detail
+    assert answers[3].label == "dog"  # surrounding spaces dropped
+
+    pool, raw = tmp_path / "pool", tmp_path / "raw"
+    manifest = Manifest(tmp_path / "manifest.csv")
+    for sid, _ in rows:
+        (pool / sid).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4)).save(pool / sid)
+        manifest.set_state(sid, "queued", round=0)
+    apply_answers(answers, manifest, pool, raw, 1)
+    assert [manifest.samples[sid].state for sid, _ in rows] == ["rejected"] * 3 + ["labeled"]
+    assert [p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*~*.png")] == [
+        ("raw", "dog")
+    ]
+
+
+def test_a_labels_file_from_excel_with_its_bom_and_dot_slash_paths_is_read(tmp_path):
+    rows = [("./p/0.png", "cat"), ("p/1.png", "dog")]
+    path = write_labels(tmp_path, rows, encoding="utf-8-sig")
+    answers = SimulatedAnnotator(path, CLASSES).collect(0, queue(["p/0.png", "p/1.png"]), tmp_path)
+    assert [(a.status, a.label) for a in answers] == [(ACCEPTED, "cat"), (ACCEPTED, "dog")]
+
+
+def test_a_labels_file_without_its_header_is_refused_naming_it(tmp_path):
+    path = write_labels(tmp_path, [("p/0.png", "cat")], header=None)
+    with pytest.raises(ConfigError, match="pool_labels.csv: its first row must be the header"):
+        SimulatedAnnotator(path, CLASSES)
+
+
+def test_a_labels_file_that_answers_none_of_the_queue_stops_the_round(tmp_path, caplog):
+    path = write_labels(tmp_path, [("data/pool/p/0.png", "cat"), ("p/1.png", "dog")])
+    annotator = SimulatedAnnotator(path, CLASSES)
+    with pytest.raises(ConfigError, match="none of the 1 queued images is in the labels file"):
+        annotator.collect(0, queue(["p/0.png"]), tmp_path)
+    answers = annotator.collect(0, queue(["p/0.png", "p/1.png"]), tmp_path)  # one of two
+    assert [a.status for a in answers] == [SKIPPED, ACCEPTED]
+    assert "1 queued images are not in the labels file" in caplog.text
+
+
+def test_a_deep_pool_path_gets_a_short_labeled_name(tmp_path):
+    sid = "/".join(["d" * 120] * 4) + "/img.png"  # each part fits, the joined name not
+    name = labeled_name(sid)
+    assert len(name.encode()) <= MAX_NAME_BYTES and name.endswith(".png") and "img~" in name
+    assert name != labeled_name(sid.replace("img", "other"))
+    pool, raw = tmp_path / "pool", tmp_path / "raw"
+    (pool / sid).parent.mkdir(parents=True)
+    Image.new("L", (4, 4)).save(pool / sid)
+    manifest = Manifest(tmp_path / "manifest.csv")
+    manifest.set_state(sid, "queued", round=0)
+    apply_answers([Answer(sid, ACCEPTED, "cat")], manifest, pool, raw, 1)
+    assert (raw / "cat" / name).is_file() and manifest.samples[sid].state == "labeled"
 
 
 def test_a_missing_labels_file_is_named(tmp_path):
