@@ -100,6 +100,13 @@ def prepare(cfg: Config) -> None:
             len(rejected),
             PREPARED / "rejected.csv",
         )
+    tested = set(arrays.y.tolist())  # the test split's: loaded last
+    if untested := [name for i, name in enumerate(class_names) if i not in tested]:
+        log.warning(
+            "no test image of class %s: the test metrics leave it out; add some to %s/<class>/",
+            ", ".join(untested),
+            cfg.data.test_dir,
+        )
 
 
 def _arrays(split: str) -> tuple[np.ndarray, np.ndarray]:

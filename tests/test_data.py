@@ -250,6 +250,18 @@ def test_a_test_folder_with_only_hidden_files_gets_its_draw(tmp_path):
     assert (test / "class0" / ".gitkeep").exists()
 
 
+def test_prepare_names_a_class_without_test_images(tmp_path, monkeypatch, caplog):
+    from activelearn import stages
+    from activelearn.config import Config, DataConfig
+
+    monkeypatch.chdir(tmp_path)
+    write_class_folders(tmp_path / "raw", per_class=3, n_classes=3)
+    write_class_folders(tmp_path / "test", per_class=2, n_classes=2)  # none of class2
+    data = DataConfig(raw_dir="raw", test_dir="test", image_size=[8, 8], channels=1, demo=None)
+    stages.prepare(Config(data=data))
+    assert "no test image of class class2" in caplog.text
+
+
 def test_test_split_keeps_files_of_the_same_name_apart(tmp_path):
     raw, test = tmp_path / "raw", tmp_path / "test"
     for camera in range(4):  # four different images, all called img.png

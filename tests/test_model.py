@@ -9,7 +9,12 @@ import pytest
 from activelearn import model
 from activelearn.config import ModelConfig
 from activelearn.data import Preprocessing, class_names_of, load_labeled
-from activelearn.model import Classifier, UnreadableModel, training_epochs
+from activelearn.model import (
+    Classifier,
+    UnreadableModel,
+    classification_report,
+    training_epochs,
+)
 from tests.conftest import write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
@@ -45,6 +50,14 @@ def test_fit_learns_the_patterns_and_evaluate_reports_them(trained):
     assert np.array(report["confusion_matrix"]).sum() == len(test.y)
     probas = classifier.predict_proba(test.x)
     assert probas.shape == (18, 3) and np.allclose(probas.sum(axis=1), 1, atol=1e-5)
+
+
+def test_a_class_neither_tested_nor_predicted_is_left_out_of_the_macro_average():
+    report = classification_report(np.array([0, 0, 1]), np.array([0, 0, 1]), ["a", "b", "c"])
+    assert report["macro_f1"] == report["macro_precision"] == report["macro_recall"] == 1.0
+    assert report["per_class"]["c"]["support"] == 0  # still listed
+    wrong = classification_report(np.array([0, 1]), np.array([0, 2]), ["a", "b", "c"])
+    assert wrong["macro_f1"] == pytest.approx(1 / 3)  # c was predicted: it counts
 
 
 def test_fit_shows_its_progress_in_optimizer_steps(tmp_path, tiny_model_cfg, monkeypatch):
