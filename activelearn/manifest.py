@@ -1,7 +1,8 @@
 """The manifest: the state of every pool sample, in one CSV file written atomically.
 
 States: `pool` (waiting), `queued` (sent to annotators in `round`), `labeled` (answered
-in `round` with `label`), `rejected` (unreadable or refused, with `reason`).
+in `round` with `label`), `rejected` (unreadable, gone from the pool folder, or refused,
+with `reason`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from activelearn.files import atomic_file
 log = logging.getLogger(__name__)
 
 STATES = ("pool", "queued", "labeled", "rejected")
+NOT_IN_POOL = "image no longer in the pool"  # the reason of a sample whose file was removed
 
 
 @dataclass
@@ -90,13 +92,17 @@ class Manifest:
         """Add pool files not yet listed; files that do not decode are recorded as rejected,
         and files whose names are not UTF-8 are skipped (and counted) until renamed.
 
-        Only new files are decoded, and those rejected as unreadable before (a file being
-        copied, a permission since fixed): they go back to the pool once they decode.
-        Returns counts of what was added.
+        Only new files are decoded, and those rejected as unreadable or gone before (a file
+        being copied, a permission since fixed, a file put back): they go back to the pool
+        once they decode. Samples in `pool` whose file was removed are rejected until it
+        is back; `queued` ones are left to the ingest (a killed one may have copied them).
+        Returns counts of what was added or removed.
         """
         added = Counter()
+        present = set()
         for path in list_files(pool_dir):
             sid = sample_id(path, pool_dir)
+            present.add(sid)
             known = self.samples.get(sid)
             if known is not None and not _unreadable(known):
                 continue
@@ -116,11 +122,22 @@ class Manifest:
                 log.info("pool image %s is readable now: back in the pool", sid)
             self.set_state(sid, "pool")
             added["pool" if known is None else "readable again"] += 1
+        if Path(pool_dir).is_dir():  # a pool folder not there at all is not a removal
+            for sid in self.in_state("pool"):
+                if sid not in present:
+                    log.warning(
+                        "pool image %s was removed from %s: rejected until it is put back",
+                        sid,
+                        pool_dir,
+                    )
+                    self.set_state(sid, "rejected", reason=NOT_IN_POOL)
+                    added["removed"] += 1
         return dict(added)
 
 
 def _unreadable(sample: Sample) -> bool:
-    """Rejected because the file did not decode (annotators' rejections carry a round)."""
+    """Rejected because of its file: it did not decode or was removed (annotators'
+    rejections carry a round)."""
     return sample.state == "rejected" and sample.round is None
 
 

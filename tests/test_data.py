@@ -22,7 +22,7 @@ from activelearn.data import (
 )
 from activelearn.datasets import WRITING, write_digits
 from activelearn.faults import VARIABLE
-from activelearn.manifest import Manifest
+from activelearn.manifest import NOT_IN_POOL, Manifest
 from activelearn.workspace import prepare_data
 from tests.conftest import write_class_folders
 
@@ -197,6 +197,26 @@ def test_manifest_records_pool_and_rejects_and_survives_a_reload(tmp_path):
     assert again.sync_pool(pool, GRAY) == {"readable again": 1}
     assert again.samples["incoming/empty.png"].state == "pool"
     assert again.samples["nested/class1/s0-000.png"].state == "rejected"  # annotators' say
+
+
+def test_a_pool_file_removed_is_rejected_until_it_is_put_back(tmp_path):
+    pool = tmp_path / "pool"
+    write_class_folders(pool, per_class=2, n_classes=1)
+    manifest = Manifest(tmp_path / "manifest.csv")
+    manifest.sync_pool(pool, GRAY)
+    waiting, queued = "class0/s0-000.png", "class0/s0-001.png"
+    manifest.set_state(queued, "queued", round=0)  # the ingest decides: a copy may exist
+    image = (pool / waiting).read_bytes()
+    for sid in (waiting, queued):
+        (pool / sid).unlink()
+    assert manifest.sync_pool(pool, GRAY) == {"removed": 1}
+    assert manifest.samples[waiting].state == "rejected"
+    assert manifest.samples[waiting].reason == NOT_IN_POOL
+    assert manifest.samples[queued].state == "queued"
+
+    (pool / waiting).write_bytes(image)
+    assert manifest.sync_pool(pool, GRAY) == {"readable again": 1}
+    assert manifest.samples[waiting].state == "pool"
 
 
 def test_a_pool_file_whose_name_is_not_utf8_is_skipped_not_fatal(tmp_path, caplog):
