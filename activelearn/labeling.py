@@ -22,7 +22,7 @@ from typing import Protocol
 from activelearn.config import ConfigError
 from activelearn.faults import kill_point
 from activelearn.files import atomic_file
-from activelearn.manifest import Manifest, Sample
+from activelearn.manifest import NOT_IN_POOL, Manifest, Sample
 from activelearn.queue import QueueItem
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ DISAGREEMENT = "disagreement"  # annotators disagree (or tie): left out, listed
 UNKNOWN_LABEL = "unknown_label"  # a class the project does not know: rejected
 DELETED = "deleted"  # the task vanished from the labeling tool: back to the pool
 EXCLUDED = "excluded"  # skipped, with skipped images kept out of the pool: rejected
+REMOVED = "removed"  # its pool file was removed before it was copied: rejected
 OPEN = "open"  # not answered yet
 
 
@@ -156,7 +157,9 @@ def apply_answers(
     rounds since trained on the first one).
     The manifest is saved once, atomically, after the copies, so a kill in between
     leaves images that a rerun recognises (same target path) and no half-written state;
-    if the answer changed meanwhile, the rerun's label replaces the earlier copy.
+    if the answer changed meanwhile, the rerun moves the earlier copy to its label.
+    An image removed from the pool before its copy is rejected (`REMOVED`), not lost:
+    put back, it returns to the pool.
     """
     counts = Counter()
     raw_dir = Path(raw_dir)
@@ -165,18 +168,19 @@ def apply_answers(
         if current is not None and current.state in ("labeled", "rejected"):
             counts["unchanged"] += 1
             continue
+        if answer.status == ACCEPTED and not copy_labeled(
+            answer.sample_id, answer.label, Path(pool_dir), raw_dir
+        ):
+            answer = Answer(answer.sample_id, REMOVED)
         if answer.status == ACCEPTED:
-            name = labeled_name(answer.sample_id)
-            target = raw_dir / answer.label / name
-            for earlier in raw_dir.glob(f"*/{glob.escape(name)}"):
-                if earlier != target:  # copied under another label by a killed run
-                    earlier.unlink()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.exists():
-                with open(Path(pool_dir) / answer.sample_id, "rb") as source:
-                    with atomic_file(target, "wb") as copy:
-                        shutil.copyfileobj(source, copy)
             manifest.set_state(answer.sample_id, "labeled", round=round, label=answer.label)
+        elif answer.status == REMOVED:  # no round: like an unreadable file, back if put back
+            log.warning(
+                "queued image %s is no longer in %s: rejected (put it back to queue it again)",
+                answer.sample_id,
+                pool_dir,
+            )
+            manifest.set_state(answer.sample_id, "rejected", reason=NOT_IN_POOL)
         elif answer.status in (UNKNOWN_LABEL, DISAGREEMENT, EXCLUDED):
             manifest.set_state(answer.sample_id, "rejected", round=round, reason=answer.detail)
         elif answer.status in (SKIPPED, DELETED):
@@ -186,6 +190,31 @@ def apply_answers(
     kill_point("ingest:before-manifest")
     manifest.save()
     return dict(counts)
+
+
+def copy_labeled(sample_id: str, label: str, pool_dir: Path, raw_dir: Path) -> bool:
+    """Copy a pool image to `raw_dir/<label>/`, once; False if its pool file is gone.
+
+    A copy under another label (by a killed run, the answer changed since) is moved.
+    """
+    name = labeled_name(sample_id)
+    target = raw_dir / label / name
+    for earlier in list(raw_dir.glob(f"*/{glob.escape(name)}")):
+        if earlier != target:
+            if target.exists():
+                earlier.unlink()
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                earlier.replace(target)
+    if target.exists():
+        return True
+    try:
+        source = open(pool_dir / sample_id, "rb")
+    except FileNotFoundError:
+        return False
+    with source, atomic_file(target, "wb") as copy:
+        shutil.copyfileobj(source, copy)
+    return True
 
 
 MAX_NAME_BYTES = 200  # file systems allow 255, and atomic_file's temporary name is longer

@@ -164,6 +164,13 @@ def ingest(r: Round) -> dict:
         return {"answers": 0}
     answered = [s for s in r.manifest.samples.values() if s.state in ("labeled", "rejected")]
     answers = r.annotator.collect(r.n - 1, items, r.dir, answered)
+    pool = Path(r.cfg.data.pool_dir)
+    answers = [  # nobody can answer an image removed from the pool: it holds nothing up
+        labeling.Answer(a.sample_id, labeling.REMOVED)
+        if a.status == labeling.OPEN and not (pool / a.sample_id).exists()
+        else a
+        for a in answers
+    ]
     still_open = [a.sample_id for a in answers if a.status == labeling.OPEN]
     # The share is of everything asked, the last queue included: after a kill that saved
     # its answers, a rerun finds only the open items left, but they are still a few of many.

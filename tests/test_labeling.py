@@ -10,6 +10,7 @@ from activelearn.config import ConfigError
 from activelearn.labeling import (
     ACCEPTED,
     MAX_NAME_BYTES,
+    REMOVED,
     SKIPPED,
     UNKNOWN_LABEL,
     Answer,
@@ -17,7 +18,7 @@ from activelearn.labeling import (
     apply_answers,
     labeled_name,
 )
-from activelearn.manifest import Manifest
+from activelearn.manifest import NOT_IN_POOL, Manifest
 from activelearn.queue import QueueItem
 
 CLASSES = ["cat", "dog", "fox"]
@@ -153,3 +154,32 @@ def test_each_answered_image_is_one_file_under_its_latest_label(tmp_path):
     for sid in ("a/b.png", "a__b.png"):
         assert (raw / "dog" / labeled_name(sid)).read_bytes() == (pool / sid).read_bytes()
     assert (raw / "dog" / "a__b.png").read_bytes() == b"a seed image of the same name"
+
+
+def test_an_answered_image_removed_from_the_pool_is_rejected_not_a_crash(tmp_path, caplog):
+    """Killed after copying one image; meanwhile its answer changed and both pool files
+    were removed: the rerun moves the copy to its new label and rejects the other."""
+    pool, raw = tmp_path / "pool", tmp_path / "raw"
+    pool.mkdir()
+    for shade, sid in enumerate(["copied.png", "gone.png"]):
+        Image.new("L", (4, 4), shade * 100).save(pool / sid)
+    image = (pool / "copied.png").read_bytes()
+    manifest = Manifest(tmp_path / "manifest.csv")
+    for sid in ("copied.png", "gone.png"):
+        manifest.set_state(sid, "queued", round=0)
+    killed = Manifest(manifest.path, dict(manifest.samples))
+    apply_answers([Answer("copied.png", ACCEPTED, "cat")], killed, pool, raw, 1)
+    for sid in ("copied.png", "gone.png"):
+        (pool / sid).unlink()
+
+    answers = [Answer("copied.png", ACCEPTED, "dog"), Answer("gone.png", ACCEPTED, "fox")]
+    assert apply_answers(answers, manifest, pool, raw, 1) == {ACCEPTED: 1, REMOVED: 1}
+    assert manifest.samples["copied.png"].label == "dog"
+    assert (raw / "dog" / labeled_name("copied.png")).read_bytes() == image
+    assert [p.relative_to(raw).as_posix() for p in raw.rglob("*.png")] == [
+        f"dog/{labeled_name('copied.png')}"
+    ]
+    assert not (raw / "fox").exists()  # no class folder without images
+    gone = Manifest.load(manifest.path).samples["gone.png"]
+    assert (gone.state, gone.reason, gone.round) == ("rejected", NOT_IN_POOL, None)
+    assert "gone.png is no longer in" in caplog.text

@@ -454,6 +454,49 @@ def test_an_ingest_rerun_after_its_answers_were_saved_still_goes_on(tmp_path, mo
     }
 
 
+def test_queued_images_removed_from_the_pool_are_rejected_and_hold_nothing_up(
+    tmp_path, monkeypatch, caplog
+):
+    """One answered and one still open, both removed from data/pool/: the round goes on
+    (min_answered=1), both are rejected with the reason, and neither is open any more."""
+    from activelearn import labeling
+    from activelearn.manifest import NOT_IN_POOL
+    from activelearn.queue import QueueItem, write_queue
+    from activelearn.rounds import Round, RoundState, ingest, open_queue
+
+    answered, unanswered = "batch0/pool-0-00.png", "batch1/pool-0-01.png"
+
+    class OneOpen:
+        def collect(self, round, queue, round_dir, answered=()):
+            return [
+                labeling.Answer(q.sample_id, labeling.OPEN)
+                if q.sample_id == unanswered
+                else labeling.Answer(q.sample_id, labeling.ACCEPTED, "c0")
+                for q in queue
+            ]
+
+    monkeypatch.chdir(tmp_path)
+    make_workspace(tmp_path)
+    cfg = Config()
+    manifest = Manifest(cfg.data.manifest)
+    ids = [answered, unanswered, "batch2/pool-0-02.png"]
+    for sid in ids:
+        manifest.set_state(sid, "queued", round=0)
+    write_queue("rounds/0/queue.jsonl", [QueueItem(s, 1, None, None, 0.0) for s in ids])
+    for sid in (answered, unanswered):
+        (tmp_path / cfg.data.pool_dir / sid).unlink()
+    r = Round(cfg, 1, RoundState(1), manifest, OneOpen())
+    result = ingest(r)
+    assert (result["open"], result[labeling.ACCEPTED], result[labeling.REMOVED]) == (0, 1, 2)
+    for sid in (answered, unanswered):
+        assert (manifest.samples[sid].state, manifest.samples[sid].reason) == (
+            "rejected",
+            NOT_IN_POOL,
+        )
+        assert sid in caplog.text
+    assert open_queue(r) == []  # not collected, nor pushed again
+
+
 def test_params_leave_out_a_password_written_into_a_url():
     from activelearn.rounds import flat_params
 
