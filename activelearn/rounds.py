@@ -30,7 +30,13 @@ from omegaconf import OmegaConf
 
 from activelearn import labeling
 from activelearn.config import Config
-from activelearn.data import class_folders, class_names_of, list_files, preprocess
+from activelearn.data import (
+    UnreadableImage,
+    class_folders,
+    class_names_of,
+    list_files,
+    preprocess,
+)
 from activelearn.faults import kill_point
 from activelearn.files import write_atomic
 from activelearn.manifest import Manifest
@@ -273,7 +279,8 @@ def stopping_signal(r: Round, classifier) -> dict:
     """Stabilizing predictions: agreement of consecutive models on a fixed unlabeled set.
 
     The set is drawn once from the pool; images in it that have been labeled since are
-    left out of the agreement, since a model agrees with the labels it was trained on.
+    left out of the agreement, since a model agrees with the labels it was trained on,
+    and so are those removed from the pool folder (no prediction, `null`).
     """
     cfg = r.cfg.campaign
     if classifier is None or cfg.stop_patience <= 0:
@@ -284,19 +291,31 @@ def stopping_signal(r: Round, classifier) -> dict:
         chosen = sorted(rng.choice(pool, size=min(cfg.stop_set, len(pool)), replace=False))
         write_atomic(STOP_SET, json.dumps([str(s) for s in chosen]))
     ids = json.loads(STOP_SET.read_text())
-    x = np.stack([preprocess(Path(r.cfg.data.pool_dir) / s, classifier.prep) for s in ids])
-    names = classifier.class_names  # names, not indices: a class added later shifts those
-    predicted = [names[i] for i in classifier.predict_proba(x).argmax(axis=1)]
-    write_atomic(r.dir / "stop_predictions.json", json.dumps(predicted))
+    predicted = predict_stop_set(classifier, ids, Path(r.cfg.data.pool_dir))
+    write_atomic(r.dir / "stop_predictions.json", json.dumps(predicted))  # aligned with ids
+    unlabeled = [i for i, s in enumerate(ids) if r.manifest.samples[s].state != "labeled"]
+    removed = [ids[i] for i in unlabeled if predicted[i] is None]
+    if removed:
+        log.warning(
+            "%d unlabeled images of the stop set %s are no longer readable in %s, left out "
+            "of the agreement (put them back to compare on them): %s",
+            len(removed),
+            STOP_SET,
+            r.cfg.data.pool_dir,
+            removed[:5],
+        )
     previous = round_dir(r.n - 1) / "stop_predictions.json"
     if not previous.exists():
         return {"stop": False, "agreement": None}
-    unlabeled = np.array([r.manifest.samples[s].state != "labeled" for s in ids], bool)
-    if not unlabeled.any():
-        log.warning("every image of the stop set %s is labeled: no stop signal", STOP_SET)
+    before = json.loads(previous.read_text())
+    compared = [i for i in unlabeled if predicted[i] is not None and before[i] is not None]
+    if not compared:
+        log.warning(
+            "every image of the stop set %s is labeled or removed from the pool: no stop signal",
+            STOP_SET,
+        )
         return {"stop": False, "agreement": None}
-    same = np.array(json.loads(previous.read_text())) == np.array(predicted)
-    agreement = float(np.mean(same[unlabeled]))
+    agreement = float(np.mean([predicted[i] == before[i] for i in compared]))
     streak = 0
     if agreement >= cfg.stop_agreement:  # this round, and those in a row before it
         streak = 1 + stable_rounds(r.n - 1, cfg.stop_agreement)
@@ -305,9 +324,24 @@ def stopping_signal(r: Round, classifier) -> dict:
     return {
         "stop": stop,
         "agreement": agreement,
-        "agreement_images": int(unlabeled.sum()),
+        "agreement_images": len(compared),
         "reason": reason,
     }
+
+
+def predict_stop_set(classifier, ids: list[str], pool_dir: Path) -> list[str | None]:
+    """The model's class of each stop-set image (names, not indices: a class added later
+    shifts those); None for an image no longer readable in the pool folder."""
+    decoded = {}
+    for sid in ids:
+        with contextlib.suppress(UnreadableImage):  # removed since the set was drawn
+            decoded[sid] = preprocess(pool_dir / sid, classifier.prep)
+    if not decoded:
+        return [None] * len(ids)
+    names = classifier.class_names
+    classes = classifier.predict_proba(np.stack(list(decoded.values()))).argmax(axis=1)
+    predicted = dict(zip(decoded, (names[i] for i in classes), strict=True))
+    return [predicted.get(sid) for sid in ids]
 
 
 def stable_rounds(n: int, agreement: float, workspace: Path = Path()) -> int:

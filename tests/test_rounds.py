@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from activelearn.config import CampaignConfig, Config, DataConfig, StrategyConfig, TrackingConfig
+from activelearn.data import Preprocessing
 from activelearn.faults import VARIABLE
 from activelearn.manifest import Manifest
 from activelearn.model import Classifier
@@ -495,6 +496,55 @@ def test_queued_images_removed_from_the_pool_are_rejected_and_hold_nothing_up(
         )
         assert sid in caplog.text
     assert open_queue(r) == []  # not collected, nor pushed again
+
+
+class AlwaysFirstClass:
+    """A model stand-in for the stop rule: predicts c0 for every image."""
+
+    prep = Preprocessing((12, 12), 1)
+    class_names = ["c0", "c1", "c2"]
+
+    def predict_proba(self, x):
+        return np.tile([1.0, 0.0, 0.0], (len(x), 1))
+
+
+def test_the_stop_rule_leaves_out_stop_set_images_removed_from_the_pool(
+    tmp_path, monkeypatch, caplog
+):
+    """Against predictions an older version stored (a list aligned with the stop set):
+    removed images are left out, labeled ones too; with none left, no stop signal."""
+    from activelearn.rounds import Round, RoundState, stopping_signal
+
+    monkeypatch.chdir(tmp_path)
+    make_workspace(tmp_path)
+    cfg = Config(campaign=CampaignConfig(stop_patience=1, stop_agreement=0.5))
+    pool = tmp_path / cfg.data.pool_dir
+    stop_set = [f"batch{i % 3}/pool-0-{i:02d}.png" for i in range(4)]
+    labeled, removed, same, differs = stop_set
+    manifest = Manifest(cfg.data.manifest)
+    manifest.sync_pool(pool, AlwaysFirstClass.prep)
+    manifest.set_state(labeled, "labeled", round=0, label="c0")
+    (tmp_path / "rounds" / "0").mkdir(parents=True)
+    (tmp_path / "rounds" / "stop_set.json").write_text(json.dumps(stop_set))
+    (tmp_path / "rounds" / "0" / "stop_predictions.json").write_text(
+        json.dumps(["c1", "c1", "c0", "c1"])
+    )
+    for sid in (labeled, removed):  # the labeled one's copy is in data/raw
+        (pool / sid).unlink()
+
+    def signal(n):
+        return stopping_signal(Round(cfg, n, RoundState(n), manifest, None), AlwaysFirstClass())
+
+    result = signal(1)
+    assert (result["agreement"], result["agreement_images"]) == (0.5, 2)  # same, differs
+    stored = json.loads((tmp_path / "rounds" / "1" / "stop_predictions.json").read_text())
+    assert stored == [None, None, "c0", "c0"]  # still aligned with the stop set
+    assert removed in caplog.text and labeled not in caplog.text
+
+    for sid in (same, differs):
+        (pool / sid).unlink()
+    assert signal(2) == {"stop": False, "agreement": None}
+    assert "labeled or removed from the pool: no stop signal" in caplog.text
 
 
 def test_params_leave_out_a_password_written_into_a_url():
