@@ -340,11 +340,16 @@ class _Passes:
         tail_model = keras.Model(hidden_in, [feature_out, hidden])
 
         self.dropouts = [layer for layer in tail if isinstance(layer, keras.layers.Dropout)]
-        self.deterministic = tf.function(lambda x: deterministic(x, training=False))
-        self.head = tf.function(lambda x: head(x, training=False))
-        self.deterministic_tail = tf.function(lambda h: tail_model(h, training=False))
+
+        def traced_once(fn, model):  # any batch size: one trace, not one per size
+            spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
+            return tf.function(fn, input_signature=[spec])
+
+        self.deterministic = traced_once(lambda x: deterministic(x, training=False), network)
+        self.head = traced_once(lambda x: head(x, training=False), network)
+        self.deterministic_tail = traced_once(lambda h: tail_model(h, training=False), tail_model)
         # training=True switches dropout on; the tail has nothing else that it changes.
-        self.stochastic_tail = tf.function(lambda h: tail_model(h, training=True)[1])
+        self.stochastic_tail = traced_once(lambda h: tail_model(h, training=True)[1], tail_model)
 
     def reseed(self, seed: int) -> None:
         """Start every dropout layer's random stream at `seed` (each its own)."""

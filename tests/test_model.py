@@ -102,6 +102,17 @@ def test_the_graphs_traced_to_train_a_model_go_with_it(tmp_path, tiny_model_cfg)
     assert [r().name for r in traced if r() is not None] == []
 
 
+def test_the_scoring_passes_are_traced_once_for_any_batch_size(trained):
+    classifier, _, test = trained
+    for size in (3, 5, 7):  # a pool's batches, its last one, the open tasks: sizes vary
+        classifier.predict_with_features(test.x[:size])
+        classifier.predict_with_features(test.x[:size], mc_samples=2, seed=0)
+    passes = classifier._passes()
+    for traced in (passes.deterministic, passes.head, passes.deterministic_tail):
+        assert traced.experimental_get_tracing_count() == 1
+    assert passes.stochastic_tail.experimental_get_tracing_count() == 1
+
+
 def test_bentoml_export_and_import_give_identical_predictions(trained, tmp_path, bentoml_home):
     classifier, _, test = trained
     path = tmp_path / "model" / "classifier.bentomodel"
