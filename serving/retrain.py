@@ -42,9 +42,6 @@ def next_round(model_version: str | None) -> int | None:
     return int(match.group(1)) + 1 if match else None
 
 
-COUNTED = ("created", "updated", "deleted", "pending")
-
-
 @dataclass
 class _ProjectAnnotations:
     """Annotation ids, so an annotation counts once however many webhooks deliver it."""
@@ -107,7 +104,7 @@ class AnnotationCounter:
         """Under the lock. A file that cannot be written costs the counts a restart, not
         the webhook: Label Studio would retry it, and count nothing more."""
         saved = {
-            project: {name: list(getattr(annotations, name)) for name in COUNTED}
+            project: {name: list(ids) for name, ids in vars(annotations).items()}
             for project, annotations in self._projects.items()
         }
         try:
