@@ -25,7 +25,7 @@ FIRST_JOB := seed=$(firstword $(subst $(comma), ,$(SEEDS))),strategy=$(firstword
 demo: $(STAMP)
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m activelearn -m campaign.rounds=$(ROUNDS) \
 		strategy=$(STRATEGIES) seed=$(SEEDS) hydra.sweep.dir=$(SWEEP)
-	$(PY) -m activelearn.report $(SWEEP) --target 0.9 0.95
+	$(PY) -m activelearn.tracking.report $(SWEEP) --target 0.9 0.95
 	@echo "Learning curves: $(SWEEP)/report/learning_curves.png"
 	@echo "MLflow UI of one campaign: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(SWEEP)/$(FIRST_JOB)/campaign/mlruns.db"
 

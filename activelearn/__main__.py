@@ -17,8 +17,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from activelearn.config import Config, ConfigError, check_config, register_configs
-from activelearn.sweep import job_workspace
+from activelearn.config import Config, ConfigError, register_configs
+from activelearn.rounds.checks import check_config
+from activelearn.rounds.sweep import job_workspace
 
 log = logging.getLogger("activelearn")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
@@ -30,11 +31,13 @@ register_configs()
 def main(cfg) -> None:
     from omegaconf import OmegaConf
 
-    from activelearn.labelstudio import LabelStudioError
-    from activelearn.model import UnreadableModel
+    from activelearn.labeling.labelstudio import LabelStudioError
+    from activelearn.learner.classifier import UnreadableModel
+    from activelearn.pipeline.run import PipelineFailed
     from activelearn.rounds import RoundBlocked
-    from activelearn.scoring import ScorerUnavailable, StrategyError
-    from activelearn.workspace import PipelineFailed, WorkspaceBusy, workspace_lock
+    from activelearn.scoring.stream import ScorerUnavailable
+    from activelearn.strategies.registry import StrategyError
+    from activelearn.workspace.repo import WorkspaceBusy, workspace_lock
 
     config: Config = OmegaConf.to_object(cfg)
     hydra_cfg = HydraConfig.get()
@@ -63,8 +66,8 @@ def main(cfg) -> None:
 
 def run(config: Config) -> str:
     """Run what the config asks for; a summary of it."""
+    from activelearn.pipeline.run import run_pipeline
     from activelearn.rounds import run_campaign, run_round
-    from activelearn.workspace import run_pipeline
 
     if config.campaign.rounds > 0:
         return campaign_summary(run_campaign(config))

@@ -5,8 +5,9 @@ ConfigStore as the base of `conf/config.yaml`, so a misspelled override or a val
 of the wrong type fails when the config is composed, not rounds later.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -131,61 +132,14 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message names it and the fix."""
 
 
-def check_config(cfg: Config) -> None:
-    """Fail at start-up, before the workspace changes, on settings the types let through
-    but that would fail later, after work was done (or reject every pool image)."""
-    from activelearn.data import list_files
-    from activelearn.scoring import check_strategy
-    from activelearn.stages import preprocessing
-
-    check_strategy(cfg.strategy)
-    data, campaign = cfg.data, cfg.campaign
-    try:
-        preprocessing(cfg)
-    except ValueError as err:
-        raise ConfigError(f"data.{err}") from err
-    if not 0 < data.test_fraction < 1 and not list_files(Path(cfg.workspace) / data.test_dir):
-        raise ConfigError(
-            f"data.test_fraction={data.test_fraction}: must be between 0 and 1 to draw a test "
-            f"set, or put a fixed test set into {data.test_dir}/<class>/ of the workspace"
-        )
-    if cfg.seed < 0:  # numpy's generators take none
-        raise ConfigError(f"seed={cfg.seed}: must be 0 or more")
-    if not 0 <= cfg.labeling.error_rate <= 1:
-        raise ConfigError(
-            f"labeling.error_rate={cfg.labeling.error_rate}: a share of answers, from 0 to 1 "
-            "(0.05 for 5%)"
-        )
-    if campaign.rounds < 0:
-        raise ConfigError(f"campaign.rounds={campaign.rounds}: must be 0 (one round=N) or more")
-    if campaign.stop_patience > 0 and not 0 < campaign.stop_agreement <= 1:
-        raise ConfigError(
-            f"campaign.stop_agreement={campaign.stop_agreement}: a share of the stop set, above "
-            "0 and at most 1 (0.99 for 99%); a higher one never stops the campaign"
-        )
-    if campaign.stop_patience > 0 and campaign.stop_set < 1:
-        raise ConfigError(
-            f"campaign.stop_set={campaign.stop_set}: the stop rule compares models on at "
-            "least 1 image; raise it, or turn the rule off with campaign.stop_patience=0"
-        )
-    title = cfg.labeling.project_title
-    if cfg.labeling.kind == "labelstudio" and not 3 <= len(title) <= 50:  # Label Studio's rule
-        raise ConfigError(
-            f"labeling.project_title={title!r}: Label Studio takes 3 to 50 characters, "
-            f"this has {len(title)}"
-        )
-    check_engine(cfg.scoring)
-
-
-def check_engine(scoring: ScoringConfig) -> None:
-    if scoring.engine not in ENGINES:
-        raise ConfigError(f"scoring.engine={scoring.engine!r}: choose {' or '.join(ENGINES)}")
-
-
 def register_configs() -> None:
     from omegaconf import OmegaConf
 
-    from activelearn.sweep import job_folder
-
     ConfigStore.instance().store(name="schema", node=Config)
     OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
+
+
+def job_folder(overrides: str) -> str:
+    """A job's folder name from its overrides: a `/` in a value made `_`, so each job is
+    one folder of the sweep; `defaults` for a job without any."""
+    return overrides.replace("/", "_") or "defaults"

@@ -50,9 +50,10 @@ sys.path.insert(0, str(ROOT))  # run from anywhere
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from activelearn import plots  # noqa: E402
 from activelearn.config import ModelConfig, StrategyConfig  # noqa: E402
-from activelearn.data import (  # noqa: E402
+from activelearn.core.files import atomic_file  # noqa: E402
+from activelearn.data.datasets import write_digits  # noqa: E402
+from activelearn.data.images import (  # noqa: E402
     Preprocessing,
     class_names_of,
     list_files,
@@ -60,23 +61,12 @@ from activelearn.data import (  # noqa: E402
     preprocess,
     sample_id,
 )
-from activelearn.datasets import write_digits  # noqa: E402
-from activelearn.files import atomic_file  # noqa: E402
-from activelearn.manifest import Manifest  # noqa: E402
-from activelearn.reporting import (  # noqa: E402
-    area_under_curve,
-    markdown_table,
-    summarize,
-)
-from activelearn.scoring import (  # noqa: E402
-    Batch,
-    CandidateSet,
-    ScoringPlan,
-    score_and_select,
-    score_batch,
-    select_candidates,
-)
+from activelearn.scoring.select import score_and_select, select_candidates  # noqa: E402
+from activelearn.scoring.stream import Batch, CandidateSet, ScoringPlan, score_batch  # noqa: E402
 from activelearn.strategies import MeanConfidence  # noqa: E402
+from activelearn.tracking import figures as plots  # noqa: E402
+from activelearn.tracking.report import area_under_curve, markdown_table, summarize  # noqa: E402
+from activelearn.workspace.manifest import Manifest  # noqa: E402
 
 log = logging.getLogger("bench.campaigns")
 
@@ -254,7 +244,7 @@ def train_model(digits: Digits, x: np.ndarray, y: np.ndarray, prep, mcfg, seed: 
     """A fresh classifier trained from scratch, as the DVC train stage does each round."""
     import keras
 
-    from activelearn.model import Classifier
+    from activelearn.learner.classifier import Classifier
 
     keras.backend.clear_session()  # each real round is a fresh process
     classifier = Classifier.build(digits.class_names, prep, mcfg, seed)
@@ -618,7 +608,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("activelearn.scoring", "activelearn.model", "activelearn.datasets"):
+    for noisy in ("activelearn.scoring", "activelearn.learner", "activelearn.data.datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing: one model per round
     for strategy in args.strategies:

@@ -33,8 +33,8 @@ import numpy as np
 from PIL import Image
 
 from activelearn.config import LabelingConfig
-from activelearn.labeling import apply_answers
-from activelearn.labelstudio import (
+from activelearn.labeling.answers import apply_answers
+from activelearn.labeling.labelstudio import (
     LABEL_STUDIO_VERSION,
     TOKEN_ENV,
     LabelStudioAnnotator,
@@ -42,8 +42,8 @@ from activelearn.labelstudio import (
     prediction_result,
     start_server,
 )
-from activelearn.manifest import Manifest
-from activelearn.queue import QueueItem
+from activelearn.workspace.manifest import Manifest
+from activelearn.workspace.queue import QueueItem
 
 CLASSES = ["class0", "class1", "class2"]
 log = logging.getLogger("bench.labelstudio")

@@ -49,13 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 import numpy as np  # noqa: E402
 from scoring import POOL_CACHE, generate_pool, image_id, peak_rss_mib  # noqa: E402  (bench/scoring.py: one shared pool cache)
 
-from activelearn.config import (  # noqa: E402
-    ModelConfig,
-    RayScoringConfig,
-    ScoringConfig,
-    StrategyConfig,
-)
-from activelearn.data import Preprocessing  # noqa: E402
+from activelearn.config import ModelConfig, RayScoringConfig, ScoringConfig, StrategyConfig  # noqa: E402
+from activelearn.data.images import Preprocessing  # noqa: E402
 
 N_CLASSES = 10
 QUEUE_SIZE = 100
@@ -64,7 +59,7 @@ MODEL_POOL = 10_000_000
 
 
 def save_model(path: Path, prep: Preprocessing, seed: int) -> None:
-    from activelearn.model import Classifier
+    from activelearn.learner.classifier import Classifier
 
     cfg = ModelConfig(filters=[32, 64], dense_units=128)
     names = [f"class{i}" for i in range(N_CLASSES)]
@@ -107,9 +102,9 @@ def timed_stream(engine, marks: dict):
 
 
 def measure_child(args: argparse.Namespace) -> None:
-    from activelearn import scoring as scoring_module
-    from activelearn.manifest import Manifest
-    from activelearn.model import Classifier
+    from activelearn.learner.classifier import Classifier
+    from activelearn.scoring import select as scoring_module
+    from activelearn.workspace.manifest import Manifest
 
     ray_ready = RayReady()
     logging.getLogger("activelearn").addHandler(ray_ready)
@@ -226,13 +221,9 @@ def driver_cost_per_image(strategy: str, block: int, n_blocks: int = 12) -> floa
     import csv
     import io
 
-    from activelearn.scoring import (
-        DETERMINISTIC_MEASURES,
-        CandidateSet,
-        ScoredBlock,
-        _write_score_rows,
-        tie_keys,
-    )
+    from activelearn.scoring.select import _write_score_rows
+    from activelearn.scoring.stream import CandidateSet, ScoredBlock, tie_keys
+    from activelearn.strategies.registry import DETERMINISTIC_MEASURES
 
     rng = np.random.default_rng(0)
     size = StrategyConfig().candidates
@@ -329,7 +320,7 @@ def main() -> None:
         measure_child(args)
         return
 
-    from activelearn.scoring_ray import local_cluster
+    from activelearn.scoring.ray_engine import local_cluster
 
     started = time.perf_counter()
     cpus = os.cpu_count() or 1

@@ -48,9 +48,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from activelearn.config import ModelConfig, StrategyConfig  # noqa: E402
-from activelearn.data import Preprocessing, preprocess  # noqa: E402
-from activelearn.manifest import Manifest  # noqa: E402
-from activelearn.scoring import score_and_select  # noqa: E402
+from activelearn.data.images import Preprocessing, preprocess  # noqa: E402
+from activelearn.scoring.select import score_and_select  # noqa: E402
+from activelearn.workspace.manifest import Manifest  # noqa: E402
 
 CHUNK = 1000  # files per folder, and per generation task
 N_CLASSES = 10
@@ -100,7 +100,7 @@ def generate_pool(cache_dir: Path, n: int, size: int, seed: int) -> Path:
 
 
 def build_classifier(prep: Preprocessing, seed: int):
-    from activelearn.model import Classifier
+    from activelearn.learner.classifier import Classifier
 
     cfg = ModelConfig(filters=[32, 64], dense_units=128)
     names = [f"class{i}" for i in range(N_CLASSES)]

@@ -61,8 +61,8 @@ def make_pool(root: Path, n: int, size: int, rng: np.random.Generator) -> list[s
 def make_model(root: Path, size: int, classes: int):
     os.environ["BENTOML_HOME"] = str(root / "bentoml")
     from activelearn.config import ModelConfig
-    from activelearn.data import Preprocessing
-    from activelearn.model import Classifier
+    from activelearn.data.images import Preprocessing
+    from activelearn.learner.classifier import Classifier
 
     names = [f"class{i}" for i in range(classes)]
     classifier = Classifier.build(
@@ -179,7 +179,7 @@ def concurrent_load(
 
 def in_process_floor(classifier, root: Path, images: list[str], n: int, repeat: int) -> float:
     """Median seconds of `preprocess` + `predict_proba` on `n` pool images, in this process."""
-    from activelearn.data import preprocess
+    from activelearn.data.images import preprocess
 
     times = []
     for r in range(repeat):

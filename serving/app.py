@@ -20,7 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from activelearn.model import Classifier
+from activelearn.learner.classifier import Classifier
 from serving.backend import Backend
 from serving.label_config import choice_target
 from serving.schemas import (

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 
-from activelearn.data import UnreadableImage, preprocess
-from activelearn.model import Classifier
+from activelearn.data.images import UnreadableImage, preprocess
+from activelearn.learner.classifier import Classifier
 from serving.images import ImageError, ImageSource
 from serving.label_config import ChoiceTarget
 from serving.model_store import ModelStore

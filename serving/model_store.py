@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from activelearn.model import Classifier
+from activelearn.learner.classifier import Classifier
 from serving.schemas import ModelState
 
 log = logging.getLogger(__name__)

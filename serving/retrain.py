@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from activelearn.files import write_atomic
-from activelearn.processes import stop_group
-from activelearn.workspace import python_environment
+from activelearn.core.files import write_atomic
+from activelearn.core.processes import stop_group
+from activelearn.workspace.repo import python_environment
 from serving.schemas import ProjectCounts, RetrainStatus
 from serving.settings import ENV_PREFIX
 

@@ -2,7 +2,7 @@
 
 Use it with `pytest_plugins = ["tests.labelstudio_server"]` in a test module. The server
 runs on a free loopback port with its sqlite database in a temporary folder, started by
-the same `start_server` as `python -m activelearn.labelstudio serve` (which installs
+the same `start_server` as `python -m activelearn.labeling.labelstudio serve` (which installs
 Label Studio into `.venv-labelstudio/` first when it is missing). Its local-files root is
 `root`: every test puts its pool in a folder directly under it, and makes its own project.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from activelearn.labelstudio import LabelStudioServer, free_port, start_server
+from activelearn.labeling.labelstudio import LabelStudioServer, free_port, start_server
 
 
 @dataclass

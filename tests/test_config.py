@@ -13,9 +13,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from activelearn.config import Config, ConfigError, check_config, register_configs
-from activelearn.scoring import check_strategy
-from activelearn.sweep import job_folder
+from activelearn.config import Config, ConfigError, job_folder, register_configs
+from activelearn.rounds.checks import check_config
+from activelearn.strategies.registry import check_strategy
 from tests.conftest import CONF_DIR, write_class_folders
 
 GROUPS = ["data", "model", "strategy", "labeling", "tracking", "scoring", "experiment"]
@@ -226,7 +226,7 @@ def test_cli_a_round_that_cannot_go_on_says_why_and_exits_1(tmp_path, args, mess
 def test_cli_a_workspace_in_use_is_refused(tmp_path):
     import fcntl
 
-    from activelearn.workspace import LOCK
+    from activelearn.workspace.layout import LOCK
 
     ws = tmp_path / "campaign"
     ws.mkdir()

@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from activelearn.config import Config, ConfigError, DataConfig
-from activelearn.data import (
+from activelearn.core.faults import VARIABLE
+from activelearn.data.datasets import WRITING, write_digits
+from activelearn.data.images import (
     Preprocessing,
     UnreadableImage,
     class_names_of,
@@ -20,10 +22,8 @@ from activelearn.data import (
     preprocess,
     split_test_set,
 )
-from activelearn.datasets import WRITING, write_digits
-from activelearn.faults import VARIABLE
-from activelearn.manifest import NOT_IN_POOL, Manifest
-from activelearn.workspace import prepare_data
+from activelearn.pipeline.run import prepare_data
+from activelearn.workspace.manifest import NOT_IN_POOL, Manifest
 from tests.conftest import write_class_folders
 
 GRAY = Preprocessing((8, 8), 1)
@@ -111,9 +111,9 @@ def test_wide_range_images_scale_by_their_type_not_their_brightest_pixel(tmp_pat
 
 
 def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch):
-    import activelearn.data
+    import activelearn.data.images
 
-    monkeypatch.setattr(activelearn.data, "MAX_PIXELS", 10_000)  # a real limit is 100s of MB
+    monkeypatch.setattr(activelearn.data.images, "MAX_PIXELS", 10_000)  # a real limit is 100s of MB
     Image.new("L", (101, 100)).save(tmp_path / "big.png")
     with pytest.raises(UnreadableImage, match=r"big.png: 101 x 100 pixels, over the limit"):
         preprocess(tmp_path / "big.png", GRAY)
@@ -271,8 +271,8 @@ def test_a_test_folder_with_only_hidden_files_gets_its_draw(tmp_path):
 
 
 def test_prepare_names_a_class_without_test_images(tmp_path, monkeypatch, caplog):
-    from activelearn import stages
     from activelearn.config import Config, DataConfig
+    from activelearn.pipeline import stages
 
     monkeypatch.chdir(tmp_path)
     write_class_folders(tmp_path / "raw", per_class=3, n_classes=3)
@@ -356,7 +356,7 @@ def test_the_test_set_is_drawn_at_set_up_and_never_from_labels_of_later_rounds(
 
 def test_a_demo_write_killed_midway_is_written_whole_by_the_next_run(tmp_path, monkeypatch):
     ws, whole = tmp_path / "campaign", tmp_path / "whole"
-    write = [sys.executable, "-m", "activelearn.datasets", "digits", "--root", str(ws)]
+    write = [sys.executable, "-m", "activelearn.data.datasets", "digits", "--root", str(ws)]
     killed = subprocess.run(write, env=os.environ | {VARIABLE: "digits:900"})
     assert killed.returncode == -9  # SIGKILLed before the 901st of 1,797 images
     assert list_files(ws / "data" / "raw") and not (ws / "data" / "pool_labels.csv").exists()

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from activelearn.files import PARTIAL, atomic_file, write_atomic
-from activelearn.workspace import init_workspace
+from activelearn.core.files import PARTIAL, atomic_file, write_atomic
+from activelearn.workspace.repo import init_workspace
 
 
 def test_a_write_that_fails_leaves_the_old_file_and_no_partial(tmp_path):

@@ -7,19 +7,19 @@ import pytest
 from PIL import Image
 
 from activelearn.config import ConfigError
-from activelearn.labeling import (
+from activelearn.labeling.answers import (
     ACCEPTED,
     MAX_NAME_BYTES,
     REMOVED,
     SKIPPED,
     UNKNOWN_LABEL,
     Answer,
-    SimulatedAnnotator,
     apply_answers,
     labeled_name,
 )
-from activelearn.manifest import NOT_IN_POOL, Manifest
-from activelearn.queue import QueueItem
+from activelearn.labeling.simulated import SimulatedAnnotator
+from activelearn.workspace.manifest import NOT_IN_POOL, Manifest
+from activelearn.workspace.queue import QueueItem
 
 CLASSES = ["cat", "dog", "fox"]
 

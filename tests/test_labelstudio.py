@@ -2,7 +2,7 @@
 
 Every integration test makes its own pool under the server's local-files root and its own
 project. The API checks talk to Label Studio directly over HTTP, as an annotator's browser
-would; only activelearn.labelstudio uses the SDK.
+would; only activelearn.labeling.labelstudio uses the SDK.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 
 from activelearn.config import LabelingConfig
-from activelearn.faults import VARIABLE
-from activelearn.labeling import (
+from activelearn.core.faults import VARIABLE
+from activelearn.labeling.answers import (
     ACCEPTED,
     DELETED,
     DISAGREEMENT,
@@ -40,7 +40,7 @@ from activelearn.labeling import (
     apply_answers,
     labeled_name,
 )
-from activelearn.labelstudio import (
+from activelearn.labeling.labelstudio import (
     EXCLUDED,
     PASSWORD_ENV,
     PROJECT_ROOT,
@@ -60,8 +60,8 @@ from activelearn.labelstudio import (
     port_is_busy,
     start_server,
 )
-from activelearn.manifest import Manifest
-from activelearn.queue import QueueItem, read_queue, write_queue
+from activelearn.workspace.manifest import Manifest
+from activelearn.workspace.queue import QueueItem, read_queue, write_queue
 from tests.conftest import write_class_folders
 
 pytest_plugins = ["tests.labelstudio_server"]
@@ -374,7 +374,7 @@ def test_next_round_ranks_open_tasks_by_the_new_model(campaign, caplog):
     rescored = make_queue(open_ids, campaign.truth, seed=2, confidence_range=(0.2, 0.9))
     not_rescored = {item.sample_id: item for item in rescored[:5]}  # keep their last score
     new_item = QueueItem(sample_ids[50], 1, "class1", 0.5, 0.5)
-    with caplog.at_level(logging.WARNING, logger="activelearn.labelstudio"):
+    with caplog.at_level(logging.WARNING, logger="activelearn.labeling.labelstudio"):
         campaign.annotator.push(2, [new_item], rescored=rescored[5:])
     assert "5 open task(s)" in caplog.text
 
@@ -559,7 +559,7 @@ def test_an_answer_changed_after_ingest_is_reported(campaign, caplog):
         report = json.loads((round_dir / "labelstudio_report.json").read_text())
         return {change.pop("sample_id"): change for change in report["late_changes"]}
 
-    with caplog.at_level(logging.WARNING, logger="activelearn.labelstudio"):
+    with caplog.at_level(logging.WARNING, logger="activelearn.labeling.labelstudio"):
         changes = collect_round_2()
 
     details = {sid: change.pop("detail") for sid, change in changes.items()}
@@ -633,7 +633,7 @@ KILLED_PUSH = """
 import json, sys
 from activelearn.config import LabelingConfig
 from activelearn.faults import VARIABLE
-from activelearn.labelstudio import LabelStudioAnnotator
+from activelearn.labeling.labelstudio import LabelStudioAnnotator
 from activelearn.queue import read_queue
 
 settings, classes, pool, queue = json.loads(sys.argv[1])
@@ -734,7 +734,7 @@ def test_server_down_says_where_and_how_to_start_it(tmp_path):
     with pytest.raises(LabelStudioUnreachable) as caught:
         annotator.push(1, [])
     message = str(caught.value)
-    assert url in message and "python -m activelearn.labelstudio serve" in message
+    assert url in message and "python -m activelearn.labeling.labelstudio serve" in message
     assert "t" * 40 not in message
 
 
@@ -853,7 +853,7 @@ def test_serve_stops_label_studio_when_it_is_terminated(tmp_path, signum):
     port = free_port()
     credentials = {USERNAME_ENV: "a@b.c", PASSWORD_ENV: "p" * 8, TOKEN_ENV: "t" * 40}
     serve = subprocess.Popen(
-        [sys.executable, "-m", "activelearn.labelstudio", "serve", "--port", str(port)]
+        [sys.executable, "-m", "activelearn.labeling.labelstudio", "serve", "--port", str(port)]
         + ["--data-dir", str(tmp_path / "ls"), "--pool-dir", str(tmp_path / "pool")],
         cwd=PROJECT_ROOT,  # `-m` imports this checkout
         env=os.environ | credentials,

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from activelearn.rounds import run_round
-from activelearn.workspace import campaign_id
+from activelearn.workspace.repo import campaign_id
 from tests.test_rounds import make_config, make_workspace
 
 pytestmark = pytest.mark.integration

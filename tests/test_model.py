@@ -6,15 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
-from activelearn import model
 from activelearn.config import ModelConfig
-from activelearn.data import Preprocessing, class_names_of, load_labeled
-from activelearn.model import (
-    Classifier,
-    UnreadableModel,
-    classification_report,
-    training_epochs,
-)
+from activelearn.data.images import Preprocessing, class_names_of, load_labeled
+from activelearn.learner import classifier as model
+from activelearn.learner.classifier import Classifier, UnreadableModel, training_epochs
+from activelearn.learner.metrics import classification_report
 from tests.conftest import write_class_folders
 
 PREP = Preprocessing((12, 12), 1)

@@ -10,11 +10,13 @@ from dataclasses import replace
 
 import pytest
 
-from activelearn import stage_worker, stages
 from activelearn.config import Config, DataConfig
-from activelearn.data import list_files
-from activelearn.manifest import Manifest
-from activelearn.workspace import PipelineFailed, python_environment, run_pipeline, write_params
+from activelearn.data.images import list_files
+from activelearn.pipeline import stages
+from activelearn.pipeline import worker as stage_worker
+from activelearn.pipeline.run import PipelineFailed, run_pipeline, write_params
+from activelearn.workspace.manifest import Manifest
+from activelearn.workspace.repo import python_environment
 from tests.conftest import write_class_folders
 
 pytestmark = pytest.mark.integration
@@ -105,7 +107,8 @@ def test_the_pipeline_follows_the_configured_data_folders(tmp_path, bentoml_home
 
 
 def test_a_workspace_from_an_older_version_gets_the_missing_ignore_lines(tmp_path):
-    from activelearn.workspace import LOCK, init_workspace
+    from activelearn.workspace.layout import LOCK
+    from activelearn.workspace.repo import init_workspace
 
     ws = tmp_path / "campaign"
     ws.mkdir()
@@ -132,7 +135,7 @@ def test_setting_up_a_workspace_sends_dvc_no_usage_report(tmp_path, monkeypatch)
     import threading
     import time
 
-    from activelearn.workspace import init_workspace
+    from activelearn.workspace.repo import init_workspace
 
     reports = []
 
@@ -175,7 +178,7 @@ def test_a_pipeline_dvc_cannot_run_fails_with_dvcs_own_words(tmp_path, tiny_mode
 
 
 def test_a_plain_retrain_stays_at_the_workspaces_round(tmp_path, bentoml_home, tiny_model_cfg):
-    from activelearn.model import Classifier
+    from activelearn.learner.classifier import Classifier
 
     ws = tmp_path / "campaign"
     write_class_folders(ws / "data" / "raw", per_class=6)

@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from activelearn.processes import stop_group
+from activelearn.core.processes import stop_group
 
 
 def running(pid: int) -> bool:
@@ -48,7 +48,7 @@ def test_orphans_a_subreaper_inherits_are_reaped_not_waited_for():
     """As PID 1 of a container is: the leader's children become ours once it exits."""
     script = (
         "import ctypes, subprocess, time\n"
-        "from activelearn.processes import stop_group\n"
+        "from activelearn.core.processes import stop_group\n"
         "ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER\n"
         "group = ['sh', '-c', 'sleep 60 & sleep 60 & wait']\n"
         "leader = subprocess.Popen(group, start_new_session=True)\n"

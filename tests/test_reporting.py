@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from activelearn.reporting import (
+from activelearn.tracking.report import (
     area_under_curve,
     labels_to_reach,
     main,
@@ -122,7 +122,7 @@ def test_a_report_counting_one_configuration_and_seed_twice_is_refused(tmp_path)
 
 def test_a_pool_row_without_a_prediction_is_left_out_of_the_uncertainty_plot(tmp_path, monkeypatch):
     from activelearn.config import Config
-    from activelearn.reporting import round_figures
+    from activelearn.tracking.report import round_figures
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "rounds" / "0").mkdir(parents=True)
@@ -134,7 +134,7 @@ def test_a_pool_row_without_a_prediction_is_left_out_of_the_uncertainty_plot(tmp
 
 
 def test_class_names_mlflow_refuses_become_metric_names_it_takes(tmp_path):
-    from activelearn.tracking import CampaignTracker, tracking_uri
+    from activelearn.tracking.tracker import CampaignTracker, tracking_uri
 
     tracker = CampaignTracker(tracking_uri("sqlite:///mlruns.db", tmp_path), "e", "c", tmp_path)
     run_id = tracker.round_run(0)
@@ -144,7 +144,7 @@ def test_class_names_mlflow_refuses_become_metric_names_it_takes(tmp_path):
 
 
 def test_a_campaign_run_continued_is_running_again(tmp_path):
-    from activelearn.tracking import CampaignTracker, tracking_uri
+    from activelearn.tracking.tracker import CampaignTracker, tracking_uri
 
     def tracker() -> CampaignTracker:
         return CampaignTracker(tracking_uri("sqlite:///mlruns.db", tmp_path), "e", "c", tmp_path)
@@ -223,5 +223,5 @@ def test_a_job_without_a_trained_round_is_named_in_a_warning(tmp_path, caplog):
     write_job(tmp_path, "2", "random", [], ["strategy=random", "seed=1"])  # killed early
     rows = report_sweep(tmp_path, [0.9])
     assert [(r["strategy"], r["seeds"]) for r in rows] == [("entropy", 1), ("random", 1)]
-    (warning,) = [r.getMessage() for r in caplog.records if r.name == "activelearn.reporting"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "activelearn.tracking.report"]
     assert warning == f"left out {tmp_path / '2'}: no trained round in its campaign"

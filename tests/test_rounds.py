@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from activelearn.config import CampaignConfig, Config, DataConfig, StrategyConfig, TrackingConfig
-from activelearn.data import Preprocessing
-from activelearn.faults import VARIABLE
-from activelearn.manifest import Manifest
-from activelearn.model import Classifier
+from activelearn.core.faults import VARIABLE
+from activelearn.data.images import Preprocessing
+from activelearn.learner.classifier import Classifier
 from activelearn.rounds import PHASES, RoundBlocked, run_campaign, run_round
-from activelearn.workspace import campaign_id
+from activelearn.workspace.manifest import Manifest
+from activelearn.workspace.repo import campaign_id
 from tests.conftest import pattern_image
 
 pytestmark = pytest.mark.integration
@@ -366,7 +366,7 @@ def test_images_still_queued_count_against_the_budget(
 def test_a_campaign_without_labels_starts_cold(tmp_path, tiny_model_cfg, bentoml_home):
     import shutil
 
-    from activelearn.queue import read_queue
+    from activelearn.workspace.queue import read_queue
 
     ws = tmp_path / "campaign"
     make_workspace(ws)
@@ -400,9 +400,9 @@ def test_git_commit_false_leaves_the_workspace_history_alone(
 def test_a_sample_queued_again_is_answered_once(tmp_path, monkeypatch):
     """Queued in round 0, sent back to the pool, queued again in round 1: in both queue
     files, but the round-2 ingest collects and counts it once."""
-    from activelearn import labeling
-    from activelearn.queue import QueueItem, write_queue
+    from activelearn.labeling import answers as labeling
     from activelearn.rounds import Round, RoundState, ingest
+    from activelearn.workspace.queue import QueueItem, write_queue
 
     monkeypatch.chdir(tmp_path)
     make_workspace(tmp_path)
@@ -424,9 +424,9 @@ def test_a_sample_queued_again_is_answered_once(tmp_path, monkeypatch):
 def test_an_ingest_rerun_after_its_answers_were_saved_still_goes_on(tmp_path, monkeypatch):
     """Killed after the manifest took 9 of 10 answers, before the phase was recorded: the
     rerun finds 1 open image, which is 10% of the queue, not 100%."""
-    from activelearn import labeling
-    from activelearn.queue import QueueItem, write_queue
+    from activelearn.labeling import answers as labeling
     from activelearn.rounds import Round, RoundState, ingest
+    from activelearn.workspace.queue import QueueItem, write_queue
 
     class NineOfTen:  # people who have answered all but the last image (no server here)
         def collect(self, round, queue, round_dir, answered=()):
@@ -460,10 +460,10 @@ def test_queued_images_removed_from_the_pool_are_rejected_and_hold_nothing_up(
 ):
     """One answered and one still open, both removed from data/pool/: the round goes on
     (min_answered=1), both are rejected with the reason, and neither is open any more."""
-    from activelearn import labeling
-    from activelearn.manifest import NOT_IN_POOL
-    from activelearn.queue import QueueItem, write_queue
+    from activelearn.labeling import answers as labeling
     from activelearn.rounds import Round, RoundState, ingest, open_queue
+    from activelearn.workspace.manifest import NOT_IN_POOL
+    from activelearn.workspace.queue import QueueItem, write_queue
 
     answered, unanswered = "batch0/pool-0-00.png", "batch1/pool-0-01.png"
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from activelearn.config import LabelingConfig
-from activelearn.manifest import Manifest
 from activelearn.rounds import RoundBlocked, run_round
+from activelearn.workspace.manifest import Manifest
 from tests.test_rounds import make_config, make_workspace, run_cli_round
 
 pytestmark = pytest.mark.integration

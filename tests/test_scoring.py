@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 from activelearn.config import StrategyConfig
-from activelearn.data import Preprocessing, class_names_of, load_labeled
-from activelearn.manifest import Manifest
-from activelearn.model import Classifier
-from activelearn.queue import read_queue
-from activelearn.scoring import StrategyError, check_strategy, score_and_select, stream_pool
+from activelearn.data.images import Preprocessing, class_names_of, load_labeled
+from activelearn.learner.classifier import Classifier
+from activelearn.scoring.select import score_and_select
+from activelearn.scoring.stream import stream_pool
 from activelearn.strategies import MeanConfidence
+from activelearn.strategies.registry import StrategyError, check_strategy
+from activelearn.workspace.manifest import Manifest
+from activelearn.workspace.queue import read_queue
 from tests.conftest import write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
@@ -108,7 +110,7 @@ class GivesNaNFor:
 def test_a_sample_the_model_gives_nan_for_is_queued_last_without_a_prediction(
     tmp_path, classifier, pool
 ):
-    from activelearn.data import preprocess
+    from activelearn.data.images import preprocess
 
     model, labeled_x = classifier
     pool_dir, manifest = pool

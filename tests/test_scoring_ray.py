@@ -18,16 +18,11 @@ from pathlib import Path
 import pytest
 import ray  # noqa: F401 (a test dependency: fail here, never skip, without it)
 
-from activelearn.config import (
-    ModelConfig,
-    RayScoringConfig,
-    ScoringConfig,
-    StrategyConfig,
-)
-from activelearn.data import Preprocessing, class_names_of, load_labeled
-from activelearn.manifest import Manifest
-from activelearn.model import Classifier
-from activelearn.scoring import score_and_select
+from activelearn.config import ModelConfig, RayScoringConfig, ScoringConfig, StrategyConfig
+from activelearn.data.images import Preprocessing, class_names_of, load_labeled
+from activelearn.learner.classifier import Classifier
+from activelearn.scoring.select import score_and_select
+from activelearn.workspace.manifest import Manifest
 from tests.conftest import write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
@@ -191,7 +186,7 @@ def test_cold_start_on_ray_picks_as_the_local_one(tmp_path, campaign, local_ray)
 
 @pytest.mark.integration
 def test_a_node_that_cannot_read_the_pool_is_a_clear_error(tmp_path, campaign, local_ray):
-    from activelearn.scoring_ray import NodeCannotRead
+    from activelearn.scoring.ray_engine import NodeCannotRead
 
     with pytest.raises(NodeCannotRead, match="cannot read the pool.*/nowhere/class0"):
         score(
@@ -209,7 +204,7 @@ def test_two_node_cluster_picks_as_the_local_scorer_diversity(
     tmp_path, campaign, short_tmp, caplog
 ):
     """hybrid with 15 of 30 labeled: TypiClust and cluster-margin, on the driver."""
-    from activelearn.scoring_ray import local_cluster
+    from activelearn.scoring.ray_engine import local_cluster
 
     if ray.is_initialized():
         ray.shutdown()  # this test's driver joins the cluster through the scorer itself
@@ -272,6 +267,6 @@ def test_a_cluster_nobody_answers_at_stops_the_round_at_once(tmp_path):
 
 def test_without_ray_the_engine_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails
-    monkeypatch.delitem(sys.modules, "activelearn.scoring_ray", raising=False)
+    monkeypatch.delitem(sys.modules, "activelearn.scoring.ray_engine", raising=False)
     with pytest.raises(ImportError, match=r"pip install '\.\[ray\]'"):
-        import activelearn.scoring_ray  # noqa: F401
+        import activelearn.scoring.ray_engine  # noqa: F401

@@ -30,9 +30,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 
-from activelearn.data import Preprocessing, class_names_of, load_labeled, preprocess
-from activelearn.labelstudio import free_port
-from activelearn.model import Classifier
+from activelearn.data.images import Preprocessing, class_names_of, load_labeled, preprocess
+from activelearn.labeling.labelstudio import free_port
+from activelearn.learner.classifier import Classifier
 from serving.app import create_app, describe
 from serving.images import ImageError, ImageSource
 from serving.label_config import DEFAULT_TARGET, choice_target

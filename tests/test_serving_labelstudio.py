@@ -22,9 +22,9 @@ import pytest
 import uvicorn
 
 from activelearn.config import ModelConfig
-from activelearn.data import Preprocessing, class_names_of, load_labeled, preprocess
-from activelearn.labelstudio import label_config
-from activelearn.model import Classifier
+from activelearn.data.images import Preprocessing, class_names_of, load_labeled, preprocess
+from activelearn.labeling.labelstudio import label_config
+from activelearn.learner.classifier import Classifier
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.conftest import write_class_folders

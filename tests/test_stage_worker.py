@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from activelearn import stage_worker
+from activelearn.pipeline import worker as stage_worker
 
-STAGE = f"{sys.executable} -m activelearn.stages"
+STAGE = f"{sys.executable} -m activelearn.pipeline.stages"
 TWO_STAGES = f"{STAGE} prepare && {STAGE} train"
 ENV = dict(os.environ)
 

@@ -1,5 +1,5 @@
 """A Hydra sweep end to end: `python -m activelearn -m ...` runs one campaign per job,
-each in its own workspace, then `python -m activelearn.report` compares them.
+each in its own workspace, then `python -m activelearn.tracking.report` compares them.
 
 Real parts throughout: the digits demo data, DVC, the sqlite MLflow store, the simulated
 annotator; a tiny model and two short campaigns keep it to a minute or two.
@@ -71,7 +71,7 @@ def test_a_sweep_runs_independent_campaigns_and_the_report_compares_them(tmp_pat
         queued[strategy] = (ws / "rounds" / "1" / "queue.jsonl").read_text()
     assert queued["margin"] != queued["random"]
 
-    report = run("-m", "activelearn.report", str(sweep), "--target", "0.5", cwd=tmp_path)
+    report = run("-m", "activelearn.tracking.report", str(sweep), "--target", "0.5", cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     with (sweep / "report" / "summary.csv").open() as f:
         rows = {row["strategy"]: row for row in csv.DictReader(f)}

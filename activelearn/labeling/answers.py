@@ -6,11 +6,9 @@ The round loop pushes a queue and later collects answers; it never knows who ans
 
 from __future__ import annotations
 
-import csv
 import glob
 import hashlib
 import logging
-import random
 import shutil
 import unicodedata
 from collections import Counter
@@ -19,22 +17,36 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from activelearn.config import ConfigError
-from activelearn.faults import kill_point
-from activelearn.files import atomic_file
-from activelearn.manifest import NOT_IN_POOL, Manifest, Sample
-from activelearn.queue import QueueItem
+from activelearn.core.faults import kill_point
+from activelearn.core.files import atomic_file
+from activelearn.workspace.manifest import NOT_IN_POOL, Manifest, Sample
+from activelearn.workspace.queue import QueueItem
 
 log = logging.getLogger(__name__)
 
+
 # What became of a queued sample.
 ACCEPTED = "accepted"  # label taken into the labeled set
+
+
 SKIPPED = "skipped"  # cancelled/skipped by the annotator: back to the pool
+
+
 DISAGREEMENT = "disagreement"  # annotators disagree (or tie): left out, listed
+
+
 UNKNOWN_LABEL = "unknown_label"  # a class the project does not know: rejected
+
+
 DELETED = "deleted"  # the task vanished from the labeling tool: back to the pool
+
+
 EXCLUDED = "excluded"  # skipped, with skipped images kept out of the pool: rejected
+
+
 REMOVED = "removed"  # its pool file was removed before it was copied: rejected
+
+
 OPEN = "open"  # not answered yet
 
 
@@ -65,77 +77,6 @@ class Annotator(Protocol):
         `answered`: the samples earlier rounds labeled or rejected (from the manifest), so
         that an answer changed since its ingest is reported, never silently ignored.
         """
-
-
-class SimulatedAnnotator:
-    """Answers from a labels file (CSV: pool-relative path, label), optionally flipping
-    a share `error_rate` of answers to another class, like a careless annotator."""
-
-    def __init__(
-        self,
-        labels_file: str | Path,
-        class_names: list[str],
-        error_rate: float = 0.0,
-        seed: int = 0,
-    ):
-        self.labels_file = Path(labels_file)
-        if not self.labels_file.is_file():
-            raise FileNotFoundError(
-                f"labels file {self.labels_file} not found: the simulated annotator needs "
-                "`path,label` rows for the pool (the demo dataset writes one)"
-            )
-        with self.labels_file.open(newline="", encoding="utf-8-sig") as f:  # Excel's BOM too
-            rows = csv.DictReader(f)
-            if not {"path", "label"} <= set(rows.fieldnames or ()):
-                raise ConfigError(
-                    f"labels file {self.labels_file}: its first row must be the header "
-                    f"`path,label`, not {rows.fieldnames}; then one row per pool image: its "
-                    "path relative to the pool folder, and its class"
-                )
-            self.truth = {_pool_path(row["path"]): row["label"].strip() for row in rows}
-        self.class_names = class_names
-        self.error_rate = error_rate
-        self.seed = seed
-
-    def push(self, round: int, queue: list[QueueItem], rescored: Sequence[QueueItem] = ()) -> None:
-        pass  # the oracle needs no tasks
-
-    def collect(
-        self,
-        round: int,
-        queue: list[QueueItem],
-        round_dir: Path,
-        answered: Sequence[Sample] = (),
-    ) -> list[Answer]:
-        rng = random.Random(f"{self.seed}-{round}")  # same answers when a round is rerun
-        answers, missing = [], []
-        for item in queue:
-            label = self.truth.get(_pool_path(item.sample_id))
-            if label is None:
-                missing.append(item.sample_id)
-                answers.append(Answer(item.sample_id, SKIPPED, detail="not in the labels file"))
-            elif label not in self.class_names:  # a folder name: never a new class or a path
-                detail = f"label {label!r} of the labels file is not a class: {self.class_names}"
-                answers.append(Answer(item.sample_id, UNKNOWN_LABEL, label, detail=detail))
-            else:
-                if rng.random() < self.error_rate:
-                    label = rng.choice([c for c in self.class_names if c != label] or [label])
-                answers.append(Answer(item.sample_id, ACCEPTED, label))
-        if missing and len(missing) == len(queue):
-            example = next(iter(self.truth), "nothing")
-            raise ConfigError(
-                f"none of the {len(queue)} queued images is in the labels file "
-                f"{self.labels_file} (queued: {missing[0]!r}; the file has {example!r}): its "
-                "paths must be relative to the pool folder, as in rounds/<N>/queue.jsonl"
-            )
-        if missing:
-            log.warning(
-                "%d queued images are not in the labels file %s, back to the pool: %s",
-                len(missing),
-                self.labels_file,
-                missing[:5],
-            )
-        return answers
 
 
 def _pool_path(path: str) -> str:

@@ -4,7 +4,7 @@ DVC still decides which stages run and records them in dvc.lock, and it runs in 
 process too (its Python API, in a thread), so no `dvc` start-up is paid per round. What
 changes is where a stage runs: `run_repro` gives DVC's stage commands
 `ACTIVELEARN_STAGE_WORKER`, naming a Unix socket, and each stage command
-(`python -m activelearn.stages <stage>`) finding it asks this process to run the stage
+(`python -m activelearn.pipeline.stages <stage>`) finding it asks this process to run the stage
 and exits with the stage's status. Without the variable, as when someone runs
 `dvc repro` by hand, a stage runs in its own process.
 

@@ -1,6 +1,6 @@
 """Label Studio: the one module that talks to it, and the command that starts a local server.
 
-    python -m activelearn.labelstudio serve [--port 8080] [--data-dir .labelstudio]
+    python -m activelearn.labeling.labelstudio serve [--port 8080] [--data-dir .labelstudio]
                                             [--pool-dir campaign/data/pool]
 
 `serve` installs Label Studio into its own virtual environment (`.venv-labelstudio/`, its
@@ -48,9 +48,10 @@ from xml.sax.saxutils import quoteattr
 import httpx
 
 from activelearn.config import LabelingConfig
-from activelearn.faults import kill_point
-from activelearn.files import write_atomic
-from activelearn.labeling import (
+from activelearn.core.faults import kill_point
+from activelearn.core.files import write_atomic
+from activelearn.core.processes import stop_group
+from activelearn.labeling.answers import (
     ACCEPTED,
     DELETED,
     DISAGREEMENT,
@@ -60,15 +61,13 @@ from activelearn.labeling import (
     UNKNOWN_LABEL,
     Answer,
 )
-from activelearn.manifest import Sample
-from activelearn.processes import stop_group
-from activelearn.queue import QueueItem
-from activelearn.stages import round_tag
+from activelearn.workspace.layout import PROJECT_ROOT, round_tag
+from activelearn.workspace.manifest import Sample
+from activelearn.workspace.queue import QueueItem
 
 log = logging.getLogger(__name__)
 
 LABEL_STUDIO_VERSION = "1.23.2"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = PROJECT_ROOT / ".venv-labelstudio"
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".labelstudio"
 DEFAULT_POOL_DIR = Path("campaign/data/pool")  # the default workspace's (`workspace=campaign`)
@@ -83,7 +82,7 @@ _STRAY_ENV = ("USERNAME", "PASSWORD", "HOST", "PORT", "USER_TOKEN")
 # In the description of the project a campaign creates: finds it again after a kill.
 CLAIM_PREFIX = "activelearn campaign claim "
 
-SERVE_HINT = "start it with `python -m activelearn.labelstudio serve` or set labeling.url"
+SERVE_HINT = "start it with `python -m activelearn.labeling.labelstudio serve` or set labeling.url"
 
 T = TypeVar("T")
 
@@ -914,8 +913,8 @@ class LabelStudioAnnotator:
             )
         except LabelStudioError as err:
             raise LabelStudioError(
-                f"{err}\nThe server must serve local files from the pool's parent: start it "
-                f"with `python -m activelearn.labelstudio serve --pool-dir {self.pool_dir}`"
+                f"{err}\nThe server must serve local files from the pool's parent: start it with "
+                f"`python -m activelearn.labeling.labelstudio serve --pool-dir {self.pool_dir}`"
             ) from None
         return storage.id
 
@@ -1288,7 +1287,7 @@ def _data(task: Any) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m activelearn.labelstudio", description=__doc__.splitlines()[0]
+        prog="python -m activelearn.labeling.labelstudio", description=__doc__.splitlines()[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
@@ -1332,7 +1331,3 @@ def _interrupt(signum: int, frame: Any) -> None:
     """Label Studio runs in its own session, which no signal to `serve` reaches: stop it
     as on Ctrl-C, or it outlives `serve` and keeps the port."""
     raise KeyboardInterrupt
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Figures of a round, and the report of a sweep of campaigns.
 
-    python -m activelearn.report multirun/<date>/<time> [--target 0.9 0.95]
+    python -m activelearn.tracking.report multirun/<date>/<time> [--target 0.9 0.95]
 
 reads every campaign of a Hydra sweep (one workspace per job) and writes
 `report/learning_curves.png`, `report/summary.csv` and `report/summary.md` in the sweep
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from activelearn import plots
 from activelearn.config import Config
-from activelearn.data import preprocess
-from activelearn.queue import QueueItem
+from activelearn.data.images import preprocess
+from activelearn.tracking import figures as plots
+from activelearn.workspace.queue import QueueItem
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def round_figures(
                 )
             )
     if queue:
-        from activelearn.stages import preprocessing
+        from activelearn.data.images import preprocessing
 
         prep = preprocessing(cfg)
         images = [preprocess(Path(cfg.data.pool_dir) / q.sample_id, prep) for q in queue[:64]]
@@ -234,7 +234,7 @@ def report_sweep(sweep: Path, targets: list[float]) -> list[dict]:
         for name, runs in curves.items()
     }
     plots.learning_curves(by_labels, out / "learning_curves.png", target=max(targets))
-    from activelearn.tracking import log_sweep_report
+    from activelearn.tracking.tracker import log_sweep_report
 
     log_sweep_report(sweep, out, rows, targets)
     return rows

@@ -1,4 +1,4 @@
-"""DVC stage entry points: `python -m activelearn.stages prepare|train|evaluate`.
+"""DVC stage entry points: `python -m activelearn.pipeline.stages prepare|train|evaluate`.
 
 Each stage reads `params.yaml` in the working directory (written from the Hydra config
 by the round loop, or edited by hand) into the same typed schema as the app, and calls
@@ -20,22 +20,23 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from activelearn import stage_worker
+from activelearn.pipeline import worker as stage_worker
+from activelearn.workspace.layout import (
+    EVALUATION,
+    HISTORY,
+    METRICS,
+    MODEL_FILE,
+    PARAMS,
+    PREPARED,
+    round_tag,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
     from activelearn.config import Config
-    from activelearn.data import Preprocessing
 
 log = logging.getLogger(__name__)
-
-PARAMS = Path("params.yaml")
-PREPARED = Path("prepared")
-MODEL_FILE = Path("model/classifier.bentomodel")
-EVALUATION = Path("evaluation")
-METRICS = EVALUATION / "metrics.json"
-HISTORY = EVALUATION / "history.csv"
 
 
 def load_params(path: Path = PARAMS) -> Config:
@@ -52,30 +53,19 @@ def load_params(path: Path = PARAMS) -> Config:
     return OmegaConf.to_object(merged)
 
 
-def round_tag(round: int) -> str:
-    """`round-N`: the round's git tag and MLflow run, and its model's version in BentoML,
-    MLflow and Label Studio."""
-    return f"round-{round}"
-
-
-def preprocessing(cfg: Config) -> Preprocessing:
-    from activelearn.data import Preprocessing
-
-    return Preprocessing(tuple(cfg.data.image_size), cfg.data.channels)
-
-
 def prepare(cfg: Config) -> None:
     """Decode the labeled and test folders into arrays; unreadable files are listed."""
     import numpy as np
 
-    from activelearn.data import class_names_of, load_labeled
+    from activelearn.data.images import class_names_of, load_labeled, preprocessing
 
     prep = preprocessing(cfg)
     class_names = class_names_of(cfg.data.raw_dir, cfg.data.test_dir)
     if not class_names:
         raise SystemExit(
             f"no class folders in {cfg.data.raw_dir}/ or {cfg.data.test_dir}/: put labeled "
-            f"images in {cfg.data.raw_dir}/<class>/, or run `python -m activelearn.datasets digits`"
+            f"images in {cfg.data.raw_dir}/<class>/, or run "
+            "`python -m activelearn.data.datasets digits`"
         )
     PREPARED.mkdir(exist_ok=True)
     rejected, empty = [], []
@@ -118,7 +108,8 @@ def _arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def train(cfg: Config) -> None:
     """Train from scratch on the labeled set and export the BentoML model."""
-    from activelearn.model import Classifier
+    from activelearn.data.images import preprocessing
+    from activelearn.learner.classifier import Classifier
 
     class_names = json.loads((PREPARED / "classes.json").read_text())
     x, y = _arrays("train")
@@ -134,7 +125,8 @@ def train(cfg: Config) -> None:
 
 def evaluate(cfg: Config) -> dict:
     """Score the model on the fixed test set; write metrics, report and confusion plot."""
-    from activelearn.model import Classifier, classification_report
+    from activelearn.learner.classifier import Classifier
+    from activelearn.learner.metrics import classification_report
 
     classifier = Classifier.load(MODEL_FILE)
     x, y = _arrays("test")

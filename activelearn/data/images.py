@@ -14,20 +14,29 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from activelearn.files import PARTIAL
+from activelearn.core.files import PARTIAL
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from activelearn.config import Config
 
 log = logging.getLogger(__name__)
 
 # Truncated files must fail loudly, not decode as half-grey images.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
 # Larger images are refused before decoding: a small compressed file can hold gigabytes
 # of pixels. 64 megapixels still admits any camera's photo (48 MP: 8000 x 6000).
 MAX_PIXELS = 64_000_000
+
+
 EXIF_ORIENTATION = 0x0112
 
 
@@ -224,3 +233,8 @@ def _move(path: Path, target: Path) -> None:
 def class_names_of(*roots: str | Path) -> list[str]:
     """The sorted union of class folder names under the given roots."""
     return sorted({name for root in roots for name in class_folders(root)})
+
+
+def preprocessing(cfg: Config) -> Preprocessing:
+
+    return Preprocessing(tuple(cfg.data.image_size), cfg.data.channels)

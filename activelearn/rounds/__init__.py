@@ -30,52 +30,43 @@ from omegaconf import OmegaConf
 
 from activelearn import labeling
 from activelearn.config import Config
-from activelearn.data import (
+from activelearn.core.faults import kill_point
+from activelearn.core.files import write_atomic
+from activelearn.data.images import (
     UnreadableImage,
     class_folders,
     class_names_of,
     list_files,
     preprocess,
+    preprocessing,
 )
-from activelearn.faults import kill_point
-from activelearn.files import write_atomic
-from activelearn.manifest import Manifest
-from activelearn.queue import QueueItem, read_queue, write_queue
-from activelearn.stages import (
+from activelearn.pipeline.run import prepare_data, repro, write_params
+from activelearn.workspace.layout import (
+    CAMPAIGN_ID,
     EVALUATION,
     HISTORY,
     METRICS,
     MODEL_FILE,
     PREPARED,
-    preprocessing,
+    STOP_SET,
+    round_dir,
     round_tag,
 )
-from activelearn.workspace import (
-    CAMPAIGN_ID,
-    campaign_id,
-    dvc_repo,
-    init_workspace,
-    prepare_data,
-    repro,
-    write_params,
-)
+from activelearn.workspace.manifest import Manifest
+from activelearn.workspace.queue import QueueItem, read_queue, write_queue
+from activelearn.workspace.repo import campaign_id, dvc_repo, init_workspace
 
 if TYPE_CHECKING:
-    from activelearn.tracking import CampaignTracker
+    from activelearn.tracking.tracker import CampaignTracker
 
 log = logging.getLogger(__name__)
 
+
 PHASES = ("ingest", "train", "select", "track", "push", "commit")
-ROUNDS = Path("rounds")
-STOP_SET = ROUNDS / "stop_set.json"  # drawn from the pool once, for the stop rule
 
 
 class RoundBlocked(RuntimeError):
     """The round cannot go on now; the message says why and what to do."""
-
-
-def round_dir(n: int) -> Path:
-    return ROUNDS / str(n)
 
 
 class RoundState:
@@ -139,13 +130,10 @@ def make_annotator(cfg: Config, class_names: list[str]) -> labeling.Annotator:
         except FileNotFoundError as err:
             raise RoundBlocked(f"{err}; with people labeling, use labeling=labelstudio") from None
     if cfg.labeling.kind == "labelstudio":
-        from activelearn.labelstudio import LabelStudioAnnotator
+        from activelearn.labeling.labelstudio import LabelStudioAnnotator
 
         return LabelStudioAnnotator(cfg.labeling, class_names, cfg.data.pool_dir)
     raise RoundBlocked(f"labeling.kind={cfg.labeling.kind!r}: use simulated or labelstudio")
-
-
-# ---------------------------------------------------------------------------- phases
 
 
 def open_queue(r: Round) -> list[QueueItem]:
@@ -225,13 +213,13 @@ def train(r: Round) -> dict:
 
 def select(r: Round) -> dict:
     """Score the pool, check the stopping rule, and queue the next batch."""
-    from activelearn.scoring import predict_items, score_and_select
+    from activelearn.scoring.select import predict_items, score_and_select
 
     cfg = r.cfg
     trained = not r.state.phases["train"].get("cold_start")
     classifier = None
     if trained:
-        from activelearn.model import Classifier
+        from activelearn.learner.classifier import Classifier
 
         classifier = Classifier.load(MODEL_FILE)
     labeled = r.state.phases["train"]["labeled"]
@@ -357,7 +345,7 @@ def stable_rounds(n: int, agreement: float, workspace: Path = Path()) -> int:
 
 def campaign_tracker(cfg: Config, ws: Path) -> CampaignTracker:
     """The campaign's MLflow runs; resumes the campaign run."""
-    from activelearn.tracking import CampaignTracker, tracking_uri
+    from activelearn.tracking.tracker import CampaignTracker, tracking_uri
 
     campaign = campaign_id(ws)
     return CampaignTracker(
@@ -367,7 +355,7 @@ def campaign_tracker(cfg: Config, ws: Path) -> CampaignTracker:
 
 def track(r: Round) -> dict:
     """Log the round to MLflow: a child run of the campaign run, resumed on a rerun."""
-    from activelearn.reporting import campaign_curve, round_figures
+    from activelearn.tracking.report import campaign_curve, round_figures
 
     cfg = r.cfg
     tracker = campaign_tracker(cfg, Path.cwd())
@@ -472,9 +460,6 @@ PHASE_FUNCTIONS = {
     "push": push,
     "commit": commit,
 }
-
-
-# --------------------------------------------------------------------------- drivers
 
 
 def flat_params(cfg: Config) -> dict:

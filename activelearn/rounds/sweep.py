@@ -5,6 +5,8 @@ A job's folder is named by its settings (`hydra.sweep.subdir` in conf/config.yam
 `campaign.settings`, the overrides that campaign was made with.
 """
 
+from __future__ import annotations
+
 import logging
 import sys
 from dataclasses import replace
@@ -14,12 +16,16 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from activelearn.config import ConfigError, check_config
-from activelearn.files import write_atomic
+from activelearn.config import ConfigError
+from activelearn.core.files import write_atomic
+from activelearn.rounds.checks import check_config
 
-log = logging.getLogger("activelearn")
+log = logging.getLogger(__name__)
+
 
 SETTINGS = "campaign.settings"
+
+
 MAX_NAME_BYTES = 255  # of a folder name, on the usual file systems
 
 
@@ -59,7 +65,7 @@ class CheckJobs(Callback):
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        from activelearn.scoring import StrategyError
+        from activelearn.strategies.registry import StrategyError
 
         loader = GlobalHydra.instance().config_loader()
         swept = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from activelearn.files import write_atomic
+from activelearn.core.files import write_atomic
 
 
 @dataclass

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from activelearn.stages import round_tag
+from activelearn.workspace.layout import round_tag
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from activelearn.config import ScoringConfig
-from activelearn.processes import stop_group
-from activelearn.scoring import (
+from activelearn.core.processes import stop_group
+from activelearn.scoring.stream import (
     CandidateSet,
     ScoredBlock,
     ScorerUnavailable,
@@ -130,7 +130,7 @@ def _load_classifier(model_path: str, tf_threads: int):
         tf.config.threading.set_inter_op_parallelism_threads(tf_threads)
     home = tempfile.mkdtemp(prefix="activelearn-bentoml-")
     os.environ["BENTOML_HOME"] = home  # model.py honours it: actors never share a store
-    from activelearn.model import Classifier
+    from activelearn.learner.classifier import Classifier
 
     try:
         return Classifier.load(model_path)

@@ -13,8 +13,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from activelearn.data import Preprocessing, UnreadableImage, list_files, preprocess, sample_id
-from activelearn.files import atomic_file
+from activelearn.core.files import atomic_file
+from activelearn.data.images import (
+    Preprocessing,
+    UnreadableImage,
+    list_files,
+    preprocess,
+    sample_id,
+)
 
 log = logging.getLogger(__name__)
 

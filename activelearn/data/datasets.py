@@ -1,6 +1,6 @@
 """Bundled demo data written into the campaign layout; nothing is downloaded.
 
-    python -m activelearn.datasets digits [--root .] [--seed 0] [--per-class 2]
+    python -m activelearn.data.datasets digits [--root .] [--seed 0] [--per-class 2]
 
 writes scikit-learn's 1,797 handwritten digits (8x8, gray) as PNG files: a labeled
 seed set (`data/raw/<digit>/`), the pool (`data/pool/`), a fixed test set
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from activelearn.faults import kill_point
-from activelearn.files import PARTIAL, atomic_file
+from activelearn.core.faults import kill_point
+from activelearn.core.files import PARTIAL, atomic_file
 
 log = logging.getLogger(__name__)
 

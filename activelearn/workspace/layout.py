@@ -1,0 +1,34 @@
+"""Every path and name of a campaign workspace's layout, in one place.
+
+Paths are relative to the workspace folder, except the project's own (`PROJECT_ROOT`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: conf/, dvc.yaml
+PIPELINE = PROJECT_ROOT / "dvc.yaml"  # copied into new workspaces
+
+CAMPAIGN_ID = "campaign.id"  # the workspace's campaign id (committed with every round)
+LOCK = ".activelearn.lock"  # held by the run working in the workspace
+
+PARAMS = Path("params.yaml")  # the DVC params: the config's parts the stages read
+PREPARED = Path("prepared")  # the prepare stage's arrays
+MODEL_FILE = Path("model/classifier.bentomodel")
+EVALUATION = Path("evaluation")
+METRICS = EVALUATION / "metrics.json"
+HISTORY = EVALUATION / "history.csv"
+
+ROUNDS = Path("rounds")
+STOP_SET = ROUNDS / "stop_set.json"  # drawn from the pool once, for the stop rule
+
+
+def round_tag(round: int) -> str:
+    """`round-N`: the round's git tag and MLflow run, and its model's version in BentoML,
+    MLflow and Label Studio."""
+    return f"round-{round}"
+
+
+def round_dir(n: int) -> Path:
+    return ROUNDS / str(n)
