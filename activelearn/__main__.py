@@ -17,7 +17,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from activelearn.config import Config, ConfigError, register_configs
+from activelearn.config import Config, register_configs
+from activelearn.errors import ActivelearnError
 from activelearn.rounds.checks import check_config
 from activelearn.rounds.sweep import job_workspace
 
@@ -31,13 +32,7 @@ register_configs()
 def main(cfg) -> None:
     from omegaconf import OmegaConf
 
-    from activelearn.labeling.labelstudio import LabelStudioError
-    from activelearn.learner.classifier import UnreadableModel
-    from activelearn.pipeline.run import PipelineFailed
-    from activelearn.rounds import RoundBlocked
-    from activelearn.scoring.stream import ScorerUnavailable
-    from activelearn.strategies.registry import StrategyError
-    from activelearn.workspace.repo import WorkspaceBusy, workspace_lock
+    from activelearn.workspace.repo import workspace_lock
 
     config: Config = OmegaConf.to_object(cfg)
     hydra_cfg = HydraConfig.get()
@@ -47,16 +42,7 @@ def main(cfg) -> None:
         check_config(config)
         with workspace_lock(Path(config.workspace).resolve()):
             print(run(config))
-    except (
-        ConfigError,
-        StrategyError,
-        ScorerUnavailable,
-        WorkspaceBusy,
-        RoundBlocked,
-        PipelineFailed,
-        LabelStudioError,
-        UnreadableModel,
-    ) as err:  # each says what is wrong and what to do: one line is enough
+    except ActivelearnError as err:  # each says what is wrong and what to do: one line is enough
         log.error("%s", err)
         sys.exit(1)
     except KeyboardInterrupt:  # Ctrl-C: every finished phase is recorded, nothing half-written

@@ -8,9 +8,46 @@ of the wrong type fails when the config is composed, not rounds later.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+
+
+# Choices: OmegaConf refuses any other value when the config is composed, naming the
+# allowed ones; each member compares equal to its string.
+class ColdStart(StrEnum):
+    """Round 0 without a model: random picks, k-center greedy or typical images on pixels."""
+
+    random = "random"
+    kcenter = "kcenter"
+    typiclust = "typiclust"
+
+
+class LabelingKind(StrEnum):
+    simulated = "simulated"  # an oracle answering from the labels file
+    labelstudio = "labelstudio"  # people, in Label Studio
+
+
+class Vote(StrEnum):
+    """How several annotations of one task decide its label."""
+
+    majority = "majority"  # more than half agree
+    unanimous = "unanimous"  # all agree
+
+
+class Skipped(StrEnum):
+    """What becomes of a cancelled or skipped task's image."""
+
+    pool = "pool"  # back to the pool
+    exclude = "exclude"  # out of the campaign, rejected
+
+
+class Engine(StrEnum):
+    """Where the pool is scored."""
+
+    local = "local"  # this machine
+    ray = "ray"  # a Ray cluster (pip install '.[ray]')
 
 
 @dataclass
@@ -47,7 +84,7 @@ class StrategyConfig:
     batch_size: int = 10  # images queued per round
     candidates: int = 1000  # the best-scored samples, plus as many at random, selectors see
     mc_samples: int = 0  # Monte-Carlo dropout passes; 0 = one deterministic pass
-    cold_start: str = "random"  # round 0 without a model: random | kcenter | typiclust
+    cold_start: ColdStart = ColdStart.random  # round 0, without a model
     # The selector's own parameters, e.g. {typical_per_class: 5} for hybrid or {alpha: 0.5}
     # for ranked_batch (activelearn.strategies.selector_params lists each one's defaults).
     params: dict[str, Any] = field(default_factory=dict)
@@ -55,15 +92,15 @@ class StrategyConfig:
 
 @dataclass
 class LabelingConfig:
-    kind: str = "simulated"  # simulated | labelstudio
+    kind: LabelingKind = LabelingKind.simulated
     error_rate: float = 0.0  # simulated: share of answers flipped to a wrong class
     url: str = "http://127.0.0.1:8080"  # labelstudio: server URL; token from LABEL_STUDIO_API_KEY
     project_title: str = "activelearn"
     # labelstudio: project id, pool storage, views and task ids per round (no secrets)
     state_file: str = "rounds/labelstudio.json"
     document_root: Optional[str] = None  # the server's local-files root; None = the pool's parent
-    vote: str = "majority"  # several annotations per task: majority (> half) | unanimous
-    skipped: str = "pool"  # cancelled/skipped tasks: pool (back to the pool) | exclude
+    vote: Vote = Vote.majority  # several annotations per task
+    skipped: Skipped = Skipped.pool  # cancelled/skipped tasks
     annotations_per_task: int = 1  # Label Studio's overlap: answers wanted per task
     timeout: float = 60.0  # seconds per request
     retries: int = 4  # transient failures (5xx, 429, timeouts) retried this often
@@ -104,12 +141,9 @@ class RayScoringConfig:
     start_timeout: float = 300.0  # seconds to wait for every actor to load the model
 
 
-ENGINES = ("local", "ray")  # where the pool is scored: this machine, or a Ray cluster
-
-
 @dataclass
 class ScoringConfig:
-    engine: str = "local"  # one of ENGINES (ray: pip install '.[ray]')
+    engine: Engine = Engine.local
     batch_size: int = 256  # images per forward pass, both engines
     ray: RayScoringConfig = field(default_factory=RayScoringConfig)
 
@@ -126,10 +160,6 @@ class Config:
     workspace: str = "campaign"  # the campaign's own git + DVC repo: data/, model/, rounds/
     seed: int = 0
     round: Optional[int] = None
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; the message names it and the fix."""
 
 
 def register_configs() -> None:

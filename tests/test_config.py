@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from activelearn.config import Config, ConfigError, job_folder, register_configs
+from activelearn.config import Config, job_folder, register_configs
+from activelearn.errors import ConfigError
 from activelearn.rounds.checks import check_config
 from activelearn.strategies.registry import check_strategy
 from tests.conftest import CONF_DIR, write_class_folders
@@ -127,7 +128,12 @@ def test_cli_bad_strategy_parameter_exits_before_any_work(tmp_path):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("scoring.engine=gpu", "scoring.engine='gpu': choose local or ray"),
+        ("scoring.engine=gpu", "Invalid value 'gpu', expected one of [local, ray]"),
+        (
+            "strategy.cold_start=kcentre",
+            "Invalid value 'kcentre', expected one of [random, kcenter, typiclust]",
+        ),
+        ("labeling.vote=most", "Invalid value 'most', expected one of [majority, unanimous]"),
         ("data.test_fraction=0", "data.test_fraction=0.0: must be between 0 and 1"),
         ("campaign.stop_set=0", "campaign.stop_set=0: the stop rule compares models"),
         ("data.image_size=[16]", "data.image_size=[16]: give height and width"),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from activelearn.config import Config, ConfigError, DataConfig
+from activelearn.config import Config, DataConfig
 from activelearn.core.faults import VARIABLE
 from activelearn.data.datasets import WRITING, write_digits
 from activelearn.data.images import (
@@ -22,6 +22,7 @@ from activelearn.data.images import (
     preprocess,
     split_test_set,
 )
+from activelearn.errors import ConfigError
 from activelearn.pipeline.run import prepare_data
 from activelearn.workspace.manifest import NOT_IN_POOL, Manifest
 from tests.conftest import write_class_folders

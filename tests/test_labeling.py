@@ -6,7 +6,7 @@ import csv
 import pytest
 from PIL import Image
 
-from activelearn.config import ConfigError
+from activelearn.errors import ConfigError
 from activelearn.labeling.answers import (
     ACCEPTED,
     MAX_NAME_BYTES,

@@ -158,8 +158,6 @@ def test_diversity_strategies_queue_distinct_pool_samples(tmp_path, classifier, 
 def test_strategy_settings_that_cannot_work_fail_before_any_scoring():
     with pytest.raises(StrategyError, match="hybrid has no parameter alfa; it accepts .*typical"):
         check_strategy(StrategyConfig(name="hybrid", params={"alfa": 0.5}))
-    with pytest.raises(StrategyError, match="strategy.cold_start='kcentre': choose one of"):
-        check_strategy(StrategyConfig(cold_start="kcentre"))
     with pytest.raises(StrategyError, match="strategy.name='entropyy' is not a strategy"):
         check_strategy(StrategyConfig(name="entropyy"))
     for one_pass in (0, 1):  # one sample has no variation to measure

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from activelearn.core.files import PARTIAL
+from activelearn.errors import UnreadableImage
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,10 +39,6 @@ MAX_PIXELS = 64_000_000
 
 
 EXIF_ORIENTATION = 0x0112
-
-
-class UnreadableImage(ValueError):
-    """An image file that cannot be decoded; the message names the file and why."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from activelearn.config import ConfigError
+from activelearn.errors import ConfigError
 from activelearn.labeling.answers import ACCEPTED, SKIPPED, UNKNOWN_LABEL, Answer, _pool_path
 from activelearn.workspace.manifest import Sample
 from activelearn.workspace.queue import QueueItem

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from activelearn.config import ModelConfig
 from activelearn.data.images import Preprocessing
+from activelearn.errors import UnreadableModel
 from activelearn.learner.metrics import classification_report
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,6 @@ def training_epochs(n_samples: int, cfg: ModelConfig) -> int:
     """Epochs giving at least `cfg.min_steps` optimizer steps and `cfg.min_epochs` epochs."""
     steps_per_epoch = max(1, math.ceil(n_samples / cfg.batch_size))
     return max(cfg.min_epochs, math.ceil(cfg.min_steps / steps_per_epoch))
-
-
-class UnreadableModel(RuntimeError):
-    """A model file that cannot be loaded; the message names it and how to get it back."""
 
 
 class Classifier:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from activelearn.config import Config, ConfigError
+from activelearn.config import Config
 from activelearn.data.datasets import WRITING, write_digits
 from activelearn.data.images import list_files, preprocessing, split_test_set
+from activelearn.errors import ConfigError, PipelineFailed
 from activelearn.pipeline import stages
 from activelearn.pipeline import worker as stage_worker
 from activelearn.workspace.layout import METRICS, PARAMS
@@ -23,10 +24,6 @@ from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.repo import dvc_repo, init_workspace, python_environment
 
 log = logging.getLogger(__name__)
-
-
-class PipelineFailed(RuntimeError):
-    """`dvc repro` failed; the message holds what DVC or the failed stage said."""
 
 
 def prepare_data(cfg: Config) -> dict[str, int]:

@@ -24,14 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from activelearn.errors import StageFailed
+
 log = logging.getLogger(__name__)
 
 VARIABLE = "ACTIVELEARN_STAGE_WORKER"
 POLL_SECONDS = 0.1  # how often the worker looks whether DVC has ended
-
-
-class StageFailed(RuntimeError):
-    """A stage the worker ran failed; the message is the stage's own."""
 
 
 def run_repro(

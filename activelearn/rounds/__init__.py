@@ -29,7 +29,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from activelearn import labeling
-from activelearn.config import Config
+from activelearn.config import Config, LabelingKind
 from activelearn.core.faults import kill_point
 from activelearn.core.files import write_atomic
 from activelearn.data.images import (
@@ -40,6 +40,7 @@ from activelearn.data.images import (
     preprocess,
     preprocessing,
 )
+from activelearn.errors import RoundBlocked
 from activelearn.pipeline.run import prepare_data, repro, write_params
 from activelearn.workspace.layout import (
     CAMPAIGN_ID,
@@ -63,10 +64,6 @@ log = logging.getLogger(__name__)
 
 
 PHASES = ("ingest", "train", "select", "track", "push", "commit")
-
-
-class RoundBlocked(RuntimeError):
-    """The round cannot go on now; the message says why and what to do."""
 
 
 class RoundState:
@@ -116,7 +113,7 @@ def labeled_counts(cfg: Config) -> dict[str, int]:
 def make_annotator(cfg: Config, class_names: list[str]) -> labeling.Annotator:
     """The configured annotator. A workspace whose people label in Label Studio (it has
     Label Studio state) refuses the simulated one, which would overwrite their answers."""
-    if cfg.labeling.kind == "simulated":
+    if cfg.labeling.kind == LabelingKind.simulated:
         if Path(cfg.labeling.state_file).exists():
             raise RoundBlocked(
                 f"{cfg.labeling.state_file} says people label this workspace in Label Studio: "
@@ -129,11 +126,9 @@ def make_annotator(cfg: Config, class_names: list[str]) -> labeling.Annotator:
             )
         except FileNotFoundError as err:
             raise RoundBlocked(f"{err}; with people labeling, use labeling=labelstudio") from None
-    if cfg.labeling.kind == "labelstudio":
-        from activelearn.labeling.labelstudio import LabelStudioAnnotator
+    from activelearn.labeling.labelstudio import LabelStudioAnnotator
 
-        return LabelStudioAnnotator(cfg.labeling, class_names, cfg.data.pool_dir)
-    raise RoundBlocked(f"labeling.kind={cfg.labeling.kind!r}: use simulated or labelstudio")
+    return LabelStudioAnnotator(cfg.labeling, class_names, cfg.data.pool_dir)
 
 
 def open_queue(r: Round) -> list[QueueItem]:

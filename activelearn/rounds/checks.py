@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from activelearn.config import ENGINES, Config, ConfigError, ScoringConfig
+from activelearn.config import Config
+from activelearn.errors import ConfigError
 
 
 def check_config(cfg: Config) -> None:
@@ -51,9 +52,3 @@ def check_config(cfg: Config) -> None:
             f"labeling.project_title={title!r}: Label Studio takes 3 to 50 characters, "
             f"this has {len(title)}"
         )
-    check_engine(cfg.scoring)
-
-
-def check_engine(scoring: ScoringConfig) -> None:
-    if scoring.engine not in ENGINES:
-        raise ConfigError(f"scoring.engine={scoring.engine!r}: choose {' or '.join(ENGINES)}")

@@ -16,8 +16,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from activelearn.config import ConfigError
 from activelearn.core.files import write_atomic
+from activelearn.errors import ConfigError
 from activelearn.rounds.checks import check_config
 
 log = logging.getLogger(__name__)

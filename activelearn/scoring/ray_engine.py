@@ -33,6 +33,7 @@ import numpy as np
 
 from activelearn.config import ScoringConfig
 from activelearn.core.processes import stop_group
+from activelearn.errors import NodeCannotRead
 from activelearn.scoring.stream import (
     CandidateSet,
     ScoredBlock,
@@ -54,10 +55,6 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 log = logging.getLogger(__name__)
 
 IN_FLIGHT_PER_ACTOR = 2  # blocks queued per actor, so none idles while the driver merges
-
-
-class NodeCannotRead(ScorerUnavailable):
-    """A Ray node cannot read the pool or the model at the path the driver gave."""
 
 
 class PoolScorer:

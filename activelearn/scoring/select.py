@@ -19,7 +19,6 @@ from activelearn import strategies
 from activelearn.config import ScoringConfig, StrategyConfig
 from activelearn.core.files import atomic_file
 from activelearn.data.images import Preprocessing
-from activelearn.rounds.checks import check_engine
 from activelearn.scoring.stream import (
     MEASURE_COLUMN,
     CandidateSet,
@@ -70,7 +69,6 @@ def score_and_select(
     rng = np.random.default_rng(seed)
     cold = classifier is None
     plan = ScoringPlan.of(cfg, cold, prep, seed)
-    check_engine(scoring)
 
     ids = manifest.in_state("pool")
     if scoring.engine == "ray":

@@ -159,11 +159,6 @@ def _keep(current: dict, new: dict, size: int, by: tuple[str, ...]) -> dict:
     return {k: v[order] for k, v in both.items()}
 
 
-class ScorerUnavailable(RuntimeError):
-    """The scoring engine cannot run (a Ray cluster that does not answer, actors that do
-    not start, a node that cannot read the pool); the message says what and the fix."""
-
-
 @dataclass(frozen=True)
 class ScoringPlan:
     """What to compute per pool sample: resolved once from the strategy config."""

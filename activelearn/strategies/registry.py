@@ -10,6 +10,7 @@ import numpy as np
 
 from activelearn import strategies
 from activelearn.config import StrategyConfig
+from activelearn.errors import StrategyError
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +24,12 @@ MC_MEASURES = ("bald", "variation_ratio")
 COLD_START = {"random": "random", "kcenter": "coldstart_kcenter", "typiclust": "typiclust"}
 
 
-class StrategyError(ValueError):
-    """A strategy setting that cannot work; the message names the setting and the fix."""
-
-
 def check_strategy(cfg: StrategyConfig) -> None:
     """Fail at once, before any round work, on a strategy setting that cannot work."""
     if cfg.name not in strategies.STRATEGIES:
         raise StrategyError(
             f"strategy.name={cfg.name!r} is not a strategy; choose one of "
             f"{', '.join(strategies.STRATEGIES)}"
-        )
-    if cfg.cold_start not in COLD_START:
-        raise StrategyError(
-            f"strategy.cold_start={cfg.cold_start!r}: choose one of {', '.join(COLD_START)}"
         )
     for setting, value, least in (
         ("batch_size", cfg.batch_size, 1),

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from activelearn.core.files import PARTIAL, write_atomic
+from activelearn.errors import WorkspaceBusy
 from activelearn.workspace.layout import CAMPAIGN_ID, LOCK, PIPELINE
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,6 @@ WORKSPACE_GITIGNORE = f"""\
 /mlartifacts/
 /.bentoml/
 """
-
-
-class WorkspaceBusy(RuntimeError):
-    """Another run is working in the workspace."""
 
 
 @contextlib.contextmanager

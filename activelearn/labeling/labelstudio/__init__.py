@@ -51,6 +51,12 @@ from activelearn.config import LabelingConfig
 from activelearn.core.faults import kill_point
 from activelearn.core.files import write_atomic
 from activelearn.core.processes import stop_group
+from activelearn.errors import (
+    LabelStudioAuthError,
+    LabelStudioError,
+    LabelStudioUnreachable,
+    ServerStartError,
+)
 from activelearn.labeling.answers import (
     ACCEPTED,
     DELETED,
@@ -85,22 +91,6 @@ CLAIM_PREFIX = "activelearn campaign claim "
 SERVE_HINT = "start it with `python -m activelearn.labeling.labelstudio serve` or set labeling.url"
 
 T = TypeVar("T")
-
-
-class LabelStudioError(RuntimeError):
-    """Label Studio could not do what was asked; the message says what and what to do."""
-
-
-class LabelStudioUnreachable(LabelStudioError):
-    """Nothing answers at the configured URL."""
-
-
-class LabelStudioAuthError(LabelStudioError):
-    """The API token is missing or refused."""
-
-
-class ServerStartError(LabelStudioError):
-    """The local Label Studio server could not be installed or started."""
 
 
 # --------------------------------------------------------------------------------------
@@ -588,10 +578,6 @@ class LabelStudioAnnotator:
         *,
         token: str | None = None,
     ):
-        if settings.vote not in ("majority", "unanimous"):
-            raise LabelStudioError(f"labeling.vote={settings.vote!r}: use majority or unanimous")
-        if settings.skipped not in ("pool", "exclude"):
-            raise LabelStudioError(f"labeling.skipped={settings.skipped!r}: use pool or exclude")
         if not class_names:
             raise LabelStudioError("Label Studio needs at least one class name")
         url = urllib.parse.urlsplit(settings.url)
