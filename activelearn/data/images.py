@@ -36,8 +36,6 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Larger images are refused before decoding: a small compressed file can hold gigabytes
 # of pixels. 64 megapixels still admits any camera's photo (48 MP: 8000 x 6000).
 MAX_PIXELS = 64_000_000
-
-
 EXIF_ORIENTATION = 0x0112
 
 

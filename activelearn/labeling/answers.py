@@ -27,26 +27,12 @@ log = logging.getLogger(__name__)
 
 # What became of a queued sample.
 ACCEPTED = "accepted"  # label taken into the labeled set
-
-
 SKIPPED = "skipped"  # cancelled/skipped by the annotator: back to the pool
-
-
 DISAGREEMENT = "disagreement"  # annotators disagree (or tie): left out, listed
-
-
 UNKNOWN_LABEL = "unknown_label"  # a class the project does not know: rejected
-
-
 DELETED = "deleted"  # the task vanished from the labeling tool: back to the pool
-
-
 EXCLUDED = "excluded"  # skipped, with skipped images kept out of the pool: rejected
-
-
 REMOVED = "removed"  # its pool file was removed before it was copied: rejected
-
-
 OPEN = "open"  # not answered yet
 
 

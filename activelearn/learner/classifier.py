@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 
 BENTO_NAME = "classifier"
-
-
 KERAS_FILE = "model.keras"
 
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:

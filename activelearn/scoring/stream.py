@@ -14,7 +14,6 @@ broken by a seeded hash of the sample id, so both pick exactly the same batch.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -35,15 +34,8 @@ from activelearn.strategies.registry import (
     check_strategy,
 )
 
-log = logging.getLogger(__name__)
-
-
 PIXEL_FEATURES = Preprocessing((8, 8), 1)  # the model-free feature of a cold start
-
-
 MEASURE_COLUMN = "measure:"  # candidate columns with a measure's scores (for the queue)
-
-
 # Decoding is mostly GIL-bound Python (PIL's file parsing): on two cores a second decode
 # thread slows the forward pass more than it speeds decoding (end-to-end 0.76-0.82x of
 # decode + forward with one thread, 0.78-0.90x with two). Leave a core to the model there.

@@ -18,9 +18,6 @@ from activelearn.core.files import PARTIAL, write_atomic
 from activelearn.errors import WorkspaceBusy
 from activelearn.workspace.layout import CAMPAIGN_ID, LOCK, PIPELINE
 
-log = logging.getLogger(__name__)
-
-
 # Run state that is not part of a round's commit (DVC adds its own outs to .gitignore),
 # files a killed process left half-written, and the default pool (data, not results).
 OLD_STAGES = "activelearn.stages "  # the stage commands' module in older workspaces
