@@ -19,7 +19,7 @@ from hydra.types import RunMode
 
 from activelearn.config import Config, register_configs
 from activelearn.errors import ActivelearnError
-from activelearn.rounds.checks import check_config
+from activelearn.rounds.checks import check_config, check_keys
 from activelearn.rounds.sweep import job_workspace
 
 log = logging.getLogger("activelearn")
@@ -34,11 +34,12 @@ def main(cfg) -> None:
 
     from activelearn.workspace.repo import workspace_lock
 
-    config: Config = OmegaConf.to_object(cfg)
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.MULTIRUN:  # each job its own campaign, apart from the rest
-        config = replace(config, workspace=str(job_workspace(hydra_cfg)))
     try:
+        check_keys(cfg)
+        config: Config = OmegaConf.to_object(cfg)
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # each job its own campaign, apart from the rest
+            config = replace(config, workspace=str(job_workspace(hydra_cfg)))
         check_config(config)
         with workspace_lock(Path(config.workspace).resolve()):
             print(run(config))

@@ -7,9 +7,9 @@ of the wrong type fails when the config is composed, not rounds later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
-from typing import Any, Optional
+from typing import Any, Optional, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 
@@ -160,6 +160,21 @@ class Config:
     workspace: str = "campaign"  # the campaign's own git + DVC repo: data/, model/, rounds/
     seed: int = 0
     round: Optional[int] = None
+
+
+def unknown_keys(settings: dict, schema: type = Config, prefix: str = "") -> list[str]:
+    """Dotted names of the settings the schema does not have: Hydra lets `+key=value`
+    add them, past the typed check, and they would ride along with no effect. A free
+    dict (`strategy.params`) may hold any key."""
+    hints = get_type_hints(schema)
+    known = {f.name for f in fields(schema)}
+    found = []
+    for key, value in settings.items():
+        if key not in known:
+            found.append(f"{prefix}{key}")
+        elif is_dataclass(hints[key]) and isinstance(value, dict):
+            found += unknown_keys(value, hints[key], f"{prefix}{key}.")
+    return found
 
 
 def register_configs() -> None:

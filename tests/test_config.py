@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from activelearn.config import Config, job_folder, register_configs
 from activelearn.errors import ConfigError
-from activelearn.rounds.checks import check_config
+from activelearn.rounds.checks import check_config, check_keys
 from activelearn.strategies.registry import check_strategy
 from tests.conftest import CONF_DIR, write_class_folders
 
@@ -134,6 +134,7 @@ def test_cli_bad_strategy_parameter_exits_before_any_work(tmp_path):
             "Invalid value 'kcentre', expected one of [random, kcenter, typiclust]",
         ),
         ("labeling.vote=most", "Invalid value 'most', expected one of [majority, unanimous]"),
+        ("+model.dropuot=0.5", "model.dropuot: no such setting; check the spelling"),
         ("data.test_fraction=0", "data.test_fraction=0.0: must be between 0 and 1"),
         ("campaign.stop_set=0", "campaign.stop_set=0: the stop rule compares models"),
         ("data.image_size=[16]", "data.image_size=[16]: give height and width"),
@@ -302,3 +303,9 @@ def test_cli_ctrl_c_says_how_to_go_on_in_one_line(tmp_path):
     assert process.returncode == 130, output[-2000:]
     assert "interrupted: run the same command again" in output
     assert "Traceback" not in output
+
+
+def test_added_keys_are_refused_except_in_free_dicts():
+    with pytest.raises(ConfigError, match=r"^data.colour, campaign.budgett: no such setting"):
+        check_keys(compose_config(["+campaign.budgett=3", "+data.colour=red"]))
+    check_keys(compose_config(["strategy=ranked_batch", "+strategy.params.alpha=0.5"]))

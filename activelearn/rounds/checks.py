@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from activelearn.config import Config
+from omegaconf import DictConfig, OmegaConf
+
+from activelearn.config import Config, unknown_keys
 from activelearn.errors import ConfigError
 
 
@@ -51,4 +53,14 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(
             f"labeling.project_title={title!r}: Label Studio takes 3 to 50 characters, "
             f"this has {len(title)}"
+        )
+
+
+def check_keys(composed: DictConfig) -> None:
+    """Refuse settings the schema does not have (`+model.dropuot=0.5`), which would
+    otherwise run with no effect."""
+    if unknown := unknown_keys(OmegaConf.to_container(composed, resolve=False)):
+        raise ConfigError(
+            f"{', '.join(unknown)}: no such setting; check the spelling "
+            "(`python -m activelearn --cfg job` lists every setting)"
         )

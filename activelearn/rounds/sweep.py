@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from activelearn.core.files import write_atomic
 from activelearn.errors import ConfigError
-from activelearn.rounds.checks import check_config
+from activelearn.rounds.checks import check_config, check_keys
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ def check_job(job_cfg: DictConfig) -> tuple[Path, str]:
     settings = job_cfg.hydra.job.override_dirname
     with read_write(job_cfg), open_dict(job_cfg):
         del job_cfg["hydra"]
+    check_keys(job_cfg)
     check_config(replace(OmegaConf.to_object(job_cfg), workspace=str(workspace)))
     check_job_folder(workspace.parent, settings)
     return workspace.parent, settings
