@@ -281,6 +281,20 @@ def test_prepare_names_a_class_without_test_images(tmp_path, monkeypatch, caplog
     data = DataConfig(raw_dir="raw", test_dir="test", image_size=[8, 8], channels=1, demo=None)
     stages.prepare(Config(data=data))
     assert "no test image of class class2" in caplog.text
+    # two test images each of class0 and class1: too few to trust their accuracy
+    assert "fewer than 10 test images of class class0 (2), class1 (2)" in caplog.text
+
+
+def test_prepare_is_quiet_about_a_test_set_big_enough(tmp_path, monkeypatch, caplog):
+    from activelearn.config import Config, DataConfig
+    from activelearn.pipeline import stages
+
+    monkeypatch.chdir(tmp_path)
+    write_class_folders(tmp_path / "raw", per_class=3, n_classes=2)
+    write_class_folders(tmp_path / "test", per_class=10, n_classes=2)
+    data = DataConfig(raw_dir="raw", test_dir="test", image_size=[8, 8], channels=1, demo=None)
+    stages.prepare(Config(data=data))
+    assert "test images of class" not in caplog.text
 
 
 def test_test_split_keeps_files_of_the_same_name_apart(tmp_path):

@@ -10,7 +10,7 @@ from activelearn.config import ModelConfig
 from activelearn.data.images import Preprocessing, class_names_of, load_labeled
 from activelearn.learner import classifier as model
 from activelearn.learner.classifier import Classifier, UnreadableModel, training_epochs
-from activelearn.learner.metrics import classification_report
+from activelearn.learner.metrics import classification_report, wilson_interval
 from tests.conftest import write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
@@ -54,6 +54,17 @@ def test_a_class_neither_tested_nor_predicted_is_left_out_of_the_macro_average()
     assert report["per_class"]["c"]["support"] == 0  # still listed
     wrong = classification_report(np.array([0, 1]), np.array([0, 2]), ["a", "b", "c"])
     assert wrong["macro_f1"] == pytest.approx(1 / 3)  # c was predicted: it counts
+
+
+def test_accuracy_comes_with_its_95_percent_interval():
+    # 3 of 3 right: Wilson's interval is 0.44 to 1, not the point 1.0
+    report = classification_report(np.array([0, 1, 2]), np.array([0, 1, 2]), ["a", "b", "c"])
+    assert report["accuracy"] == 1.0 == report["accuracy_high"]
+    assert report["accuracy_low"] == pytest.approx(0.4385, abs=1e-4)
+    assert wilson_interval(2, 3) == pytest.approx((0.2077, 0.9385), abs=1e-4)
+    low, high = wilson_interval(900, 1000)  # a big test set: a narrow interval around 0.9
+    assert low < 0.9 < high and high - low < 0.04
+    assert wilson_interval(0, 0) == (0.0, 1.0)  # no test image: nothing known
 
 
 def test_fit_shows_its_progress_in_optimizer_steps(tmp_path, tiny_model_cfg, monkeypatch):

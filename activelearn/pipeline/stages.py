@@ -58,6 +58,7 @@ def prepare(cfg: Config) -> None:
     import numpy as np
 
     from activelearn.data.images import class_names_of, load_labeled, preprocessing
+    from activelearn.learner.metrics import FEW_TEST_IMAGES
 
     prep = preprocessing(cfg)
     class_names = class_names_of(cfg.data.raw_dir, cfg.data.test_dir)
@@ -90,11 +91,20 @@ def prepare(cfg: Config) -> None:
             len(rejected),
             PREPARED / "rejected.csv",
         )
-    tested = set(arrays.y.tolist())  # the test split's: loaded last
-    if untested := [name for i, name in enumerate(class_names) if i not in tested]:
+    tested = np.bincount(arrays.y, minlength=len(class_names))  # the test split's: loaded last
+    if untested := [name for i, name in enumerate(class_names) if not tested[i]]:
         log.warning(
             "no test image of class %s: the test metrics leave it out; add some to %s/<class>/",
             ", ".join(untested),
+            cfg.data.test_dir,
+        )
+    few = [f"{name} ({n})" for name, n in zip(class_names, tested, strict=True) if n]
+    if few := [f for f, n in zip(few, tested[tested > 0], strict=True) if n < FEW_TEST_IMAGES]:
+        log.warning(
+            "fewer than %d test images of class %s: its accuracy moves by 10 points or more "
+            "with one image; add some to %s/<class>/ for figures to trust",
+            FEW_TEST_IMAGES,
+            ", ".join(few),
             cfg.data.test_dir,
         )
 
@@ -135,7 +145,15 @@ def evaluate(cfg: Config) -> dict:
     names = classifier.class_names
     report = classification_report(y, predicted, names)
     metrics = {
-        key: report[key] for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+        key: report[key]
+        for key in (
+            "accuracy",
+            "accuracy_low",
+            "accuracy_high",
+            "macro_precision",
+            "macro_recall",
+            "macro_f1",
+        )
     } | {"test_images": int(len(y)), "labeled_images": int(len(y_train))}
     EVALUATION.mkdir(exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=2))
@@ -144,7 +162,14 @@ def evaluate(cfg: Config) -> dict:
         EVALUATION / "confusion.csv",
         [{"actual": names[a], "predicted": names[p]} for a, p in zip(y, predicted, strict=True)],
     )
-    log.info("test accuracy %.4f, macro F1 %.4f", metrics["accuracy"], metrics["macro_f1"])
+    log.info(
+        "test accuracy %.4f (95%% interval %.4f-%.4f on %d images), macro F1 %.4f",
+        metrics["accuracy"],
+        metrics["accuracy_low"],
+        metrics["accuracy_high"],
+        metrics["test_images"],
+        metrics["macro_f1"],
+    )
     return metrics
 
 
