@@ -154,6 +154,23 @@ class ServingSettings(BaseSettings):
         return self.basic_auth_user is not None
 
 
+def describe(settings: ServingSettings) -> str:
+    """The settings that matter, for the startup log; secrets only as set / not set."""
+    retrain = "off"
+    if settings.retrain_command:
+        when = f"at {settings.retrain_threshold} new annotations or " * bool(
+            settings.retrain_threshold
+        )
+        retrain = f"{settings.retrain_command!r} {when}on START_TRAINING"
+    token = "set" if settings.label_studio_token else "not set"
+    return (
+        f"model {settings.model_path}; local files under {settings.document_root} "
+        f"(pool {settings.pool_dir}); Label Studio {settings.label_studio_url} (token {token}); "
+        f"allowed hosts {settings.allowed_hosts or 'none'}; "
+        f"basic auth {'on' if settings.auth_enabled else 'off'}; retrain {retrain}"
+    )
+
+
 def settings_from_environment() -> ServingSettings:
     """The settings, or exit naming each bad variable on a line of its own: no traceback,
     under `uvicorn serving.app:app` too (uvicorn passes the exit through)."""

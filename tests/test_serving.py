@@ -34,11 +34,11 @@ from activelearn.data.images import Preprocessing, class_names_of, load_labeled,
 from activelearn.labeling.labelstudio import free_port
 from activelearn.learner.classifier import Classifier
 from activelearn.workspace.layout import round_of_tag, round_tag
-from serving.app import create_app, describe
+from serving.app import create_app
 from serving.images import ImageError, ImageSource
 from serving.label_config import DEFAULT_TARGET, choice_target
 from serving.retrain import _child_environment, next_round
-from serving.settings import ServingSettings
+from serving.settings import ServingSettings, describe
 from tests.conftest import pattern_image, write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
