@@ -1,4 +1,5 @@
-"""What the routes do, without HTTP: predict tasks in batches, count annotation events."""
+"""What the routes do, without HTTP: read the labeling config, predict tasks in batches,
+count annotation events, report the state."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 from activelearn.data.images import UnreadableImage, preprocess
 from activelearn.learner.classifier import Classifier
 from serving.images import ImageError, ImageSource
-from serving.label_config import ChoiceTarget
+from serving.label_config import ChoiceTarget, choice_target
 from serving.model_store import ModelStore
 from serving.retrain import ANNOTATION_ACTIONS, AnnotationCounter, Retrainer
 from serving.schemas import (
@@ -53,10 +54,10 @@ class Backend:
     # /predict
 
     def predict(
-        self, tasks: list[Task], target: ChoiceTarget, classifier: Classifier
+        self, tasks: list[Task], label_config: str | None, classifier: Classifier
     ) -> list[Prediction]:
         """One prediction per task, in order: images decoded in parallel, inferred in batches."""
-        self.check_labels(target, classifier)
+        target = self.check_labels(label_config, classifier)
         version = classifier.version
         predictions: list[Prediction] = []
         size = self.settings.batch_size
@@ -106,11 +107,13 @@ class Backend:
             log.exception("predict: %s", message)
         return message
 
-    def check_labels(self, target: ChoiceTarget, classifier: Classifier) -> None:
-        """Warn once per config and model when the model predicts labels the config lacks."""
+    def check_labels(self, label_config: str | None, classifier: Classifier) -> ChoiceTarget:
+        """The control, object and task field the labeling config gives predictions; warns
+        once per config and model when the model predicts labels the config lacks."""
+        target = choice_target(label_config)
         key = (target, classifier.version)
         if not target.choices or key in self._warned_configs:
-            return
+            return target
         self._warned_configs.add(key)
         missing = sorted(set(classifier.class_names) - set(target.choices))
         if missing:
@@ -121,6 +124,7 @@ class Backend:
                 missing,
                 target.from_name,
             )
+        return target
 
     # /webhook
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shlex
 import subprocess
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from activelearn.core.files import write_atomic
 from activelearn.core.processes import stop_group
+from activelearn.workspace.layout import round_of_tag
 from activelearn.workspace.repo import python_environment
 from serving.schemas import ProjectCounts, RetrainStatus
 from serving.settings import ENV_PREFIX
@@ -33,13 +33,12 @@ ANNOTATION_ACTIONS = {
     "ANNOTATION_UPDATED": "updated",
     "ANNOTATIONS_DELETED": "deleted",  # the only deletion event, single or bulk
 }
-ROUND_TAG = re.compile(r"round-(\d+)")
 
 
 def next_round(model_version: str | None) -> int | None:
     """`round-3` -> 4; None when the version is not a round tag."""
-    match = ROUND_TAG.fullmatch(model_version or "")
-    return int(match.group(1)) + 1 if match else None
+    current = round_of_tag(model_version)
+    return None if current is None else current + 1
 
 
 @dataclass

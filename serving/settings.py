@@ -22,11 +22,15 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from activelearn.config import Config, DataConfig
+from activelearn.workspace.layout import MODEL_FILE, SERVING_ANNOTATIONS, SERVING_RETRAIN_LOG
+
 ENV_PREFIX = "ACTIVELEARN_SERVING_"
 
 
 class ServingSettings(BaseSettings):
-    """Every knob of the Label Studio ML backend; relative paths are against the working dir."""
+    """Every knob of the Label Studio ML backend. Relative paths are against `workspace`,
+    except `workspace` and `retrain_cwd`, which are against the working directory."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="forbid", populate_by_name=True, hide_input_in_errors=True
@@ -38,12 +42,12 @@ class ServingSettings(BaseSettings):
 
     # The campaign's folder (Hydra's `workspace`). `model_path`, `pool_dir`,
     # `document_root`, `retrain_log` and `annotation_counts` are relative to it unless
-    # absolute.
-    workspace: Path = Path("campaign")
+    # absolute; their defaults are the workspace layout's (and Hydra's `data.pool_dir`).
+    workspace: Path = Path(Config.workspace)
 
     # The model: loaded in the background at start-up and when the file changes, which a
     # `stat` every `model_check_seconds` (and on each request) notices.
-    model_path: Path = Path("model/classifier.bentomodel")
+    model_path: Path = MODEL_FILE
     model_check_seconds: float = Field(2.0, gt=0)
     batch_size: int = Field(64, ge=1)  # images per forward pass
     image_workers: int = Field(4, ge=1)  # threads reading and decoding a request's images
@@ -53,7 +57,7 @@ class ServingSettings(BaseSettings):
     # pool's parent, as `labeling.document_root`) and must resolve inside `pool_dir`. Any
     # other Label Studio path (uploads) is fetched from `label_studio_url` with the token.
     # Other hosts only when listed in `allowed_hosts`.
-    pool_dir: Path = Path("data/pool")
+    pool_dir: Path = Path(DataConfig.pool_dir)
     document_root: Path | None = None
     label_studio_url: str | None = "http://127.0.0.1:8080"
     label_studio_token: SecretStr | None = Field(
@@ -77,9 +81,9 @@ class ServingSettings(BaseSettings):
     retrain_command: str = ""
     retrain_threshold: int = Field(0, ge=0)
     retrain_cwd: Path = Path(".")
-    retrain_log: Path = Path("rounds/serving-retrain.log")
+    retrain_log: Path = SERVING_RETRAIN_LOG
     # The annotations counted so far, kept across restarts of the server.
-    annotation_counts: Path = Path("rounds/serving-annotations.json")
+    annotation_counts: Path = SERVING_ANNOTATIONS
 
     @model_validator(mode="before")
     @classmethod
@@ -148,6 +152,23 @@ class ServingSettings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return self.basic_auth_user is not None
+
+
+def describe(settings: ServingSettings) -> str:
+    """The settings that matter, for the startup log; secrets only as set / not set."""
+    retrain = "off"
+    if settings.retrain_command:
+        when = f"at {settings.retrain_threshold} new annotations or " * bool(
+            settings.retrain_threshold
+        )
+        retrain = f"{settings.retrain_command!r} {when}on START_TRAINING"
+    token = "set" if settings.label_studio_token else "not set"
+    return (
+        f"model {settings.model_path}; local files under {settings.document_root} "
+        f"(pool {settings.pool_dir}); Label Studio {settings.label_studio_url} (token {token}); "
+        f"allowed hosts {settings.allowed_hosts or 'none'}; "
+        f"basic auth {'on' if settings.auth_enabled else 'off'}; retrain {retrain}"
+    )
 
 
 def settings_from_environment() -> ServingSettings:

@@ -33,11 +33,12 @@ from pydantic import SecretStr, ValidationError
 from activelearn.data.images import Preprocessing, class_names_of, load_labeled, preprocess
 from activelearn.labeling.labelstudio import free_port
 from activelearn.learner.classifier import Classifier
-from serving.app import create_app, describe
+from activelearn.workspace.layout import round_of_tag, round_tag
+from serving.app import create_app
 from serving.images import ImageError, ImageSource
 from serving.label_config import DEFAULT_TARGET, choice_target
 from serving.retrain import _child_environment, next_round
-from serving.settings import ServingSettings
+from serving.settings import ServingSettings, describe
 from tests.conftest import pattern_image, write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
@@ -887,6 +888,8 @@ def test_choice_target_reads_names_key_and_choices():
 def test_next_round_from_the_model_version():
     assert next_round("round-3") == 4 and next_round("round-0") == 1
     assert next_round("dev") is None and next_round(None) is None
+    assert [round_of_tag(round_tag(n)) for n in (0, 7, 12)] == [0, 7, 12]
+    assert round_of_tag("round-3.bentomodel") is None and round_of_tag("xround-3") is None
 
 
 def test_an_image_over_the_size_limit_is_refused(world, foreign):

@@ -5,6 +5,7 @@ Paths are relative to the workspace folder, except the project's own (`PROJECT_R
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: conf/, dvc.yaml
@@ -22,12 +23,20 @@ HISTORY = EVALUATION / "history.csv"
 
 ROUNDS = Path("rounds")
 STOP_SET = ROUNDS / "stop_set.json"  # drawn from the pool once, for the stop rule
+SERVING_RETRAIN_LOG = ROUNDS / "serving-retrain.log"  # the ML backend's retrain runs
+SERVING_ANNOTATIONS = ROUNDS / "serving-annotations.json"  # the ML backend's counts
 
 
 def round_tag(round: int) -> str:
     """`round-N`: the round's git tag and MLflow run, and its model's version in BentoML,
     MLflow and Label Studio."""
     return f"round-{round}"
+
+
+def round_of_tag(tag: str | None) -> int | None:
+    """The inverse of `round_tag`: `round-3` -> 3; None for anything else."""
+    match = re.fullmatch(r"round-(\d+)", tag or "")
+    return int(match.group(1)) if match else None
 
 
 def round_dir(n: int) -> Path:
