@@ -16,18 +16,25 @@ from pathlib import Path
 
 from activelearn.core.files import PARTIAL, write_atomic
 from activelearn.errors import WorkspaceBusy
-from activelearn.workspace.layout import CAMPAIGN_ID, LOCK, PIPELINE
+from activelearn.workspace.layout import (
+    CAMPAIGN_ID,
+    LOCK,
+    PIPELINE,
+    ROUNDS,
+    SERVING_ANNOTATIONS,
+    SERVING_RETRAIN_LOG,
+)
+
+OLD_STAGES = "activelearn.stages "  # the stage commands' module in older workspaces
 
 # Run state that is not part of a round's commit (DVC adds its own outs to .gitignore),
 # files a killed process left half-written, and the default pool (data, not results).
-OLD_STAGES = "activelearn.stages "  # the stage commands' module in older workspaces
-
 WORKSPACE_GITIGNORE = f"""\
 /{LOCK}
-/rounds/*/state.json
-/rounds/*/scores.csv
-/rounds/serving-retrain.log
-/rounds/serving-annotations.json
+/{ROUNDS}/*/state.json
+/{ROUNDS}/*/scores.csv
+/{SERVING_RETRAIN_LOG}
+/{SERVING_ANNOTATIONS}
 /data/pool/
 /data/pool_labels.csv
 *{PARTIAL}
