@@ -936,3 +936,36 @@ def test_image_source_refuses_before_touching_anything(world, foreign):
             source.read("https://user:pw@[evil.example.com/x.png")
         assert "pw" not in str(err.value)
     assert len(foreign.requests) == seen  # never asked
+
+
+def test_serving_help_prints_its_flags_and_binds_nothing():
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    for flag in ("--host", "--port", "--workspace", "ACTIVELEARN_SERVING_PORT"):
+        assert flag in result.stdout
+
+
+@pytest.mark.integration
+def test_serving_flags_bind_the_port_and_read_the_workspace_given(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving", "--port", str(port), "--workspace", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and server.poll() is None, "never answered"
+                time.sleep(0.3)
+        assert health["model_state"] == "missing"  # nothing trained in this workspace yet
+        assert str(tmp_path / "model" / "classifier.bentomodel") in health["model_error"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
