@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from activelearn.config import Config, job_folder, register_configs
 from activelearn.errors import ConfigError
-from activelearn.rounds.checks import check_config, check_keys
+from activelearn.rounds.checks import check_config, check_keys, check_workspace
 from activelearn.strategies.registry import check_strategy
 from tests.conftest import CONF_DIR, write_class_folders
 
@@ -228,6 +228,34 @@ def test_cli_a_round_that_cannot_go_on_says_why_and_exits_1(tmp_path, args, mess
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-2000:]
     assert message in output and "Traceback" not in output
+
+
+def test_a_workspace_that_is_a_file_or_under_one_is_refused(tmp_path):
+    afile = tmp_path / "afile"
+    afile.touch()
+    with pytest.raises(ConfigError, match=f"workspace={afile}: a file, not a folder"):
+        check_workspace(afile)
+    with pytest.raises(ConfigError, match=f"{afile} is a file, not a folder; give another path"):
+        check_workspace(afile / "campaign")
+    check_workspace(tmp_path / "new" / "campaign")  # made when the round starts
+
+
+def test_cli_a_workspace_that_is_a_file_says_so_in_one_line(tmp_path):
+    afile = tmp_path / "afile"
+    afile.touch()
+    result = run_cli("round=0", f"workspace={afile}", f"hydra.run.dir={tmp_path / 'run'}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output[-2000:]
+    assert f"workspace={afile}: a file, not a folder" in output
+
+
+def test_cli_own_images_without_a_pool_folder_name_it_and_exit_1(tmp_path):
+    ws = tmp_path / "campaign"
+    write_class_folders(ws / "data" / "raw", per_class=3)
+    result = run_cli("round=0", "data=folder", f"workspace={ws}", f"hydra.run.dir={tmp_path}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output[-2000:]
+    assert f"no pool folder {ws / 'data' / 'pool'}: put the unlabeled images under" in output
 
 
 def test_cli_a_workspace_in_use_is_refused(tmp_path):

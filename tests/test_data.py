@@ -353,6 +353,7 @@ def test_the_test_set_is_drawn_at_set_up_and_never_from_labels_of_later_rounds(
     monkeypatch.chdir(tmp_path)
     raw, test = tmp_path / "data" / "raw", tmp_path / "data" / "test"
     write_class_folders(raw, per_class=1)  # one image per class: none can be held out
+    (tmp_path / "data" / "pool").mkdir()  # an empty pool
     cfg = Config(data=DataConfig(image_size=[12, 12], channels=1))
     fixes = "put a fixed test set into data/test/<class>/, or label at least 2 images per class"
     with pytest.raises(

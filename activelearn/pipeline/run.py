@@ -41,9 +41,9 @@ def prepare_data(cfg: Config) -> dict[str, int]:
             pool_labels=data.pool_labels,
         )
     if not list_files(data.raw_dir) and not list_files(data.test_dir):
-        raise SystemExit(
+        raise ConfigError(
             f"no labeled images in {Path(data.raw_dir).resolve()}: put them in "
-            f"{data.raw_dir}/<class>/<file>, or use the demo data (data=digits)"
+            f"{data.raw_dir}/<class>/<file> of the workspace, or use the demo data (data=digits)"
         )
     # The test set is drawn at set-up only (the manifest is saved last): images labeled
     # in rounds were chosen by the model, and a test set drawn from them would be biased.
@@ -55,6 +55,11 @@ def prepare_data(cfg: Config) -> dict[str, int]:
         raise ConfigError(
             f"no test images in {Path(data.test_dir).resolve()} to evaluate on: put a fixed "
             f"test set into {data.test_dir}/<class>/{hold_out}"
+        )
+    if not Path(data.pool_dir).is_dir():
+        raise ConfigError(
+            f"no pool folder {Path(data.pool_dir).resolve()}: put the unlabeled images under "
+            f"{data.pool_dir}/ of the workspace (nested folders allowed), or set data.pool_dir"
         )
     manifest = Manifest.load(data.manifest)
     added = manifest.sync_pool(data.pool_dir, preprocessing(cfg))

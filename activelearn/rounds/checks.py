@@ -4,6 +4,7 @@ before the workspace changes.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +20,7 @@ def check_config(cfg: Config) -> None:
     from activelearn.strategies.registry import check_strategy
 
     check_strategy(cfg.strategy)
+    check_workspace(Path(cfg.workspace))
     data, campaign = cfg.data, cfg.campaign
     try:
         preprocessing(cfg)
@@ -53,6 +55,20 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(
             f"labeling.project_title={title!r}: Label Studio takes 3 to 50 characters, "
             f"this has {len(title)}"
+        )
+
+
+def check_workspace(ws: Path) -> None:
+    """The workspace must be a folder, or one that can be made where it is asked for."""
+    if ws.exists() and not ws.is_dir():
+        raise ConfigError(f"workspace={ws}: a file, not a folder; give a folder (made if missing)")
+    parent = next(p for p in ws.absolute().parents if p.exists())
+    if not ws.exists() and not parent.is_dir():
+        raise ConfigError(f"workspace={ws}: {parent} is a file, not a folder; give another path")
+    if not os.access(ws if ws.exists() else parent, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"workspace={ws}: cannot write in {ws if ws.exists() else parent}; give a folder of "
+            "yours, or change its permissions"
         )
 
 
