@@ -33,11 +33,10 @@ import numpy as np
 
 from activelearn.config import ScoringConfig
 from activelearn.core.processes import stop_group
-from activelearn.errors import NodeCannotRead
+from activelearn.errors import NodeCannotRead, ScorerUnavailable
 from activelearn.scoring.stream import (
     CandidateSet,
     ScoredBlock,
-    ScorerUnavailable,
     ScoringPlan,
     score_batch,
     stream_pool,
