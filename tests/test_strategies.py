@@ -13,6 +13,9 @@ from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import NearestNeighbors
 
 from activelearn import strategies as st
+from activelearn.strategies.clusters import _mean_knn_distance
+from activelearn.strategies.registry import _NEEDS_FEATURES
+from activelearn.strategies.selectors import _cold_start_medoid
 
 # Rows planted so each uncertainty measure has a different winner:
 #   row 0: confident; row 1: two classes tied (smallest margin);
@@ -197,8 +200,8 @@ def test_typiclust_picks_dense_core_of_largest_uncovered_cluster() -> None:
 def test_typicality_is_mean_distance_to_nearest_neighbours() -> None:
     points = np.random.default_rng(4).normal(size=(300, 6))
     expected = NearestNeighbors(n_neighbors=20).fit(points).kneighbors()[0].mean(axis=1)
-    np.testing.assert_allclose(st._mean_knn_distance(points, 20, block=1000), expected)
-    assert st._mean_knn_distance(points[:1], 20).tolist() == [0.0]
+    np.testing.assert_allclose(_mean_knn_distance(points, 20, block=1000), expected)
+    assert _mean_knn_distance(points[:1], 20).tolist() == [0.0]
 
 
 SELECTOR_CALLS = {
@@ -288,7 +291,7 @@ def test_cold_start_medoid_is_exact_where_float32_cannot_tell() -> None:
     rng = np.random.default_rng(5)
     features = 1e4 + rng.normal(scale=1e-2, size=(400, 8))
     exact = np.argmin(pairwise_distances(features).mean(axis=0))
-    assert st._cold_start_medoid(features, "euclidean", np.random.default_rng(0)) == exact
+    assert _cold_start_medoid(features, "euclidean", np.random.default_rng(0)) == exact
     pick = st.ranked_batch(np.zeros(400), features, None, 1, 0)
     modal_pick, _ = uncertainty_batch_sampling(FakeLearner(np.full((400, 2), 0.5)), features, 1)
     np.testing.assert_array_equal(pick, modal_pick)
@@ -357,7 +360,7 @@ def test_every_strategy_takes_rows_it_cannot_score_last(name: str) -> None:
     )
     strategy = st.STRATEGIES[name]
     unusable = {0} if strategy.measure else set()  # without a measure, row 0 is a row
-    if strategy.selector in st._NEEDS_FEATURES:
+    if strategy.selector in _NEEDS_FEATURES:
         unusable.add(1)
     assert not unusable & set(picks.tolist())
     empty, scores = st.select_batch(name, probas[:0], 5, 0, features=features[:0])
