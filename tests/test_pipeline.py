@@ -130,7 +130,11 @@ def test_a_workspace_from_an_older_version_gets_the_missing_ignore_lines(tmp_pat
     assert f"!! {LOCK}" in status.stdout
 
 
-def test_setting_up_a_workspace_sends_dvc_no_usage_report(tmp_path, monkeypatch):
+@pytest.mark.integration  # runs DVC's command line, as a person would in the workspace
+def test_dvc_commands_people_run_in_a_workspace_send_no_usage_report(tmp_path, monkeypatch):
+    """The round runs DVC through its Python API, which sends no report; a `dvc` command
+    someone types in the workspace would, unless the workspace's DVC config says no. A
+    plain DVC repo beside it shows the collector would hear a report."""
     import http.server
     import threading
     import time
@@ -141,19 +145,32 @@ def test_setting_up_a_workspace_sends_dvc_no_usage_report(tmp_path, monkeypatch)
 
     class Collector(http.server.BaseHTTPRequestHandler):  # stands in for analytics.dvc.org
         def do_POST(self):
-            reports.append(self.rfile.read(int(self.headers["Content-Length"])))
+            reports.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(200)
             self.end_headers()
 
     server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("DVC_ANALYTICS_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    # a person's shell: no DVC_NO_ANALYTICS (activelearn sets it for its own processes)
+    env = {k: v for k, v in os.environ.items() if k != "DVC_NO_ANALYTICS"}
+    env |= {"DVC_ANALYTICS_ENDPOINT": f"http://127.0.0.1:{server.server_port}/"}
+    ws, plain = tmp_path / "campaign", tmp_path / "plain"
     try:
-        init_workspace(tmp_path / "campaign")
+        init_workspace(ws)
+        plain.mkdir()
+        subprocess.run(["git", "init", "-q"], cwd=plain, check=True)
+        subprocess.run(["dvc", "init", "-q"], cwd=plain, env=env, check=True)
         time.sleep(5)  # DVC reports from a daemon it starts at exit
+        heard_from_plain = len(reports)
+        subprocess.run(
+            ["dvc", "config", "--list"], cwd=ws, env=env, check=True, capture_output=True
+        )
+        time.sleep(5)
     finally:
         server.shutdown()
-    assert reports == []
+    assert heard_from_plain > 0  # the collector hears DVC when analytics are on
+    assert len(reports) == heard_from_plain  # and nothing from the workspace
 
 
 def test_a_test_set_of_unreadable_files_stops_the_pipeline(tmp_path, bentoml_home, tiny_model_cfg):
