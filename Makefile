@@ -1,8 +1,9 @@
 # The README's two quick-start commands. Each makes .venv and installs what it needs.
+# `make test` runs ruff, the documentation build (`make docs`) and pytest.
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint docs setup clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -33,8 +34,13 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint
+# The documentation site (mkdocs.yml, docs/) into site/; a broken link or anchor fails it.
+# (NO_MKDOCS_2_WARNING: without it the material theme prints its vendor notice every build.)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+test: lint docs
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest
 
 clean:
-	rm -rf campaign outputs multirun
+	rm -rf campaign outputs multirun site
