@@ -632,9 +632,9 @@ def test_a_second_choices_field_is_not_the_label(campaign):
 KILLED_PUSH = """
 import json, sys
 from activelearn.config import LabelingConfig
-from activelearn.faults import VARIABLE
+from activelearn.core.faults import VARIABLE
 from activelearn.labeling.labelstudio import LabelStudioAnnotator
-from activelearn.queue import read_queue
+from activelearn.workspace.queue import read_queue
 
 settings, classes, pool, queue = json.loads(sys.argv[1])
 LabelStudioAnnotator(LabelingConfig(**settings), classes, pool).push(1, read_queue(queue))
