@@ -39,9 +39,9 @@ from activelearn.labeling.labelstudio import (
     TOKEN_ENV,
     LabelStudioAnnotator,
     free_port,
-    prediction_result,
     start_server,
 )
+from activelearn.labeling.labelstudio.tasks import prediction_result
 from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.queue import QueueItem
 

@@ -30,10 +30,17 @@ import pytest
 
 from activelearn.config import LabelingConfig
 from activelearn.core.faults import VARIABLE
+from activelearn.errors import (
+    LabelStudioAuthError,
+    LabelStudioError,
+    LabelStudioUnreachable,
+    ServerStartError,
+)
 from activelearn.labeling.answers import (
     ACCEPTED,
     DELETED,
     DISAGREEMENT,
+    EXCLUDED,
     OPEN,
     SKIPPED,
     UNKNOWN_LABEL,
@@ -41,25 +48,23 @@ from activelearn.labeling.answers import (
     labeled_name,
 )
 from activelearn.labeling.labelstudio import (
-    EXCLUDED,
-    PASSWORD_ENV,
-    PROJECT_ROOT,
     TOKEN_ENV,
-    USERNAME_ENV,
     LabelStudioAnnotator,
-    LabelStudioAuthError,
-    LabelStudioError,
-    LabelStudioUnreachable,
-    ServerStartError,
-    agreement,
-    choices_of,
-    decide,
     free_port,
-    keep_export,
     label_config,
-    port_is_busy,
     start_server,
 )
+from activelearn.labeling.labelstudio.annotator import keep_export
+from activelearn.labeling.labelstudio.label_config import (
+    ChoiceTarget,
+    choice_targets,
+    choices_of,
+    our_fields,
+)
+from activelearn.labeling.labelstudio.server import PASSWORD_ENV, USERNAME_ENV, port_is_busy
+from activelearn.labeling.labelstudio.state import CampaignState
+from activelearn.labeling.labelstudio.tasks import agreement, decide
+from activelearn.workspace.layout import PROJECT_ROOT
 from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.queue import QueueItem, read_queue, write_queue
 from tests.conftest import write_class_folders
@@ -920,6 +925,67 @@ def test_votes_follow_the_policy():
 def test_label_config_escapes_class_names():
     config = label_config(['cat "big"', "a&b"])
     assert "value='cat \"big\"'" in config and 'value="a&amp;b"' in config
+
+
+def test_the_labeling_config_built_is_read_back():
+    names = ['cat "big"', "a&b", "class2"]
+    ours = label_config(names)
+    assert choice_targets(ours) == [ChoiceTarget("label", "image", "image", tuple(names))]
+    assert choices_of(ours) == names
+    # A field added in the UI next to ours (even before it) is not ours.
+    quality = '<Choices name="quality" toName="image"><Choice value="ok"/></Choices>'
+    added = ours.replace("<View>", f"<View>{quality}")
+    assert [t.from_name for t in choice_targets(added)] == ["quality", "label"]
+    assert choices_of(added) == names and our_fields(added) == our_fields(ours)
+    assert our_fields(ours.replace('"a&amp;b"', '"kitty"')) != our_fields(ours)
+    assert our_fields(ours.replace(' required="true"', "")) != our_fields(ours)
+    aliased = "<View><Image name='x' value='$pic'/><Choices name='c' toName='x, y'>"
+    aliased += "<Choice value='Long name' alias='a'/><Choice value='b'/></Choices></View>"
+    assert choice_targets(aliased) == [ChoiceTarget("c", "x", "pic", ("a", "b"))]
+    with pytest.raises(LabelStudioError, match="not valid XML"):
+        choice_targets("<View><Choices")
+
+
+# The state file as the client wrote it before it became a dataclass (keys sorted, no
+# unset field): it must read and write back byte for byte.
+STATE_FILE = {
+    "classes": ["class0", "class1"],
+    "project_claim": "0123456789abcdef0123456789abcdef",
+    "project_id": 12,
+    "project_title": "activelearn",
+    "rounds": {
+        "1": {"tasks": {"class0/a.png": 101, "class1/b.png": 102}, "view_id": 7},
+        "10": {"tasks": {}, "view_id": 9},
+        "2": {"tasks": {"class0/a.png": 140}, "view_id": 8},
+    },
+    "storage_id": 3,
+    "storage_path": "/data/pool",
+    "url": "http://127.0.0.1:8080",
+}
+
+
+def test_the_state_file_reads_and_writes_as_before(tmp_path):
+    path = tmp_path / "rounds" / "labelstudio.json"
+    assert CampaignState.load(path) == CampaignState()  # no file yet
+    written = (json.dumps(STATE_FILE, indent=2, sort_keys=True) + "\n").encode()
+    path.parent.mkdir()
+    path.write_bytes(written)
+    state = CampaignState.load(path)
+    assert (state.project_id, state.url, state.rounds[1].tasks["class1/b.png"]) == (
+        12,
+        "http://127.0.0.1:8080",
+        102,
+    )
+    assert state.pushed_tasks(1) == {"class0/a.png": (1, 101), "class1/b.png": (1, 102)}
+    assert state.pushed_tasks(3) == {"class0/a.png": (2, 140), "class1/b.png": (1, 102)}
+    state.save(path)
+    assert path.read_bytes() == written
+    CampaignState(project_claim="c").save(path)  # what a run killed before its create left
+    assert json.loads(path.read_text()) == {"project_claim": "c"}
+    for broken in ("{", '{"project_id": 1, "token": "x"}', '{"rounds": {"one": {}}}'):
+        path.write_text(broken)
+        with pytest.raises(LabelStudioError, match=f"{path} is not a Label Studio state file"):
+            CampaignState.load(path)
 
 
 def test_a_raw_export_is_never_overwritten(tmp_path):

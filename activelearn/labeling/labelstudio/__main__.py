@@ -2,6 +2,6 @@
 
 import sys
 
-from activelearn.labeling.labelstudio import main
+from activelearn.labeling.labelstudio.cli import main
 
 sys.exit(main())
