@@ -400,7 +400,7 @@ def test_git_commit_false_leaves_the_workspace_history_alone(
 def test_a_sample_queued_again_is_answered_once(tmp_path, monkeypatch):
     """Queued in round 0, sent back to the pool, queued again in round 1: in both queue
     files, but the round-2 ingest collects and counts it once."""
-    from activelearn.labeling import answers as labeling
+    from activelearn import labeling
     from activelearn.rounds import Round, RoundState, ingest
     from activelearn.workspace.queue import QueueItem, write_queue
 
@@ -424,7 +424,7 @@ def test_a_sample_queued_again_is_answered_once(tmp_path, monkeypatch):
 def test_an_ingest_rerun_after_its_answers_were_saved_still_goes_on(tmp_path, monkeypatch):
     """Killed after the manifest took 9 of 10 answers, before the phase was recorded: the
     rerun finds 1 open image, which is 10% of the queue, not 100%."""
-    from activelearn.labeling import answers as labeling
+    from activelearn import labeling
     from activelearn.rounds import Round, RoundState, ingest
     from activelearn.workspace.queue import QueueItem, write_queue
 
@@ -460,7 +460,7 @@ def test_queued_images_removed_from_the_pool_are_rejected_and_hold_nothing_up(
 ):
     """One answered and one still open, both removed from data/pool/: the round goes on
     (min_answered=1), both are rejected with the reason, and neither is open any more."""
-    from activelearn.labeling import answers as labeling
+    from activelearn import labeling
     from activelearn.rounds import Round, RoundState, ingest, open_queue
     from activelearn.workspace.manifest import NOT_IN_POOL
     from activelearn.workspace.queue import QueueItem, write_queue
