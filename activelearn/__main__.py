@@ -19,6 +19,7 @@ from hydra.types import RunMode
 
 from activelearn.config import Config, register_configs
 from activelearn.errors import ActivelearnError
+from activelearn.rounds import RoundState
 from activelearn.rounds.checks import check_config, check_keys
 from activelearn.rounds.sweep import job_workspace
 
@@ -67,18 +68,16 @@ def run(config: Config) -> str:
     )
 
 
-def round_summary(state: dict) -> str:
-    phases = state["phases"]
-    metrics = phases.get("train", {}).get("metrics")
-    accuracy = f"test accuracy {metrics['accuracy']:.4f}, " if metrics else "cold start, "
-    select = phases.get("select", {})
-    queued = (
-        "stopped: " + select["reason"] if select.get("stop") else f"{select.get('queued')} queued"
+def round_summary(state: RoundState) -> str:
+    train, select = state.train, state.select
+    accuracy = (
+        f"test accuracy {train.metrics['accuracy']:.4f}, " if train.metrics else "cold start, "
     )
-    return f"round {state['round']}: {accuracy}{phases['train']['labeled']} labels, {queued}"
+    queued = "stopped: " + select.reason if select.stop else f"{select.queued} queued"
+    return f"round {state.round}: {accuracy}{train.labeled} labels, {queued}"
 
 
-def campaign_summary(states: list[dict]) -> str:
+def campaign_summary(states: list[RoundState]) -> str:
     return "\n".join(round_summary(s) for s in states) or "campaign already finished"
 
 

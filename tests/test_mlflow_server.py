@@ -82,7 +82,7 @@ def test_rounds_log_to_a_real_mlflow_server_one_campaign_apart_from_another(
         make_workspace(ws)
         cfg = make_config(ws, tiny_model_cfg)
         cfg = replace(cfg, round=0, tracking=replace(cfg.tracking, experiment="shared"))
-        runs[campaign_id(ws)] = run_round(cfg)["phases"]["track"]["run_id"]
+        runs[campaign_id(ws)] = run_round(cfg).track.run_id
         assert not (ws / "mlruns.db").exists()  # nothing went to the local store
     assert len(runs) == 2
 

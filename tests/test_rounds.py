@@ -1,5 +1,6 @@
-"""Rounds and campaigns end to end on tiny generated data: real DVC, real sqlite MLflow,
-real git; and crash tests that SIGKILL the round at every phase boundary."""
+"""Phases on a tiny generated workspace (fast); then rounds and campaigns end to end on
+tiny generated data: real DVC, real sqlite MLflow, real git; and crash tests that SIGKILL
+the round at every phase boundary (integration)."""
 
 import csv
 import json
@@ -17,21 +18,19 @@ import pytest
 from activelearn.config import CampaignConfig, Config, DataConfig, StrategyConfig, TrackingConfig
 from activelearn.core.faults import VARIABLE
 from activelearn.data.images import Preprocessing
-from activelearn.learner.classifier import Classifier
-from activelearn.rounds import PHASES, RoundBlocked, run_campaign, run_round
+from activelearn.errors import RoundBlocked
+from activelearn.rounds import PHASES, RoundState, run_campaign, run_round
+from activelearn.rounds.phases import Round, flat_params, ingest, open_queue, stop_set_agreement
+from activelearn.strategies.stopping import Agreement
 from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.repo import campaign_id
 from tests.conftest import pattern_image
-
-pytestmark = pytest.mark.integration
 
 CLASSES = 3
 
 
 def make_workspace(ws: Path, seed: int = 0) -> None:
     """2 labeled per class, 6 test per class, 30 pool images per class with answers."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     answers = []
     for label in range(CLASSES):
@@ -103,6 +102,172 @@ def campaign_state(ws: Path) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------- fast: no service
+
+
+def test_a_sample_queued_again_is_answered_once(tmp_path, monkeypatch):
+    """Queued in round 0, sent back to the pool, queued again in round 1: in both queue
+    files, but the round-2 ingest collects and counts it once."""
+    from activelearn import labeling
+    from activelearn.workspace.queue import QueueItem, write_queue
+
+    monkeypatch.chdir(tmp_path)
+    make_workspace(tmp_path)
+    again, waiting = "batch0/pool-0-00.png", "batch1/pool-1-01.png"
+    manifest = Manifest(tmp_path / "data" / "manifest.csv")
+    manifest.set_state(again, "queued", round=1)
+    manifest.set_state(waiting, "queued", round=0)
+    write_queue(
+        "rounds/0/queue.jsonl", [QueueItem(s, 1, None, None, 0.0) for s in (again, waiting)]
+    )
+    write_queue("rounds/1/queue.jsonl", [QueueItem(again, 1, None, None, 0.0)])
+    cfg = Config()
+    annotator = labeling.SimulatedAnnotator(cfg.data.pool_labels, ["c0", "c1", "c2"])
+    result = ingest(Round(cfg, 2, RoundState(2), manifest, annotator))
+    assert result.answers == 2 and result.outcomes[labeling.ACCEPTED] == 2
+    assert manifest.samples[again].round == 1 and manifest.samples[waiting].round == 0
+
+
+def test_an_ingest_rerun_after_its_answers_were_saved_still_goes_on(tmp_path, monkeypatch):
+    """Killed after the manifest took 9 of 10 answers, before the phase was recorded: the
+    rerun finds 1 open image, which is 10% of the queue, not 100%."""
+    from activelearn import labeling
+    from activelearn.workspace.queue import QueueItem, write_queue
+
+    class NineOfTen:  # people who have answered all but the last image (no server here)
+        def collect(self, round, queue, round_dir, answered=()):
+            return [
+                labeling.Answer(q.sample_id, labeling.OPEN)
+                if q.sample_id == ids[-1]
+                else labeling.Answer(q.sample_id, labeling.ACCEPTED, "c0")
+                for q in queue
+            ]
+
+    monkeypatch.chdir(tmp_path)
+    make_workspace(tmp_path)
+    cfg = Config(campaign=CampaignConfig(min_answered=0.8))
+    manifest = Manifest(cfg.data.manifest)
+    ids = [f"batch{i % 3}/pool-0-{i:02d}.png" for i in range(10)]
+    for sid in ids:
+        manifest.set_state(sid, "queued", round=0)
+    manifest.save()
+    write_queue("rounds/0/queue.jsonl", [QueueItem(s, 1, None, None, 0.0) for s in ids])
+    for run in ("first", "rerun"):
+        result = ingest(Round(cfg, 1, RoundState(1), Manifest.load(cfg.data.manifest), NineOfTen()))
+        assert result.open == 1, run
+    assert Counter(s.state for s in Manifest.load(cfg.data.manifest).samples.values()) == {
+        "labeled": 9,
+        "queued": 1,
+    }
+
+
+def test_queued_images_removed_from_the_pool_are_rejected_and_hold_nothing_up(
+    tmp_path, monkeypatch, caplog
+):
+    """One answered and one still open, both removed from data/pool/: the round goes on
+    (min_answered=1), both are rejected with the reason, and neither is open any more."""
+    from activelearn import labeling
+    from activelearn.workspace.manifest import NOT_IN_POOL
+    from activelearn.workspace.queue import QueueItem, write_queue
+
+    answered, unanswered = "batch0/pool-0-00.png", "batch1/pool-0-01.png"
+
+    class OneOpen:
+        def collect(self, round, queue, round_dir, answered=()):
+            return [
+                labeling.Answer(q.sample_id, labeling.OPEN)
+                if q.sample_id == unanswered
+                else labeling.Answer(q.sample_id, labeling.ACCEPTED, "c0")
+                for q in queue
+            ]
+
+    monkeypatch.chdir(tmp_path)
+    make_workspace(tmp_path)
+    cfg = Config()
+    manifest = Manifest(cfg.data.manifest)
+    ids = [answered, unanswered, "batch2/pool-0-02.png"]
+    for sid in ids:
+        manifest.set_state(sid, "queued", round=0)
+    write_queue("rounds/0/queue.jsonl", [QueueItem(s, 1, None, None, 0.0) for s in ids])
+    for sid in (answered, unanswered):
+        (tmp_path / cfg.data.pool_dir / sid).unlink()
+    r = Round(cfg, 1, RoundState(1), manifest, OneOpen())
+    result = ingest(r)
+    outcomes = result.outcomes
+    assert (result.open, outcomes[labeling.ACCEPTED], outcomes[labeling.REMOVED]) == (0, 1, 2)
+    for sid in (answered, unanswered):
+        assert (manifest.samples[sid].state, manifest.samples[sid].reason) == (
+            "rejected",
+            NOT_IN_POOL,
+        )
+        assert sid in caplog.text
+    assert open_queue(r) == []  # not collected, nor pushed again
+
+
+class AlwaysFirstClass:
+    """A model stand-in for the stop rule: predicts c0 for every image."""
+
+    prep = Preprocessing((12, 12), 1)
+    class_names = ["c0", "c1", "c2"]
+
+    def predict_proba(self, x):
+        return np.tile([1.0, 0.0, 0.0], (len(x), 1))
+
+
+def test_the_stop_rule_leaves_out_stop_set_images_removed_from_the_pool(
+    tmp_path, monkeypatch, caplog
+):
+    """Against predictions an older version stored (a list aligned with the stop set):
+    removed images are left out, labeled ones too; with none left, no stop signal."""
+    monkeypatch.chdir(tmp_path)
+    make_workspace(tmp_path)
+    cfg = Config(campaign=CampaignConfig(stop_patience=1, stop_agreement=0.5))
+    pool = tmp_path / cfg.data.pool_dir
+    stop_set = [f"batch{i % 3}/pool-0-{i:02d}.png" for i in range(4)]
+    labeled, removed, same, differs = stop_set
+    manifest = Manifest(cfg.data.manifest)
+    manifest.sync_pool(pool, AlwaysFirstClass.prep)
+    manifest.set_state(labeled, "labeled", round=0, label="c0")
+    (tmp_path / "rounds" / "0").mkdir(parents=True)
+    (tmp_path / "rounds" / "stop_set.json").write_text(json.dumps(stop_set))
+    (tmp_path / "rounds" / "0" / "stop_predictions.json").write_text(
+        json.dumps(["c1", "c1", "c0", "c1"])
+    )
+    for sid in (labeled, removed):  # the labeled one's copy is in data/raw
+        (pool / sid).unlink()
+
+    def signal(n):
+        return stop_set_agreement(Round(cfg, n, RoundState(n), manifest, None), AlwaysFirstClass())
+
+    assert signal(1) == Agreement(share=0.5, images=2)  # same, differs
+    stored = json.loads((tmp_path / "rounds" / "1" / "stop_predictions.json").read_text())
+    assert stored == [None, None, "c0", "c0"]  # still aligned with the stop set
+    assert removed in caplog.text and labeled not in caplog.text
+
+    for sid in (same, differs):
+        (pool / sid).unlink()
+    assert signal(2) is None
+    assert "labeled or removed from the pool: no stop signal" in caplog.text
+
+
+def test_params_leave_out_a_password_written_into_a_url():
+    for uri in (
+        "postgresql://me:s3cret@db:5432/mlflow",
+        "postgresql://me:s3/c?r#et@db:5432/mlflow",
+    ):
+        params = flat_params(Config(tracking=TrackingConfig(uri=uri)))
+        assert params["tracking.uri"] == "postgresql://db:5432/mlflow"
+        assert "s3" not in json.dumps(params)
+    assert params["labeling.url"] == "http://127.0.0.1:8080"  # nothing to leave out
+    at_in_path = "file:///home/me@work/mlruns"
+    assert flat_params(Config(tracking=TrackingConfig(uri=at_in_path)))["tracking.uri"] == (
+        at_in_path
+    )
+
+
+# ----------------------------------------------------------------- integration: DVC, MLflow, git
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted 3-round campaign."""
@@ -121,13 +286,14 @@ def reference(tmp_path_factory):
         os.environ["BENTOML_HOME"] = saved
 
 
+@pytest.mark.integration
 def test_three_round_campaign_end_to_end(reference):
     ws, states, _ = reference
-    assert [s["round"] for s in states] == [0, 1, 2]
-    assert all(set(s["phases"]) == set(PHASES) for s in states)
-    labeled = [s["phases"]["train"]["labeled"] for s in states]
+    assert [s.round for s in states] == [0, 1, 2]
+    assert all(set(s.phases) == set(PHASES) for s in states)
+    labeled = [s.train.labeled for s in states]
     assert labeled == [6, 12, 18]  # +batch_size per round
-    assert all(s["phases"]["train"]["metrics"]["test_images"] == 18 for s in states)
+    assert all(s.train.metrics["test_images"] == 18 for s in states)
 
     state = campaign_state(ws)
     assert state["tags"] == ["round-0", "round-1", "round-2"]
@@ -177,7 +343,10 @@ def test_three_round_campaign_end_to_end(reference):
     } <= artifacts
 
 
+@pytest.mark.integration
 def test_round_tag_brings_back_that_rounds_data_and_model(reference):
+    from activelearn.learner.classifier import Classifier
+
     ws, _, _ = reference
     subprocess.run(["git", "checkout", "-q", "round-1"], cwd=ws, check=True)
     try:
@@ -195,6 +364,7 @@ def test_round_tag_brings_back_that_rounds_data_and_model(reference):
     assert Classifier.load(ws / "model" / "classifier.bentomodel").version == "round-2"
 
 
+@pytest.mark.integration
 def test_rounds_compare_with_dvc_and_leave_the_workspace_committed(reference):
     ws, states, _ = reference
 
@@ -206,8 +376,8 @@ def test_rounds_compare_with_dvc_and_leave_the_workspace_committed(reference):
         return json.loads(done.stdout)
 
     accuracy = dvc("metrics", "diff", "round-1", "round-2", "--all")["evaluation/metrics.json"]
-    assert accuracy["accuracy"]["old"] == states[1]["phases"]["train"]["metrics"]["accuracy"]
-    assert accuracy["accuracy"]["new"] == states[2]["phases"]["train"]["metrics"]["accuracy"]
+    assert accuracy["accuracy"]["old"] == states[1].train.metrics["accuracy"]
+    assert accuracy["accuracy"]["new"] == states[2].train.metrics["accuracy"]
     (confusion,) = dvc("plots", "diff", "round-1", "round-2")["data"]["evaluation/confusion.csv"]
     rows = Counter(row["rev"] for row in confusion["content"]["data"]["values"])
     assert rows == {"round-1": 18, "round-2": 18}  # both rounds' models on the same test set
@@ -217,6 +387,7 @@ def test_rounds_compare_with_dvc_and_leave_the_workspace_committed(reference):
     assert untracked == ""  # everything of the round is in its commit, or ignored
 
 
+@pytest.mark.integration
 def test_rerunning_a_finished_round_changes_nothing(reference):
     ws, _, tiny = reference
     before = campaign_state(ws)
@@ -224,6 +395,7 @@ def test_rerunning_a_finished_round_changes_nothing(reference):
     assert campaign_state(ws) == before
 
 
+@pytest.mark.integration
 def test_round_after_an_unfinished_round_is_refused(tmp_path, tiny_model_cfg, bentoml_home):
     ws = tmp_path / "campaign"
     make_workspace(ws)
@@ -233,6 +405,7 @@ def test_round_after_an_unfinished_round_is_refused(tmp_path, tiny_model_cfg, be
         run_round(cfg)
 
 
+@pytest.mark.integration
 def test_a_label_studio_workspace_refuses_the_simulated_annotator(
     tmp_path, tiny_model_cfg, bentoml_home
 ):
@@ -273,6 +446,7 @@ def run_cli_round(ws: Path, n: int, kill_at: str | None = None, *extra: str) -> 
     return subprocess.run(args, env=env, capture_output=True, text=True).returncode
 
 
+@pytest.mark.integration
 def test_killed_rounds_rerun_to_the_same_state(reference, tmp_path):
     ref_ws, _, _ = reference
     ws = tmp_path / "campaign"
@@ -290,6 +464,7 @@ def test_killed_rounds_rerun_to_the_same_state(reference, tmp_path):
     assert ours == theirs
 
 
+@pytest.mark.integration
 def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
     tmp_path, tiny_model_cfg, bentoml_home, caplog
 ):
@@ -298,8 +473,8 @@ def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
     never_settles = {"stop_patience": 1, "stop_agreement": 2.0}
     spent = make_config(ws, tiny_model_cfg, rounds=5, budget=8, **never_settles)
     states = run_campaign(spent)
-    assert [s["phases"]["train"]["labeled"] for s in states] == [6, 8]  # last batch cut to 2
-    assert states[-1]["phases"]["select"]["reason"] == "label budget of 8 spent"
+    assert [s.train.labeled for s in states] == [6, 8]  # last batch cut to 2
+    assert states[-1].select.reason == "label budget of 8 spent"
     assert not (ws / "rounds" / "1" / "queue.jsonl").exists()
     assert campaign_run(ws).info.status == "FINISHED"  # its run ends with the campaign
     with caplog.at_level(logging.INFO, "activelearn.rounds"):
@@ -311,13 +486,11 @@ def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
         ws, tiny_model_cfg, rounds=6, budget=100, stop_patience=3, stop_agreement=0.0
     )  # any agreement counts: round 0 had no model before it, rounds 1, 2, 3 agree
     more = run_campaign(settled)  # a raised budget lets the campaign go on
-    assert [s["round"] for s in more] == [2, 3]
+    assert [s.round for s in more] == [2, 3]
     assert run_campaign(settled) == [] and not (ws / "rounds" / "4").exists()
-    assert not more[0]["phases"]["select"]["stop"]  # two rounds in a row are not three
-    select = more[1]["phases"]["select"]
-    assert (
-        select["reason"] == f"predictions stable: agreement {select['agreement']:.3f} for 3 rounds"
-    )
+    assert not more[0].select.stop  # two rounds in a row are not three
+    select = more[1].select
+    assert select.reason == f"predictions stable: agreement {select.agreement:.3f} for 3 rounds"
     now, before = (
         np.array(json.loads((ws / "rounds" / str(n) / "stop_predictions.json").read_text()))
         for n in (3, 2)
@@ -328,16 +501,18 @@ def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
     stop_set = json.loads((ws / "rounds" / "stop_set.json").read_text())
     unlabeled = np.array([manifest.samples[s].state != "labeled" for s in stop_set])
     assert 0 < unlabeled.sum() < len(now)  # images labeled since are not compared
-    assert select["agreement_images"] == unlabeled.sum()
-    assert select["agreement"] == pytest.approx(np.mean((now == before)[unlabeled]))
+    assert select.agreement_images == unlabeled.sum()
+    assert select.agreement == pytest.approx(np.mean((now == before)[unlabeled]))
 
 
+@pytest.mark.integration
 def test_images_still_queued_count_against_the_budget(
     tmp_path, tiny_model_cfg, bentoml_home, monkeypatch
 ):
     """With campaign.min_answered < 1 a round goes on while images wait for people; they
     will be labeled, so the next batch is cut by them too and the budget is never passed."""
-    from activelearn import labeling, rounds
+    from activelearn import labeling
+    from activelearn.rounds import campaign
 
     class EveryOtherAnswered(labeling.SimulatedAnnotator):  # people halfway through a queue
         def collect(self, round, queue, round_dir, answered=()):
@@ -348,21 +523,22 @@ def test_images_still_queued_count_against_the_budget(
             ]
 
     monkeypatch.setattr(
-        rounds, "make_annotator", lambda cfg, names: EveryOtherAnswered(cfg.data.pool_labels, names)
+        campaign,
+        "make_annotator",
+        lambda cfg, names: EveryOtherAnswered(cfg.data.pool_labels, names),
     )
     ws = tmp_path / "campaign"
     make_workspace(ws)
     cfg = make_config(ws, tiny_model_cfg, rounds=5, budget=12, min_answered=0.5)
     states = run_campaign(cfg)
-    assert [s["phases"]["train"]["labeled"] for s in states] == [6, 9]
-    assert states[-1]["phases"]["select"]["reason"] == (
-        "label budget of 12 spent (9 labeled, 3 still queued)"
-    )
+    assert [s.train.labeled for s in states] == [6, 9]
+    assert states[-1].select.reason == ("label budget of 12 spent (9 labeled, 3 still queued)")
     counts = Manifest.load(ws / "data" / "manifest.csv").counts()
     assert counts["labeled"] + counts["queued"] == 12 - 6  # the pool images paid for
     assert not (ws / "rounds" / "1" / "queue.jsonl").exists()
 
 
+@pytest.mark.integration
 def test_a_campaign_without_labels_starts_cold(tmp_path, tiny_model_cfg, bentoml_home):
     import shutil
 
@@ -372,15 +548,16 @@ def test_a_campaign_without_labels_starts_cold(tmp_path, tiny_model_cfg, bentoml
     make_workspace(ws)
     shutil.rmtree(ws / "data" / "raw")  # a test set and a pool, no labels yet
     first, second = run_campaign(make_config(ws, tiny_model_cfg, rounds=2))
-    assert first["phases"]["train"]["cold_start"] and first["phases"]["train"]["labeled"] == 0
-    assert first["phases"]["select"]["strategy"] == "random"  # strategy.cold_start
+    assert first.train.cold_start and first.train.labeled == 0
+    assert first.select.strategy == "random"  # strategy.cold_start
     queue = read_queue(ws / "rounds" / "0" / "queue.jsonl")
     assert len(queue) == 6 and all(q.predicted is None for q in queue)
-    assert second["phases"]["train"]["labeled"] == 6  # the cold batch, answered
-    assert second["phases"]["train"]["metrics"]["test_images"] == 18
+    assert second.train.labeled == 6  # the cold batch, answered
+    assert second.train.metrics["test_images"] == 18
     assert campaign_state(ws)["runs"] == ["<campaign>", "round-0", "round-1"]
 
 
+@pytest.mark.integration
 def test_git_commit_false_leaves_the_workspace_history_alone(
     tmp_path, tiny_model_cfg, bentoml_home
 ):
@@ -391,174 +568,32 @@ def test_git_commit_false_leaves_the_workspace_history_alone(
     shutil.rmtree(ws / "data" / "raw")  # a cold round: quick, and it still commits by default
     cfg = make_config(ws, tiny_model_cfg, git_commit=False)
     state = run_round(replace(cfg, round=0))
-    assert state["phases"]["commit"]["committed"] is False
+    assert state.commit.committed is False
     log = subprocess.run(["git", "log", "--oneline"], cwd=ws, capture_output=True, text=True)
     tags = subprocess.run(["git", "tag"], cwd=ws, capture_output=True, text=True, check=True)
     assert log.returncode != 0 and tags.stdout == ""  # no commit, no round-0 tag
 
 
-def test_a_sample_queued_again_is_answered_once(tmp_path, monkeypatch):
-    """Queued in round 0, sent back to the pool, queued again in round 1: in both queue
-    files, but the round-2 ingest collects and counts it once."""
-    from activelearn.labeling import answers as labeling
-    from activelearn.rounds import Round, RoundState, ingest
-    from activelearn.workspace.queue import QueueItem, write_queue
-
-    monkeypatch.chdir(tmp_path)
-    make_workspace(tmp_path)
-    again, waiting = "batch0/pool-0-00.png", "batch1/pool-1-01.png"
-    manifest = Manifest(tmp_path / "data" / "manifest.csv")
-    manifest.set_state(again, "queued", round=1)
-    manifest.set_state(waiting, "queued", round=0)
-    write_queue(
-        "rounds/0/queue.jsonl", [QueueItem(s, 1, None, None, 0.0) for s in (again, waiting)]
-    )
-    write_queue("rounds/1/queue.jsonl", [QueueItem(again, 1, None, None, 0.0)])
-    cfg = Config()
-    annotator = labeling.SimulatedAnnotator(cfg.data.pool_labels, ["c0", "c1", "c2"])
-    result = ingest(Round(cfg, 2, RoundState(2), manifest, annotator))
-    assert result["answers"] == 2 and result[labeling.ACCEPTED] == 2
-    assert manifest.samples[again].round == 1 and manifest.samples[waiting].round == 0
-
-
-def test_an_ingest_rerun_after_its_answers_were_saved_still_goes_on(tmp_path, monkeypatch):
-    """Killed after the manifest took 9 of 10 answers, before the phase was recorded: the
-    rerun finds 1 open image, which is 10% of the queue, not 100%."""
-    from activelearn.labeling import answers as labeling
-    from activelearn.rounds import Round, RoundState, ingest
-    from activelearn.workspace.queue import QueueItem, write_queue
-
-    class NineOfTen:  # people who have answered all but the last image (no server here)
-        def collect(self, round, queue, round_dir, answered=()):
-            return [
-                labeling.Answer(q.sample_id, labeling.OPEN)
-                if q.sample_id == ids[-1]
-                else labeling.Answer(q.sample_id, labeling.ACCEPTED, "c0")
-                for q in queue
-            ]
-
-    monkeypatch.chdir(tmp_path)
-    make_workspace(tmp_path)
-    cfg = Config(campaign=CampaignConfig(min_answered=0.8))
-    manifest = Manifest(cfg.data.manifest)
-    ids = [f"batch{i % 3}/pool-0-{i:02d}.png" for i in range(10)]
-    for sid in ids:
-        manifest.set_state(sid, "queued", round=0)
-    manifest.save()
-    write_queue("rounds/0/queue.jsonl", [QueueItem(s, 1, None, None, 0.0) for s in ids])
-    for run in ("first", "rerun"):
-        result = ingest(Round(cfg, 1, RoundState(1), Manifest.load(cfg.data.manifest), NineOfTen()))
-        assert result["open"] == 1, run
-    assert Counter(s.state for s in Manifest.load(cfg.data.manifest).samples.values()) == {
-        "labeled": 9,
-        "queued": 1,
-    }
-
-
-def test_queued_images_removed_from_the_pool_are_rejected_and_hold_nothing_up(
-    tmp_path, monkeypatch, caplog
-):
-    """One answered and one still open, both removed from data/pool/: the round goes on
-    (min_answered=1), both are rejected with the reason, and neither is open any more."""
-    from activelearn.labeling import answers as labeling
-    from activelearn.rounds import Round, RoundState, ingest, open_queue
-    from activelearn.workspace.manifest import NOT_IN_POOL
-    from activelearn.workspace.queue import QueueItem, write_queue
-
-    answered, unanswered = "batch0/pool-0-00.png", "batch1/pool-0-01.png"
-
-    class OneOpen:
-        def collect(self, round, queue, round_dir, answered=()):
-            return [
-                labeling.Answer(q.sample_id, labeling.OPEN)
-                if q.sample_id == unanswered
-                else labeling.Answer(q.sample_id, labeling.ACCEPTED, "c0")
-                for q in queue
-            ]
-
-    monkeypatch.chdir(tmp_path)
-    make_workspace(tmp_path)
-    cfg = Config()
-    manifest = Manifest(cfg.data.manifest)
-    ids = [answered, unanswered, "batch2/pool-0-02.png"]
-    for sid in ids:
-        manifest.set_state(sid, "queued", round=0)
-    write_queue("rounds/0/queue.jsonl", [QueueItem(s, 1, None, None, 0.0) for s in ids])
-    for sid in (answered, unanswered):
-        (tmp_path / cfg.data.pool_dir / sid).unlink()
-    r = Round(cfg, 1, RoundState(1), manifest, OneOpen())
-    result = ingest(r)
-    assert (result["open"], result[labeling.ACCEPTED], result[labeling.REMOVED]) == (0, 1, 2)
-    for sid in (answered, unanswered):
-        assert (manifest.samples[sid].state, manifest.samples[sid].reason) == (
-            "rejected",
-            NOT_IN_POOL,
-        )
-        assert sid in caplog.text
-    assert open_queue(r) == []  # not collected, nor pushed again
-
-
-class AlwaysFirstClass:
-    """A model stand-in for the stop rule: predicts c0 for every image."""
-
-    prep = Preprocessing((12, 12), 1)
-    class_names = ["c0", "c1", "c2"]
-
-    def predict_proba(self, x):
-        return np.tile([1.0, 0.0, 0.0], (len(x), 1))
-
-
-def test_the_stop_rule_leaves_out_stop_set_images_removed_from_the_pool(
-    tmp_path, monkeypatch, caplog
-):
-    """Against predictions an older version stored (a list aligned with the stop set):
-    removed images are left out, labeled ones too; with none left, no stop signal."""
-    from activelearn.rounds import Round, RoundState, stopping_signal
-
-    monkeypatch.chdir(tmp_path)
-    make_workspace(tmp_path)
-    cfg = Config(campaign=CampaignConfig(stop_patience=1, stop_agreement=0.5))
-    pool = tmp_path / cfg.data.pool_dir
-    stop_set = [f"batch{i % 3}/pool-0-{i:02d}.png" for i in range(4)]
-    labeled, removed, same, differs = stop_set
-    manifest = Manifest(cfg.data.manifest)
-    manifest.sync_pool(pool, AlwaysFirstClass.prep)
-    manifest.set_state(labeled, "labeled", round=0, label="c0")
-    (tmp_path / "rounds" / "0").mkdir(parents=True)
-    (tmp_path / "rounds" / "stop_set.json").write_text(json.dumps(stop_set))
-    (tmp_path / "rounds" / "0" / "stop_predictions.json").write_text(
-        json.dumps(["c1", "c1", "c0", "c1"])
-    )
-    for sid in (labeled, removed):  # the labeled one's copy is in data/raw
-        (pool / sid).unlink()
-
-    def signal(n):
-        return stopping_signal(Round(cfg, n, RoundState(n), manifest, None), AlwaysFirstClass())
-
-    result = signal(1)
-    assert (result["agreement"], result["agreement_images"]) == (0.5, 2)  # same, differs
-    stored = json.loads((tmp_path / "rounds" / "1" / "stop_predictions.json").read_text())
-    assert stored == [None, None, "c0", "c0"]  # still aligned with the stop set
-    assert removed in caplog.text and labeled not in caplog.text
-
-    for sid in (same, differs):
-        (pool / sid).unlink()
-    assert signal(2) == {"stop": False, "agreement": None}
-    assert "labeled or removed from the pool: no stop signal" in caplog.text
-
-
-def test_params_leave_out_a_password_written_into_a_url():
-    from activelearn.rounds import flat_params
-
-    for uri in (
-        "postgresql://me:s3cret@db:5432/mlflow",
-        "postgresql://me:s3/c?r#et@db:5432/mlflow",
-    ):
-        params = flat_params(Config(tracking=TrackingConfig(uri=uri)))
-        assert params["tracking.uri"] == "postgresql://db:5432/mlflow"
-        assert "s3" not in json.dumps(params)
-    assert params["labeling.url"] == "http://127.0.0.1:8080"  # nothing to leave out
-    at_in_path = "file:///home/me@work/mlruns"
-    assert flat_params(Config(tracking=TrackingConfig(uri=at_in_path)))["tracking.uri"] == (
-        at_in_path
-    )
+@pytest.mark.integration
+def test_a_round_killed_before_the_typed_state_resumes_with_it(reference, tmp_path):
+    """Round 0 killed before select under the version before the typed results: its
+    state.json as that version wrote it; this version finishes the round as the
+    uninterrupted campaign ran it."""
+    ref_ws, _, _ = reference
+    ws = tmp_path / "campaign"
+    make_workspace(ws)
+    assert run_cli_round(ws, 0, kill_at="before:select") == -9
+    metrics = json.loads((ws / "evaluation" / "metrics.json").read_text())
+    repro = {"prepare": 0.1, "train": 1.2, "evaluate": 0.2, "dvc": 1.3}
+    train = {"labeled": 6, "per_class": {"c0": 2, "c1": 2, "c2": 2}, "metrics": metrics}
+    train |= {"fit_seconds": 0.9, "repro_seconds": repro, "seconds": 2.8}
+    before = {"round": 0, "phases": {"ingest": {"answers": 0, "seconds": 0.0}, "train": train}}
+    (ws / "rounds" / "0" / "state.json").write_text(json.dumps(before, indent=2))
+    assert run_cli_round(ws, 0) == 0
+    state = RoundState.load(0, ws)
+    assert state.finished and state.late_seconds_logged
+    assert (state.train.metrics, state.train.repro_seconds) == (metrics, repro)
+    ours, theirs = campaign_state(ws), campaign_state(ref_ws)
+    assert ours["queues"]["0"] == theirs["queues"]["0"]
+    assert ours["metric_steps"]["round-0"] == theirs["metric_steps"]["round-0"]
+    assert (ours["runs"], ours["tags"]) == (["<campaign>", "round-0"], ["round-0"])

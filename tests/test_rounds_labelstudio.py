@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from activelearn.config import LabelingConfig
-from activelearn.rounds import RoundBlocked, run_round
+from activelearn.errors import RoundBlocked
+from activelearn.rounds import run_round
 from activelearn.workspace.manifest import Manifest
 from tests.test_rounds import make_config, make_workspace, run_cli_round
 
@@ -92,8 +93,8 @@ def test_two_rounds_with_people_in_label_studio(
     assert all(sid in str(err.value) for sid in still_open_ids(ws) - answered)  # named
     half = replace(cfg, round=1, campaign=replace(cfg.campaign, min_answered=0.5))
     state = run_round(half)
-    assert state["phases"]["ingest"]["accepted"] == 3
-    assert state["phases"]["train"]["labeled"] == 9
+    assert state.ingest.outcomes["accepted"] == 3
+    assert state.train.labeled == 9
     assert (ws / "rounds" / "1" / "annotations.raw.json").is_file()
     manifest = Manifest.load(ws / "data" / "manifest.csv")
     labeled = {s.sample_id: s.label for s in manifest.samples.values() if s.state == "labeled"}

@@ -6,13 +6,14 @@ annotator; a tiny model and two short campaigns keep it to a minute or two.
 """
 
 import csv
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+
+from activelearn.rounds import RoundState
 
 pytestmark = pytest.mark.integration
 
@@ -60,9 +61,9 @@ def test_a_sweep_runs_independent_campaigns_and_the_report_compares_them(tmp_pat
     for strategy in ("margin", "random"):
         job = job_folder(sweep, "seed=0", f"strategy={strategy}")
         ws = job / "campaign"
-        states = [json.loads((ws / "rounds" / str(n) / "state.json").read_text()) for n in (0, 1)]
-        assert [s["phases"]["train"]["labeled"] for s in states] == [20, 30]
-        final[strategy] = states[-1]["phases"]["train"]["metrics"]["accuracy"]
+        states = [RoundState.load(n, ws) for n in (0, 1)]
+        assert [s.train.labeled for s in states] == [20, 30]
+        final[strategy] = states[-1].train.metrics["accuracy"]
         assert (ws / "mlruns.db").is_file()  # each campaign its own MLflow store
         # ... and its own BentoML store, though the jobs run in one process
         models = ws / ".bentoml" / "models" / "classifier"
@@ -118,9 +119,9 @@ def test_a_sweep_continued_with_more_values_resumes_each_campaign_by_its_setting
     assert continued["margin"] == made["margin"]  # not random's, nor made again
     assert continued["random"] != made["margin"]
     for strategy in ("margin", "random"):
-        rounds = job_folder(sweep, "seed=0", f"strategy={strategy}") / "campaign" / "rounds"
-        states = [json.loads((rounds / str(n) / "state.json").read_text()) for n in (0, 1)]
-        assert [s["phases"]["train"]["labeled"] for s in states] == [20, 30]
+        ws = job_folder(sweep, "seed=0", f"strategy={strategy}") / "campaign"
+        states = [RoundState.load(n, ws) for n in (0, 1)]
+        assert [s.train.labeled for s in states] == [20, 30]
 
 
 def test_a_job_whose_folder_holds_a_campaign_of_other_settings_is_refused(tmp_path):
