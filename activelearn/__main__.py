@@ -63,16 +63,22 @@ def run(config: Config) -> str:
         return round_summary(run_round(config))
     metrics = run_pipeline(config)
     return (
-        f"test accuracy {metrics['accuracy']:.4f} (macro F1 {metrics['macro_f1']:.4f}) "
-        f"on {metrics['test_images']} test images, trained on {metrics['labeled_images']} labels"
+        f"{accuracy_text(metrics)}, macro F1 {metrics['macro_f1']:.4f}, "
+        f"trained on {metrics['labeled_images']} labels"
     )
+
+
+def accuracy_text(metrics: dict) -> str:
+    """Test accuracy with its 95% interval: on a small test set the point alone misleads."""
+    text = f"test accuracy {metrics['accuracy']:.4f}"
+    if "accuracy_low" in metrics:  # a model evaluated before the interval was measured lacks it
+        text += f" (95% interval {metrics['accuracy_low']:.3f}-{metrics['accuracy_high']:.3f})"
+    return f"{text} on {metrics['test_images']} test images"
 
 
 def round_summary(state: RoundState) -> str:
     train, select = state.train, state.select
-    accuracy = (
-        f"test accuracy {train.metrics['accuracy']:.4f}, " if train.metrics else "cold start, "
-    )
+    accuracy = f"{accuracy_text(train.metrics)}, " if train.metrics else "cold start, "
     queued = "stopped: " + select.reason if select.stop else f"{select.queued} queued"
     return f"round {state.round}: {accuracy}{train.labeled} labels, {queued}"
 

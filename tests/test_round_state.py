@@ -200,3 +200,14 @@ def test_a_round_state_saves_every_phase_and_loads_as_it_was(tmp_path):
     assert saved["phases"]["train"]["metrics"] == {"accuracy": 0.5}  # where reports read it
     assert [p["seconds"] for p in saved["phases"].values()] == [0.5] * len(PHASES)
     assert not RoundState.load(4, tmp_path).phases
+
+
+def test_the_summary_line_gives_the_accuracy_with_its_interval():
+    from activelearn.__main__ import accuracy_text
+
+    three = {"accuracy": 2 / 3, "accuracy_low": 0.2077, "accuracy_high": 0.9385, "test_images": 3}
+    assert accuracy_text(three) == (
+        "test accuracy 0.6667 (95% interval 0.208-0.939) on 3 test images"
+    )
+    older = {"accuracy": 0.9, "test_images": 50}  # evaluated before the interval was kept
+    assert accuracy_text(older) == "test accuracy 0.9000 on 50 test images"

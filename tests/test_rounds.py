@@ -313,6 +313,8 @@ def test_three_round_campaign_end_to_end(reference):
         r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "round-1"
     ][0]
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    low, high = child.data.metrics["test_accuracy_low"], child.data.metrics["test_accuracy_high"]
+    assert low <= child.data.metrics["test_accuracy"] <= high and high - low > 0.1  # 18 images
     for key in (
         "test_accuracy",
         "macro_f1",

@@ -300,11 +300,13 @@ def round_metrics(r: Round, queue: list[QueueItem]) -> dict[str, float]:
         metrics["seconds_fit"] = trained.fit_seconds
     for part, seconds in trained.repro_seconds.items():  # the rest of it
         metrics["seconds_dvc" if part == "dvc" else f"seconds_stage_{part}"] = seconds
-    if trained.metrics:
-        metrics |= {
-            "test_accuracy": trained.metrics["accuracy"],
-            "macro_f1": trained.metrics["macro_f1"],
-        }
+    if test := trained.metrics:
+        metrics |= {"test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"]}
+        if "accuracy_low" in test:  # its 95% interval; rounds trained before lack it
+            metrics |= {
+                "test_accuracy_low": test["accuracy_low"],
+                "test_accuracy_high": test["accuracy_high"],
+            }
     uncertainty = [1 - q.confidence for q in queue if q.confidence is not None]
     if uncertainty:
         metrics |= {
