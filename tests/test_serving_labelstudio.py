@@ -46,7 +46,12 @@ class UvicornThread:
     """The app on uvicorn in a thread; `started` once it serves (the model loads meanwhile)."""
 
     def __init__(self, app, port: int):
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        # No logging set-up of uvicorn's: its dictConfig closes every handler, and absl's
+        # (TensorFlow's) closes the stream it holds unless that is the stderr of the moment:
+        # here pytest's capture file of an earlier test, whose loss ends the test session.
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, log_level="warning"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
         self.url = f"http://127.0.0.1:{port}"
