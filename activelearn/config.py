@@ -43,6 +43,13 @@ class Skipped(StrEnum):
     exclude = "exclude"  # out of the campaign, rejected
 
 
+class OnDisagreement(StrEnum):
+    """What becomes of a task whose answers disagree (or tie) under `vote`."""
+
+    requeue = "requeue"  # one more answer asked (the task's overlap raised): stays queued
+    reject = "reject"  # out of the campaign, rejected
+
+
 class Engine(StrEnum):
     """Where the pool is scored."""
 
@@ -101,6 +108,7 @@ class LabelingConfig:
     document_root: Optional[str] = None  # the server's local-files root; None = the pool's parent
     vote: Vote = Vote.majority  # several annotations per task
     skipped: Skipped = Skipped.pool  # cancelled/skipped tasks
+    on_disagreement: OnDisagreement = OnDisagreement.requeue  # answers that decide nothing
     annotations_per_task: int = 1  # Label Studio's overlap: answers wanted per task
     timeout: float = 60.0  # seconds per request
     retries: int = 4  # transient failures (5xx, 429, timeouts) retried this often

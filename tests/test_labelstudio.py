@@ -42,6 +42,7 @@ from activelearn.labeling.answers import (
     DISAGREEMENT,
     EXCLUDED,
     OPEN,
+    REQUEUED,
     SKIPPED,
     UNKNOWN_LABEL,
     apply_answers,
@@ -271,7 +272,7 @@ def test_ingest_votes_rejects_and_loses_nothing(campaign, labelstudio, tmp_path,
     assert status[cancelled].status == SKIPPED
     assert status[unknown].status == UNKNOWN_LABEL
     assert f"task {ids[unknown]}" in status[unknown].detail and "'zebra'" in status[unknown].detail
-    assert status[split].status == DISAGREEMENT
+    assert status[split].status == REQUEUED
     assert status[deleted].status == DELETED and str(ids[deleted]) in status[deleted].detail
     assert {sid: status[sid].status for sid in still_open} == dict.fromkeys(still_open, OPEN)
 
@@ -279,8 +280,8 @@ def test_ingest_votes_rejects_and_loses_nothing(campaign, labelstudio, tmp_path,
     assert report["counts"] == {
         ACCEPTED: 43,
         DELETED: 1,
-        DISAGREEMENT: 1,
         OPEN: 3,
+        REQUEUED: 1,
         SKIPPED: 1,
         UNKNOWN_LABEL: 1,
     }
@@ -306,7 +307,7 @@ def test_ingest_votes_rejects_and_loses_nothing(campaign, labelstudio, tmp_path,
         assert target.read_bytes() == (campaign.pool / sid).read_bytes()
     after = Manifest.load(manifest_path)
     states = Counter(s.state for s in after.samples.values())
-    assert states == {"labeled": 43, "rejected": 2, "pool": 3, "queued": 3}  # 1 never queued
+    assert states == {"labeled": 43, "rejected": 1, "pool": 3, "queued": 4}  # 1 never queued
     assert after.samples[majority].label == campaign.truth[majority]
     assert "zebra" in after.samples[unknown].reason
     assert after.samples[cancelled].state == after.samples[deleted].state == "pool"
@@ -518,11 +519,15 @@ def test_more_answers_per_task_asked_before_ingest(campaign, labelstudio):
 
 
 @pytest.mark.integration
-def test_an_answer_changed_after_ingest_is_reported(campaign, caplog):
+def test_an_answer_changed_after_ingest_is_reported(campaign, labelstudio, caplog):
     """Annotations changed in Label Studio after the round that ingested them: the labeled
     set keeps what was ingested (later rounds trained on it), and the next collect reports
     what Label Studio says now, until the sample is relabeled by hand."""
     corrected, skipped_later, starred, kept, new = sorted(campaign.truth)[:5]
+    rejecting = replace(campaign.annotator.settings, on_disagreement="reject")
+    campaign.annotator = LabelStudioAnnotator(
+        rejecting, CLASSES, campaign.pool, token=labelstudio.token
+    )
     right = campaign.truth
     wrong = {sid: next(c for c in CLASSES if c != right[sid]) for sid in right}
     manifest = Manifest(campaign.workspace / "data" / "manifest.csv")
@@ -899,7 +904,7 @@ def test_votes_follow_the_policy():
         decide(task("class0", "class0", "class1"), "s", CLASSES, vote="unanimous").answer.status
         == DISAGREEMENT
     )
-    assert decide(task("class0", "class1"), "s", CLASSES).answer.status == DISAGREEMENT
+    assert decide(task("class0", "class1"), "s", CLASSES).answer.status == REQUEUED
     assert decide(task("class0", None), "s", CLASSES).answer.label == "class0"
     assert decide(task(None), "s", CLASSES).answer.status == SKIPPED
     assert decide(task(None), "s", CLASSES, skipped="exclude").answer.status == EXCLUDED

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 # What became of a queued sample.
 ACCEPTED = "accepted"  # label taken into the labeled set
 SKIPPED = "skipped"  # cancelled/skipped by the annotator: back to the pool
-DISAGREEMENT = "disagreement"  # annotators disagree (or tie): left out, listed
+DISAGREEMENT = "disagreement"  # annotators disagree (or tie), no answer asked: rejected
+REQUEUED = "requeued"  # annotators disagree (or tie): one more answer asked, still queued
 UNKNOWN_LABEL = "unknown_label"  # a class the project does not know: rejected
 DELETED = "deleted"  # the task vanished from the labeling tool: back to the pool
 EXCLUDED = "excluded"  # skipped, with skipped images kept out of the pool: rejected
@@ -112,7 +113,7 @@ def apply_answers(
             manifest.set_state(answer.sample_id, "rejected", round=round, reason=answer.detail)
         elif answer.status in (SKIPPED, DELETED):
             manifest.set_state(answer.sample_id, "pool")
-        # OPEN: stays queued
+        # OPEN, REQUEUED: stay queued
         counts[answer.status] += 1
     kill_point("ingest:before-manifest")
     manifest.save()

@@ -118,7 +118,7 @@ def ingest(r: Round) -> IngestResult:
     pool = Path(r.cfg.data.pool_dir)
     answers = [  # nobody can answer an image removed from the pool: it holds nothing up
         labeling.Answer(a.sample_id, labeling.REMOVED)
-        if a.status == labeling.OPEN and not (pool / a.sample_id).exists()
+        if a.status in (labeling.OPEN, labeling.REQUEUED) and not (pool / a.sample_id).exists()
         else a
         for a in answers
     ]

@@ -3,7 +3,8 @@
 predictions and makes Label Studio serve it most uncertain first; `collect` exports the
 project, keeps the raw export in the round folder, and turns every queued sample into one
 `Answer` (majority vote, skips, unknown labels, deleted tasks) plus a report, which also
-lists answers changed in Label Studio after they were ingested.
+lists answers changed in Label Studio after they were ingested; a task whose answers
+decide nothing is asked one more (`labeling.on_disagreement`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from activelearn.config import LabelingConfig
+from activelearn.config import LabelingConfig, OnDisagreement
 from activelearn.core.faults import kill_point
 from activelearn.core.files import write_atomic
 from activelearn.errors import LabelStudioError
@@ -84,6 +85,7 @@ class LabelStudioAnnotator:
             vote=settings.vote,
             skipped=settings.skipped,
             annotations_per_task=settings.annotations_per_task,
+            on_disagreement=settings.on_disagreement,
         )
 
     def ensure_project(self) -> int:
@@ -255,6 +257,8 @@ class LabelStudioAnnotator:
 
         Samples are matched to tasks by `sample_id` (this round's task when there is one,
         else the newest), so a queue may also hold samples still open from earlier rounds.
+        With `on_disagreement=requeue`, each task whose answers decide nothing gets its
+        overlap raised: Label Studio serves it to one more person (`_ask_more_answers`).
         The round report (counts, agreement, every non-accepted answer, and the `answered`
         samples Label Studio now decides otherwise) is written to
         `round_dir/labelstudio_report.json` and kept in `last_report`.
@@ -274,13 +278,55 @@ class LabelStudioAnnotator:
             return self._report(round, round_dir, None, outcomes)
         project = self.project.recorded(state)  # before anything is read or written
         self.project.keep_answers_per_task(project_id, project)
+        export_file, tasks = self._read_answers(project_id, round_dir)
+        pushed = state.pushed_tasks(round)
+        outcomes = queue_outcomes(round, queue, tasks, pushed, self._decide)
+        if self._ask_more_answers(tasks, outcomes):
+            # That shows in the export (the tasks' `updated_at`): keep the export after it,
+            # the one an ingest again reads, so that one keeps nothing new.
+            export_file, tasks = self._read_answers(project_id, round_dir)
+            outcomes = queue_outcomes(round, queue, tasks, pushed, self._decide)
+            self._ask_more_answers(tasks, outcomes)
+        changes = late_changes(tasks, answered, self._decide)
+        return self._report(round, round_dir, export_file.name, outcomes, changes)
+
+    def _read_answers(self, project_id: int, round_dir: Path) -> tuple[Path, list[dict]]:
+        """The project's export, kept in `round_dir` first, and its tasks; with
+        `on_disagreement=requeue` each task also gets its `overlap` (the people it waits
+        for), which the export leaves out."""
         raw = self.export_project(project_id)
         export_file = keep_export(round_dir, raw)
         tasks = json.loads(raw)
-        pushed = state.pushed_tasks(round)
-        outcomes = queue_outcomes(round, queue, tasks, pushed, self._decide)
-        changes = late_changes(tasks, answered, self._decide)
-        return self._report(round, round_dir, export_file.name, outcomes, changes)
+        if self.settings.on_disagreement == OnDisagreement.requeue:
+            overlaps = {t.id: task_field(t, "overlap") for t in self.list_tasks(project_id)}
+            for task in tasks:
+                task["overlap"] = overlaps.get(task["id"])
+        return export_file, tasks
+
+    def _ask_more_answers(self, tasks: list[dict], outcomes: list[TaskOutcome]) -> int:
+        """Raise the overlap of each requeued task to the people it is to be answered by,
+        so Label Studio serves it again (to someone who has not answered it), as a raised
+        `annotations_per_task` does for the whole project; how many were raised. A task
+        already asked is left alone, so an ingest again asks nothing more."""
+        overlap = {task["id"]: task.get("overlap") for task in tasks}
+        raised = 0
+        for outcome in outcomes:
+            task_id, wanted = outcome.task_id, outcome.overlap
+            if wanted is None or overlap.get(task_id) == wanted:
+                continue
+            self.transport.call(
+                f"raising the overlap of task {task_id} to {wanted}",
+                lambda task_id=task_id, wanted=wanted: self.sdk.tasks.update(
+                    str(task_id), overlap=wanted, is_labeled=False
+                ),
+            )
+            log.info(
+                "%s: its answers decide nothing, one more asked (%s)",
+                outcome.answer.sample_id,
+                outcome.answer.detail,
+            )
+            raised += 1
+        return raised
 
     def _report(
         self,

@@ -18,6 +18,7 @@ from activelearn.labeling.answers import (
     DISAGREEMENT,
     EXCLUDED,
     OPEN,
+    REQUEUED,
     SKIPPED,
     UNKNOWN_LABEL,
     Answer,
@@ -105,6 +106,10 @@ class TaskOutcome:
 
     answer: Answer
     votes: list[str] = field(default_factory=list)
+    task_id: int | None = None
+    # REQUEUED: how many people the task is to be answered by, its overlap in Label
+    # Studio: one more than had answered it when their answers last decided nothing
+    overlap: int | None = None
 
 
 def decide(
@@ -115,19 +120,27 @@ def decide(
     vote: str = "majority",
     skipped: str = "pool",
     annotations_per_task: int = 1,
+    on_disagreement: str = "requeue",
 ) -> TaskOutcome:
     """Turn one exported task into an Answer.
 
     Cancelled annotations (and ones without a choice) do not vote. A label the project
     does not know rejects the task. One vote is the label; several are decided by `vote`:
-    `majority` needs more than half of the votes, `unanimous` all of them; anything else
-    is a disagreement. A task with fewer finished annotations than `annotations_per_task`
-    is still open.
+    `majority` needs more than half of the votes, `unanimous` all of them. A task with
+    fewer finished annotations than `annotations_per_task` is still open.
+
+    Votes that decide nothing (a tie, a split) are a disagreement: rejected, or, with
+    `on_disagreement="requeue"` under `majority`, REQUEUED: the task is to be answered by
+    one more person than have answered it (`overlap`, Label Studio's count), and stays
+    REQUEUED while it waits for them (the task's `overlap`, which Label Studio's task list
+    has and its export lacks, says how many it waits for), so deciding again gives the
+    same answer until the answer arrives. Under `unanimous` no further answer can outvote
+    a dissent: rejected.
 
     An annotation marked ground truth (a reviewer's star in Label Studio, at most one per
     task there) is decisive: its label is the answer whatever the other votes say and
     however many there are; only its own label is checked. The other votes still count
-    for the agreement report.
+    for the agreement report. Several ground truths that disagree are rejected.
     """
     task_id = task.get("id")
     votes: list[str] = []
@@ -153,6 +166,7 @@ def decide(
                 f"classes {list(class_names)}",
             ),
             votes,
+            task_id,
         )
     done = len(votes) + cancelled
     if not ground_truth and (done < annotations_per_task or not done):
@@ -161,11 +175,14 @@ def decide(
                 sample_id, OPEN, detail=f"task {task_id}: {done} of {annotations_per_task} answers"
             ),
             votes,
+            task_id,
         )
     if not votes:
         status = SKIPPED if skipped == "pool" else EXCLUDED
         return TaskOutcome(
-            Answer(sample_id, status, detail=f"task {task_id}: cancelled ({cancelled}x)"), votes
+            Answer(sample_id, status, detail=f"task {task_id}: cancelled ({cancelled}x)"),
+            votes,
+            task_id,
         )
     counts = Counter(deciding)
     (label, top), *_ = counts.most_common(1)
@@ -175,12 +192,27 @@ def decide(
     agreed = 2 * top > len(deciding) if policy == "majority" else top == len(deciding)
     if agreed:
         detail = f"task {task_id}: {top} of {len(deciding)} ({policy})"
-        return TaskOutcome(Answer(sample_id, ACCEPTED, label, detail=detail), votes)
+        return TaskOutcome(Answer(sample_id, ACCEPTED, label, detail=detail), votes, task_id)
     summary = ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
-    return TaskOutcome(
-        Answer(sample_id, DISAGREEMENT, detail=f"task {task_id}: votes {summary} ({policy})"),
-        votes,
-    )
+    detail = f"task {task_id}: votes {summary} ({policy})"
+    if on_disagreement == "requeue" and policy == "majority":
+        overlap = max(task.get("overlap") or 1, answerers(task) + 1)
+        detail += f", {overlap} answers asked"
+        return TaskOutcome(Answer(sample_id, REQUEUED, detail=detail), votes, task_id, overlap)
+    return TaskOutcome(Answer(sample_id, DISAGREEMENT, detail=detail), votes, task_id)
+
+
+def answerers(task: dict) -> int:
+    """The people who answered a task, as Label Studio counts them against its overlap:
+    the distinct authors of its annotations, skips included (the project's skip queue
+    ignores skipped tasks). An annotation without an author counts as one person."""
+    authors = set()
+    for i, annotation in enumerate(task.get("annotations") or []):
+        author = annotation.get("completed_by")
+        if isinstance(author, dict):  # expanded, in some exports
+            author = author.get("id")
+        authors.add(("annotation", i) if author is None else author)
+    return len(authors)
 
 
 # `decide` with the campaign's classes and policies: (task, sample id) -> outcome
@@ -298,7 +330,8 @@ def round_report(
     late_changes: Sequence[dict] = (),
 ) -> dict:
     """Counts, agreement, every answer that was not a plain acceptance, and the answers
-    changed after their ingest (see `late_changes`)."""
+    changed after their ingest (see `late_changes`). Disagreements list the rejected and
+    the requeued ones."""
     answers = [o.answer for o in outcomes]
     listed = defaultdict(list)
     for outcome in outcomes:
@@ -314,7 +347,7 @@ def round_report(
         "queued": len(answers),
         "counts": dict(sorted(Counter(a.status for a in answers).items())),
         "agreement": agreement(o.votes for o in outcomes),
-        "disagreements": listed[DISAGREEMENT],
+        "disagreements": listed[DISAGREEMENT] + listed[REQUEUED],
         "unknown_labels": listed[UNKNOWN_LABEL],
         "skipped": listed[SKIPPED] + listed[EXCLUDED],
         "deleted": listed[DELETED],
