@@ -11,6 +11,7 @@ from activelearn.labeling.answers import (
     DISAGREEMENT,
     EXCLUDED,
     OPEN,
+    OUTCOME,
     REMOVED,
     REQUEUED,
     SKIPPED,
@@ -18,6 +19,7 @@ from activelearn.labeling.answers import (
     Annotator,
     Answer,
     apply_answers,
+    describe_outcomes,
 )
 from activelearn.labeling.simulated import SimulatedAnnotator
 
@@ -27,6 +29,7 @@ __all__ = [
     "DISAGREEMENT",
     "EXCLUDED",
     "OPEN",
+    "OUTCOME",
     "REMOVED",
     "REQUEUED",
     "SKIPPED",
@@ -35,4 +38,5 @@ __all__ = [
     "Answer",
     "SimulatedAnnotator",
     "apply_answers",
+    "describe_outcomes",
 ]

@@ -12,7 +12,7 @@ import logging
 import shutil
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -35,6 +35,25 @@ DELETED = "deleted"  # the task vanished from the labeling tool: back to the poo
 EXCLUDED = "excluded"  # skipped, with skipped images kept out of the pool: rejected
 REMOVED = "removed"  # its pool file was removed before it was copied: rejected
 OPEN = "open"  # not answered yet
+
+# What an answer makes of its image (`OUTCOME`), as ingest reports and `apply_answers` does.
+LABELED = "labeled"  # into the labeled set, under its label
+REJECTED = "rejected"  # out of the campaign (one removed from the pool: until put back)
+BACK_TO_POOL = "back_to_pool"  # a later round may queue it again
+QUEUED_AGAIN = "queued_again"  # still queued, for one more answer
+STILL_OPEN = "still_open"  # still queued, not answered yet
+OUTCOME = {
+    ACCEPTED: LABELED,
+    DISAGREEMENT: REJECTED,
+    UNKNOWN_LABEL: REJECTED,
+    EXCLUDED: REJECTED,
+    REMOVED: REJECTED,
+    SKIPPED: BACK_TO_POOL,
+    DELETED: BACK_TO_POOL,
+    REQUEUED: QUEUED_AGAIN,
+    OPEN: STILL_OPEN,
+}
+UNCHANGED = "unchanged"  # `apply_answers`: labeled or rejected before (a rerun), left alone
 
 
 @dataclass
@@ -94,13 +113,14 @@ def apply_answers(
     for answer in answers:
         current = manifest.samples.get(answer.sample_id)
         if current is not None and current.state in ("labeled", "rejected"):
-            counts["unchanged"] += 1
+            counts[UNCHANGED] += 1
             continue
         if answer.status == ACCEPTED and not copy_labeled(
             answer.sample_id, answer.label, Path(pool_dir), raw_dir
         ):
             answer = Answer(answer.sample_id, REMOVED)
-        if answer.status == ACCEPTED:
+        outcome = OUTCOME[answer.status]
+        if outcome == LABELED:
             manifest.set_state(answer.sample_id, "labeled", round=round, label=answer.label)
         elif answer.status == REMOVED:  # no round: like an unreadable file, back if put back
             log.warning(
@@ -109,15 +129,33 @@ def apply_answers(
                 pool_dir,
             )
             manifest.set_state(answer.sample_id, "rejected", reason=NOT_IN_POOL)
-        elif answer.status in (UNKNOWN_LABEL, DISAGREEMENT, EXCLUDED):
+        elif outcome == REJECTED:
             manifest.set_state(answer.sample_id, "rejected", round=round, reason=answer.detail)
-        elif answer.status in (SKIPPED, DELETED):
+        elif outcome == BACK_TO_POOL:
             manifest.set_state(answer.sample_id, "pool")
-        # OPEN, REQUEUED: stay queued
+        # QUEUED_AGAIN, STILL_OPEN: stay queued
         counts[answer.status] += 1
     kill_point("ingest:before-manifest")
     manifest.save()
     return dict(counts)
+
+
+def outcome_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """Counts by status (as `apply_answers` gives them) as counts by outcome: every
+    outcome, and `unchanged` when a rerun found answers already applied."""
+    by_outcome = dict.fromkeys(OUTCOME.values(), 0)
+    for status, n in counts.items():
+        outcome = OUTCOME.get(status, status)
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + n
+    return by_outcome
+
+
+def describe_outcomes(counts: Mapping[str, int]) -> str:
+    """`labeled 8, rejected 1, back to pool 2, queued again 1, still open 3`: what ingest
+    made of its answers (counts by status, as `apply_answers` gives them)."""
+    return ", ".join(
+        f"{outcome.replace('_', ' ')} {n}" for outcome, n in outcome_counts(counts).items()
+    )
 
 
 def copy_labeled(sample_id: str, label: str, pool_dir: Path, raw_dir: Path) -> bool:

@@ -136,8 +136,9 @@ def ingest(r: Round) -> IngestResult:
             f"label them, or lower campaign.min_answered, then run round={r.n} again"
         )
     queued_in = {item.sample_id: r.manifest.samples[item.sample_id].round for item in items}
+    queues = sorted(set(queued_in.values()))
     outcomes = Counter()
-    for n in sorted(set(queued_in.values())):
+    for n in queues:
         mine = [a for a in answers if queued_in[a.sample_id] == n]
         outcomes.update(
             labeling.apply_answers(
@@ -146,6 +147,17 @@ def ingest(r: Round) -> IngestResult:
         )
     if still_open:
         log.info("%d queued images still open: %s", len(still_open), still_open[:10])
+    queues_named = (
+        f"queues of rounds {', '.join(map(str, queues))}"
+        if len(queues) > 1
+        else f"queue of round {queues[0]}"
+    )
+    log.info(
+        "round %d ingested the answers to the %s: %s",
+        r.n,
+        queues_named,
+        labeling.describe_outcomes(outcomes),
+    )
     outcomes.pop(labeling.OPEN, None)  # one answer per item: the open ones are `still_open`
     return IngestResult(answers=len(answers), open=len(still_open), outcomes=dict(outcomes))
 

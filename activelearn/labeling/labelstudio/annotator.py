@@ -354,7 +354,7 @@ class LabelStudioAnnotator:
                 report_file,
             )
         self.last_report = report
-        log.info("round %d answers: %s", round, report["counts"])
+        log.info("answers to round %d's queue: %s (%s)", round, report["counts"], report_file)
         return [o.answer for o in outcomes]
 
 

@@ -18,10 +18,12 @@ from activelearn.labeling.answers import (
     DISAGREEMENT,
     EXCLUDED,
     OPEN,
+    OUTCOME,
     REQUEUED,
     SKIPPED,
     UNKNOWN_LABEL,
     Answer,
+    outcome_counts,
 )
 from activelearn.labeling.labelstudio.label_config import IMAGE_FIELD, LABEL_FIELD
 from activelearn.workspace.layout import round_tag
@@ -329,24 +331,35 @@ def round_report(
     outcomes: Sequence[TaskOutcome],
     late_changes: Sequence[dict] = (),
 ) -> dict:
-    """Counts, agreement, every answer that was not a plain acceptance, and the answers
-    changed after their ingest (see `late_changes`). Disagreements list the rejected and
-    the requeued ones."""
+    """The report on the answers to round `round`'s queue (and to earlier ones still
+    open), which the next round ingests: counts by status and by outcome, agreement,
+    each answered image's outcome (`OUTCOME`: what the ingest makes of it; one removed
+    from the pool meanwhile is rejected instead, with a warning), every answer that was
+    not a plain acceptance, and the answers changed after their ingest (see
+    `late_changes`). Disagreements list the rejected and the requeued ones."""
     answers = [o.answer for o in outcomes]
     listed = defaultdict(list)
+    answered = []
     for outcome in outcomes:
         a = outcome.answer
+        if a.status != OPEN:
+            entry = {"sample_id": a.sample_id, "outcome": OUTCOME[a.status], "status": a.status}
+            answered.append(entry | ({"label": a.label} if a.status == ACCEPTED else {}))
         if a.status != ACCEPTED:
             entry = {"sample_id": a.sample_id, "detail": a.detail}
             if outcome.votes:
                 entry["votes"] = dict(sorted(Counter(outcome.votes).items()))
             listed[a.status].append(entry)
+    counts = Counter(a.status for a in answers)
     return {
-        "round": round,
+        "ingested_in_round": round + 1,  # a round ingests the answers to the queue before it
+        "answers_to_round": round,
         "export": export_file,
         "queued": len(answers),
-        "counts": dict(sorted(Counter(a.status for a in answers).items())),
+        "counts": dict(sorted(counts.items())),
+        "outcomes": outcome_counts(counts),
         "agreement": agreement(o.votes for o in outcomes),
+        "answered": answered,
         "disagreements": listed[DISAGREEMENT] + listed[REQUEUED],
         "unknown_labels": listed[UNKNOWN_LABEL],
         "skipped": listed[SKIPPED] + listed[EXCLUDED],
