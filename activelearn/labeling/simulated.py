@@ -30,8 +30,8 @@ class SimulatedAnnotator:
         self.labels_file = Path(labels_file)
         if not self.labels_file.is_file():
             raise FileNotFoundError(
-                f"labels file {self.labels_file} not found: the simulated annotator needs "
-                "`path,label` rows for the pool (the demo dataset writes one)"
+                f"labels file {self.labels_file.absolute()} not found: the simulated annotator "
+                "needs `path,label` rows for the pool (the demo dataset writes one)"
             )
         with self.labels_file.open(newline="", encoding="utf-8-sig") as f:  # Excel's BOM too
             rows = csv.DictReader(f)

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def make_annotator(cfg: Config, class_names: list[str]) -> labeling.Annotator:
-    """The configured annotator. A workspace whose people label in Label Studio (it has
-    Label Studio state) refuses the simulated one, which would overwrite their answers."""
+    """The configured annotator, made in the workspace (the current folder). A workspace
+    whose people label in Label Studio (it has Label Studio state) refuses the simulated
+    one, which would overwrite their answers."""
     if cfg.labeling.kind == LabelingKind.simulated:
         if Path(cfg.labeling.state_file).exists():
             raise RoundBlocked(
@@ -40,7 +41,10 @@ def make_annotator(cfg: Config, class_names: list[str]) -> labeling.Annotator:
                 cfg.data.pool_labels, class_names, cfg.labeling.error_rate, cfg.seed
             )
         except FileNotFoundError as err:
-            raise RoundBlocked(f"{err}; with people labeling, use labeling=labelstudio") from None
+            raise RoundBlocked(
+                f"{err}; data.pool_labels={cfg.data.pool_labels} is relative to the "
+                f"workspace {Path.cwd()}; with people labeling, use labeling=labelstudio"
+            ) from None
     from activelearn.labeling.labelstudio import LabelStudioAnnotator
 
     return LabelStudioAnnotator(cfg.labeling, class_names, cfg.data.pool_dir)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from activelearn.config import Config, DataConfig
 from activelearn.core.processes import stop_group
 from activelearn.errors import ServerStartError
 from activelearn.labeling.labelstudio.transport import TOKEN_ENV
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 LABEL_STUDIO_VERSION = "1.23.2"
 DEFAULT_VENV = PROJECT_ROOT / ".venv-labelstudio"
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".labelstudio"
-DEFAULT_POOL_DIR = Path("campaign/data/pool")  # the default workspace's (`workspace=campaign`)
+DEFAULT_POOL_DIR = Path(Config.workspace) / DataConfig.pool_dir  # the default workspace's
 
 USERNAME_ENV = "LABEL_STUDIO_USERNAME"
 PASSWORD_ENV = "LABEL_STUDIO_PASSWORD"
