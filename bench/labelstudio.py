@@ -11,8 +11,10 @@ set TMPDIR to a folder there). Each part gets its own project on the same server
 
 1. `LabelStudioAnnotator.push` of N tasks with predictions: one bulk import plus the
    bookkeeping around it (task listing, view, sampling); the import request alone too.
-2. The same N tasks created one by one, a task request and a prediction request each
-   (plain HTTP, what a naive client does), for the rate and the ratio.
+2. The same tasks sent one by one (`--one-by-one` of them), each with the fewest
+   requests a task can take: one import request carrying the task and its prediction
+   (plain HTTP), for the rate and the ratio. Creating the task, then its prediction,
+   would take two.
 3. Export and ingest of N annotated tasks: `collect` (export, raw file, votes, report)
    and `apply_answers` (copy images into data/raw, update the manifest).
 """
@@ -124,29 +126,18 @@ def run(url: str, token: str, pool: Path, work: Path, truth: dict[str, str], arg
     rows.append((f"bulk: push() of {len(queue)} tasks", push_s, len(queue) / push_s))
     rows.append(("bulk: the one import request", import_s, len(queue) / import_s))
 
-    # 2. One by one: a task, then its prediction.
+    # 2. One by one, one request per task: an import of the task with its prediction.
     slow = annotator_for("one-by-one", url, token, pool, work)
     slow_project = slow.ensure_project()
     few = queue[: args.one_by_one]
 
     def one_by_one():
         for item in few:
-            task = http.post(
-                "/api/tasks/",
-                json={"project": slow_project, "data": raw.task_payload(1, item, 0)["data"]},
-            ).raise_for_status()
-            http.post(
-                "/api/predictions/",
-                json={
-                    "task": task.json()["id"],
-                    "model_version": "round-1",
-                    "score": item.confidence,
-                    "result": prediction_result(item.predicted),
-                },
-            ).raise_for_status()
+            task = raw.task_payload(1, item, len(queue))
+            http.post(f"/api/projects/{slow_project}/import", json=[task]).raise_for_status()
 
     _, slow_s = timed(one_by_one)
-    rows.append((f"one by one: {len(few)} tasks (2 requests each)", slow_s, len(few) / slow_s))
+    rows.append((f"one by one: {len(few)} tasks, 1 request each", slow_s, len(few) / slow_s))
 
     # 3. Export and ingest N annotated tasks (annotations imported with the tasks).
     ingest = annotator_for("ingest", url, token, pool, work)
