@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: demo test lint docs setup clean
+.PHONY: demo test test-fast lint docs setup clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -41,6 +41,10 @@ docs: $(STAMP)
 
 test: lint docs
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest
+
+# The unit tier alone (tests/unit/: no service, no training), for the edit-test loop.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests/unit
 
 clean:
 	rm -rf campaign outputs multirun site

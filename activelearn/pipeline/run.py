@@ -26,8 +26,9 @@ from activelearn.workspace.repo import dvc_repo, init_workspace, python_environm
 log = logging.getLogger(__name__)
 
 
-def prepare_data(cfg: Config) -> dict[str, int]:
-    """Demo data if asked for, the test set drawn at set-up, the pool manifest; in the workspace."""
+def prepare_data(cfg: Config, pool_required: bool = False) -> dict[str, int]:
+    """Demo data if asked for, the test set drawn at set-up, the pool manifest; in the
+    workspace. A round needs a pool to select from (`pool_required`); a retrain does not."""
     data = cfg.data
     if data.demo and (Path(WRITING).exists() or not list_files(data.raw_dir)):  # or killed midway
         write_digits(
@@ -56,7 +57,7 @@ def prepare_data(cfg: Config) -> dict[str, int]:
             f"no test images in {Path(data.test_dir).resolve()} to evaluate on: put a fixed "
             f"test set into {data.test_dir}/<class>/{hold_out}"
         )
-    if not Path(data.pool_dir).is_dir():
+    if pool_required and not Path(data.pool_dir).is_dir():
         raise ConfigError(
             f"no pool folder {Path(data.pool_dir).resolve()}: put the unlabeled images under "
             f"{data.pool_dir}/ of the workspace (nested folders allowed), or set data.pool_dir"

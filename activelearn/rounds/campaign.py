@@ -68,7 +68,7 @@ def run_round(cfg: Config) -> RoundState:
             log_late_seconds(cfg, state)  # if it was killed before they were logged
             log.info("round %d already finished; nothing to do", n)
             return state
-        prepare_data(cfg)
+        prepare_data(cfg, pool_required=True)
         if n == 0 and not state.phases:
             check_budget(cfg)
         class_names = class_names_of(cfg.data.raw_dir, cfg.data.test_dir)

@@ -17,9 +17,7 @@ from activelearn.pipeline import worker as stage_worker
 from activelearn.pipeline.run import PipelineFailed, run_pipeline, write_params
 from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.repo import python_environment
-from tests.conftest import write_class_folders
-
-pytestmark = pytest.mark.integration
+from tests.helpers import write_class_folders
 
 
 def dvc_status(ws) -> dict:
@@ -130,7 +128,6 @@ def test_a_workspace_from_an_older_version_gets_the_missing_ignore_lines(tmp_pat
     assert f"!! {LOCK}" in status.stdout
 
 
-@pytest.mark.integration  # runs DVC's command line, as a person would in the workspace
 def test_dvc_commands_people_run_in_a_workspace_send_no_usage_report(tmp_path, monkeypatch):
     """The round runs DVC through its Python API, which sends no report; a `dvc` command
     someone types in the workspace would, unless the workspace's DVC config says no. A

@@ -12,9 +12,8 @@ from activelearn.config import LabelingConfig
 from activelearn.errors import RoundBlocked
 from activelearn.rounds import run_round
 from activelearn.workspace.manifest import Manifest
-from tests.test_rounds import make_config, make_workspace, run_cli_round
+from tests.helpers import make_config, make_workspace, run_cli_round
 
-pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.labelstudio_server"]
 
 

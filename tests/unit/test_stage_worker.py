@@ -1,43 +1,30 @@
 """The stage worker: stage commands run inside the process that runs DVC's repro.
 
 A shell command that runs stage commands one after the other stands in for DVC's
-repro here; tests/test_pipeline.py runs the real one.
+repro here; tests/integration/test_pipeline.py runs the real one.
 """
 
-import _thread
+from __future__ import annotations
+
 import os
-import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from activelearn.pipeline import worker as stage_worker
+from tests.helpers import STAGE, CommandFailed, dvc_running, no_dvc_thread_left
 
-STAGE = f"{sys.executable} -m activelearn.pipeline.stages"
 TWO_STAGES = f"{STAGE} prepare && {STAGE} train"
-ENV = dict(os.environ)
 
 
-class CommandFailed(Exception):
-    pass
+def fail_at_prepare(error: BaseException, ran: list):
+    def run_stage(stage: str) -> None:
+        ran.append(stage)
+        if stage == "prepare":
+            raise error
 
-
-def dvc_running(script: str, cwd):
-    """A stand-in for DVC's repro: runs `script` with the stage environment, and fails
-    when it exits non-zero, as DVC does when a stage command fails."""
-
-    def reproduce(stage_env: dict) -> None:
-        done = subprocess.run(["sh", "-c", script], cwd=cwd, env=ENV | stage_env)
-        if done.returncode:
-            raise CommandFailed(done.returncode)
-
-    return reproduce
-
-
-def no_dvc_thread_left() -> bool:
-    return not any(t.name == "dvc-repro" for t in threading.enumerate())
+    return run_stage
 
 
 def test_stages_run_here_in_order_in_the_workspace(tmp_path):
@@ -61,15 +48,6 @@ def test_each_stage_served_is_timed(tmp_path):
     )
     assert set(seconds) == {"prepare", "train"}
     assert seconds["train"] >= 0.3 > seconds["prepare"]
-
-
-def fail_at_prepare(error: BaseException, ran: list):
-    def run_stage(stage: str) -> None:
-        ran.append(stage)
-        if stage == "prepare":
-            raise error
-
-    return run_stage
 
 
 def test_a_failing_stage_fails_with_its_own_message(tmp_path):
@@ -117,20 +95,6 @@ def test_an_interrupted_stage_stops_dvc_too(tmp_path):
             dvc_running(TWO_STAGES, tmp_path),
         )
     assert ran == ["prepare"] and no_dvc_thread_left()
-
-
-def test_an_interrupt_between_stages_stops_dvc_before_the_next(tmp_path):
-    """Ctrl-C while DVC, not a stage, is at work: the next stage command finds no worker
-    (rather than waiting for good on a socket no one reads) and DVC ends."""
-    threading.Timer(0.5, _thread.interrupt_main).start()
-    ran = []
-    started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        stage_worker.run_repro(
-            str(tmp_path), ran.append, dvc_running(f"sleep 2; {STAGE} prepare", tmp_path)
-        )
-    assert ran == [] and no_dvc_thread_left()
-    assert time.monotonic() - started < 30
 
 
 def test_a_stage_command_that_dies_mid_stage_leaves_the_worker_standing(tmp_path):

@@ -3,7 +3,7 @@
 Images come from a generated pool on disk (local-files URLs) and from a small HTTP file
 server standing in for Label Studio's upload endpoint and for a foreign host, so the
 token handling is checked on real HTTP requests. The real Label Studio is exercised in
-tests/test_serving_labelstudio.py.
+tests/integration/test_serving_labelstudio.py.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from serving.images import ImageError, ImageSource
 from serving.label_config import DEFAULT_TARGET, choice_target
 from serving.retrain import _child_environment, next_round
 from serving.settings import ServingSettings, describe
-from tests.conftest import pattern_image, write_class_folders
+from tests.helpers import pattern_image, write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
 TOKEN = "secret-token-0123456789"
@@ -947,7 +947,6 @@ def test_serving_help_prints_its_flags_and_binds_nothing():
         assert flag in result.stdout
 
 
-@pytest.mark.integration
 def test_serving_flags_bind_the_port_and_read_the_workspace_given(tmp_path):
     port = free_port()
     server = subprocess.Popen(

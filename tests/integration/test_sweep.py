@@ -15,8 +15,6 @@ from omegaconf import OmegaConf
 
 from activelearn.rounds import RoundState
 
-pytestmark = pytest.mark.integration
-
 TINY = [
     "data.image_size=[8,8]",
     "model.filters=[8]",

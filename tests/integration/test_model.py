@@ -11,7 +11,7 @@ from activelearn.data.images import Preprocessing, class_names_of, load_labeled
 from activelearn.learner import classifier as model
 from activelearn.learner.classifier import Classifier, UnreadableModel, training_epochs
 from activelearn.learner.metrics import classification_report, wilson_interval
-from tests.conftest import write_class_folders
+from tests.helpers import write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
 

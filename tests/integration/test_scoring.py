@@ -15,7 +15,7 @@ from activelearn.strategies import MeanConfidence
 from activelearn.strategies.registry import StrategyError, check_strategy
 from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.queue import read_queue
-from tests.conftest import write_class_folders
+from tests.helpers import write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
 

@@ -8,7 +8,7 @@ from unittest.mock import patch
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def load_bench(name: str):

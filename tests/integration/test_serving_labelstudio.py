@@ -27,9 +27,8 @@ from activelearn.labeling.labelstudio import label_config
 from activelearn.learner.classifier import Classifier
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.conftest import write_class_folders
+from tests.helpers import write_class_folders
 
-pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.labelstudio_server"]
 
 PREP = Preprocessing((12, 12), 1)

@@ -12,9 +12,7 @@ import pytest
 
 from activelearn.rounds import run_round
 from activelearn.workspace.repo import campaign_id
-from tests.test_rounds import make_config, make_workspace
-
-pytestmark = pytest.mark.integration
+from tests.helpers import make_config, make_workspace
 
 
 def free_port() -> int:

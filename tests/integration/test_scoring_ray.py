@@ -23,7 +23,7 @@ from activelearn.data.images import Preprocessing, class_names_of, load_labeled
 from activelearn.learner.classifier import Classifier
 from activelearn.scoring.select import score_and_select
 from activelearn.workspace.manifest import Manifest
-from tests.conftest import write_class_folders
+from tests.helpers import write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
 BATCH = 32
@@ -125,7 +125,6 @@ def ray_scoring(**settings) -> ScoringConfig:
     return ScoringConfig(engine="ray", batch_size=BATCH, ray=RayScoringConfig(**settings))
 
 
-@pytest.mark.integration
 def test_ray_scorer_picks_and_scores_as_the_local_one_uncertainty(
     tmp_path, campaign, local_ray, caplog
 ):
@@ -136,7 +135,6 @@ def test_ray_scorer_picks_and_scores_as_the_local_one_uncertainty(
     assert "1 scoring actors on 1 nodes" in caplog.text
 
 
-@pytest.mark.integration
 def test_a_pool_file_deleted_everywhere_is_rejected_on_ray_as_locally(
     tmp_path, campaign, local_ray
 ):
@@ -151,7 +149,6 @@ def test_a_pool_file_deleted_everywhere_is_rejected_on_ray_as_locally(
         assert on_ray[1].samples[sid].reason == local[1].samples[sid].reason
 
 
-@pytest.mark.integration
 def test_mc_dropout_on_ray_samples_as_the_local_one(tmp_path, campaign, local_ray):
     """The dropout masks are seeded per batch, so the actor draws what the local scorer does."""
     local = score(campaign, tmp_path / "local", "bald", None, mc=5)
@@ -159,7 +156,6 @@ def test_mc_dropout_on_ray_samples_as_the_local_one(tmp_path, campaign, local_ra
     assert_same_round(tmp_path / "local", tmp_path / "ray", local, on_ray)
 
 
-@pytest.mark.integration
 def test_cold_start_on_ray_picks_as_the_local_one(tmp_path, campaign, local_ray):
     """No model yet: actors decode pixel features only, TypiClust runs on the driver."""
     root = campaign[0]
@@ -184,7 +180,6 @@ def test_cold_start_on_ray_picks_as_the_local_one(tmp_path, campaign, local_ray)
     assert len(picks["ray"]) == 8 and picks["ray"] == picks["local"]
 
 
-@pytest.mark.integration
 def test_a_node_that_cannot_read_the_pool_is_a_clear_error(tmp_path, campaign, local_ray):
     from activelearn.scoring.ray_engine import NodeCannotRead
 
@@ -199,7 +194,6 @@ def test_a_node_that_cannot_read_the_pool_is_a_clear_error(tmp_path, campaign, l
     assert not list((tmp_path / "round").glob("*.partial"))  # no half-written scores
 
 
-@pytest.mark.integration
 def test_two_node_cluster_picks_as_the_local_scorer_diversity(
     tmp_path, campaign, short_tmp, caplog
 ):

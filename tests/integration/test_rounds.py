@@ -2,7 +2,8 @@
 tiny generated data: real DVC, real sqlite MLflow, real git; and crash tests that SIGKILL
 the round at every phase boundary (integration)."""
 
-import csv
+from __future__ import annotations
+
 import json
 import logging
 import os
@@ -15,46 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from activelearn.config import CampaignConfig, Config, DataConfig, StrategyConfig, TrackingConfig
-from activelearn.core.faults import VARIABLE
-from activelearn.data.images import Preprocessing
 from activelearn.errors import RoundBlocked
 from activelearn.rounds import PHASES, RoundState, run_campaign, run_round
-from activelearn.rounds.phases import Round, flat_params, ingest, open_queue, stop_set_agreement
-from activelearn.strategies.stopping import Agreement
 from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.repo import campaign_id
-from tests.conftest import pattern_image
-
-CLASSES = 3
-
-
-def make_workspace(ws: Path, seed: int = 0) -> None:
-    """2 labeled per class, 6 test per class, 30 pool images per class with answers."""
-    rng = np.random.default_rng(seed)
-    answers = []
-    for label in range(CLASSES):
-        for part, count in (("raw", 2), ("test", 6), ("pool", 30)):
-            for i in range(count):
-                folder = ws / "data" / part / (f"c{label}" if part != "pool" else f"batch{i % 3}")
-                folder.mkdir(parents=True, exist_ok=True)
-                name = f"{part}-{label}-{i:02d}.png"
-                pattern_image(label, rng).save(folder / name)
-                if part == "pool":
-                    answers.append((f"batch{i % 3}/{name}", f"c{label}"))
-    with (ws / "data" / "pool_labels.csv").open("w", newline="") as f:
-        csv.writer(f).writerows([("path", "label"), *answers])
-
-
-def make_config(ws: Path, tiny_model_cfg, **campaign) -> Config:
-    return Config(
-        data=DataConfig(image_size=[12, 12], channels=1, demo=None),
-        model=tiny_model_cfg,
-        strategy=StrategyConfig(name="margin", batch_size=6, candidates=30),
-        tracking=TrackingConfig(uri="sqlite:///mlruns.db"),  # the campaign's own experiment
-        campaign=CampaignConfig(**({"stop_patience": 0} | campaign)),
-        workspace=str(ws),
-    )
+from tests.helpers import make_config, make_workspace, run_cli_round
 
 
 def mlflow_client(ws: Path):
@@ -102,172 +68,6 @@ def campaign_state(ws: Path) -> dict:
     }
 
 
-# ---------------------------------------------------------------------------- fast: no service
-
-
-def test_a_sample_queued_again_is_answered_once(tmp_path, monkeypatch):
-    """Queued in round 0, sent back to the pool, queued again in round 1: in both queue
-    files, but the round-2 ingest collects and counts it once."""
-    from activelearn import labeling
-    from activelearn.workspace.queue import QueueItem, write_queue
-
-    monkeypatch.chdir(tmp_path)
-    make_workspace(tmp_path)
-    again, waiting = "batch0/pool-0-00.png", "batch1/pool-1-01.png"
-    manifest = Manifest(tmp_path / "data" / "manifest.csv")
-    manifest.set_state(again, "queued", round=1)
-    manifest.set_state(waiting, "queued", round=0)
-    write_queue(
-        "rounds/0/queue.jsonl", [QueueItem(s, 1, None, None, 0.0) for s in (again, waiting)]
-    )
-    write_queue("rounds/1/queue.jsonl", [QueueItem(again, 1, None, None, 0.0)])
-    cfg = Config()
-    annotator = labeling.SimulatedAnnotator(cfg.data.pool_labels, ["c0", "c1", "c2"])
-    result = ingest(Round(cfg, 2, RoundState(2), manifest, annotator))
-    assert result.answers == 2 and result.outcomes[labeling.ACCEPTED] == 2
-    assert manifest.samples[again].round == 1 and manifest.samples[waiting].round == 0
-
-
-def test_an_ingest_rerun_after_its_answers_were_saved_still_goes_on(tmp_path, monkeypatch):
-    """Killed after the manifest took 9 of 10 answers, before the phase was recorded: the
-    rerun finds 1 open image, which is 10% of the queue, not 100%."""
-    from activelearn import labeling
-    from activelearn.workspace.queue import QueueItem, write_queue
-
-    class NineOfTen:  # people who have answered all but the last image (no server here)
-        def collect(self, round, queue, round_dir, answered=()):
-            return [
-                labeling.Answer(q.sample_id, labeling.OPEN)
-                if q.sample_id == ids[-1]
-                else labeling.Answer(q.sample_id, labeling.ACCEPTED, "c0")
-                for q in queue
-            ]
-
-    monkeypatch.chdir(tmp_path)
-    make_workspace(tmp_path)
-    cfg = Config(campaign=CampaignConfig(min_answered=0.8))
-    manifest = Manifest(cfg.data.manifest)
-    ids = [f"batch{i % 3}/pool-0-{i:02d}.png" for i in range(10)]
-    for sid in ids:
-        manifest.set_state(sid, "queued", round=0)
-    manifest.save()
-    write_queue("rounds/0/queue.jsonl", [QueueItem(s, 1, None, None, 0.0) for s in ids])
-    for run in ("first", "rerun"):
-        result = ingest(Round(cfg, 1, RoundState(1), Manifest.load(cfg.data.manifest), NineOfTen()))
-        assert result.open == 1, run
-    assert Counter(s.state for s in Manifest.load(cfg.data.manifest).samples.values()) == {
-        "labeled": 9,
-        "queued": 1,
-    }
-
-
-def test_queued_images_removed_from_the_pool_are_rejected_and_hold_nothing_up(
-    tmp_path, monkeypatch, caplog
-):
-    """One answered and one still open, both removed from data/pool/: the round goes on
-    (min_answered=1), both are rejected with the reason, and neither is open any more."""
-    from activelearn import labeling
-    from activelearn.workspace.manifest import NOT_IN_POOL
-    from activelearn.workspace.queue import QueueItem, write_queue
-
-    answered, unanswered = "batch0/pool-0-00.png", "batch1/pool-0-01.png"
-
-    class OneOpen:
-        def collect(self, round, queue, round_dir, answered=()):
-            return [
-                labeling.Answer(q.sample_id, labeling.OPEN)
-                if q.sample_id == unanswered
-                else labeling.Answer(q.sample_id, labeling.ACCEPTED, "c0")
-                for q in queue
-            ]
-
-    monkeypatch.chdir(tmp_path)
-    make_workspace(tmp_path)
-    cfg = Config()
-    manifest = Manifest(cfg.data.manifest)
-    ids = [answered, unanswered, "batch2/pool-0-02.png"]
-    for sid in ids:
-        manifest.set_state(sid, "queued", round=0)
-    write_queue("rounds/0/queue.jsonl", [QueueItem(s, 1, None, None, 0.0) for s in ids])
-    for sid in (answered, unanswered):
-        (tmp_path / cfg.data.pool_dir / sid).unlink()
-    r = Round(cfg, 1, RoundState(1), manifest, OneOpen())
-    result = ingest(r)
-    outcomes = result.outcomes
-    assert (result.open, outcomes[labeling.ACCEPTED], outcomes[labeling.REMOVED]) == (0, 1, 2)
-    for sid in (answered, unanswered):
-        assert (manifest.samples[sid].state, manifest.samples[sid].reason) == (
-            "rejected",
-            NOT_IN_POOL,
-        )
-        assert sid in caplog.text
-    assert open_queue(r) == []  # not collected, nor pushed again
-
-
-class AlwaysFirstClass:
-    """A model stand-in for the stop rule: predicts c0 for every image."""
-
-    prep = Preprocessing((12, 12), 1)
-    class_names = ["c0", "c1", "c2"]
-
-    def predict_proba(self, x):
-        return np.tile([1.0, 0.0, 0.0], (len(x), 1))
-
-
-def test_the_stop_rule_leaves_out_stop_set_images_removed_from_the_pool(
-    tmp_path, monkeypatch, caplog
-):
-    """Against predictions an older version stored (a list aligned with the stop set):
-    removed images are left out, labeled ones too; with none left, no stop signal."""
-    monkeypatch.chdir(tmp_path)
-    make_workspace(tmp_path)
-    cfg = Config(campaign=CampaignConfig(stop_patience=1, stop_agreement=0.5))
-    pool = tmp_path / cfg.data.pool_dir
-    stop_set = [f"batch{i % 3}/pool-0-{i:02d}.png" for i in range(4)]
-    labeled, removed, same, differs = stop_set
-    manifest = Manifest(cfg.data.manifest)
-    manifest.sync_pool(pool, AlwaysFirstClass.prep)
-    manifest.set_state(labeled, "labeled", round=0, label="c0")
-    (tmp_path / "rounds" / "0").mkdir(parents=True)
-    (tmp_path / "rounds" / "stop_set.json").write_text(json.dumps(stop_set))
-    (tmp_path / "rounds" / "0" / "stop_predictions.json").write_text(
-        json.dumps(["c1", "c1", "c0", "c1"])
-    )
-    for sid in (labeled, removed):  # the labeled one's copy is in data/raw
-        (pool / sid).unlink()
-
-    def signal(n):
-        return stop_set_agreement(Round(cfg, n, RoundState(n), manifest, None), AlwaysFirstClass())
-
-    assert signal(1) == Agreement(share=0.5, images=2)  # same, differs
-    stored = json.loads((tmp_path / "rounds" / "1" / "stop_predictions.json").read_text())
-    assert stored == [None, None, "c0", "c0"]  # still aligned with the stop set
-    assert removed in caplog.text and labeled not in caplog.text
-
-    for sid in (same, differs):
-        (pool / sid).unlink()
-    assert signal(2) is None
-    assert "labeled or removed from the pool: no stop signal" in caplog.text
-
-
-def test_params_leave_out_a_password_written_into_a_url():
-    for uri in (
-        "postgresql://me:s3cret@db:5432/mlflow",
-        "postgresql://me:s3/c?r#et@db:5432/mlflow",
-    ):
-        params = flat_params(Config(tracking=TrackingConfig(uri=uri)))
-        assert params["tracking.uri"] == "postgresql://db:5432/mlflow"
-        assert "s3" not in json.dumps(params)
-    assert params["labeling.url"] == "http://127.0.0.1:8080"  # nothing to leave out
-    at_in_path = "file:///home/me@work/mlruns"
-    assert flat_params(Config(tracking=TrackingConfig(uri=at_in_path)))["tracking.uri"] == (
-        at_in_path
-    )
-
-
-# ----------------------------------------------------------------- integration: DVC, MLflow, git
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted 3-round campaign."""
@@ -286,7 +86,6 @@ def reference(tmp_path_factory):
         os.environ["BENTOML_HOME"] = saved
 
 
-@pytest.mark.integration
 def test_three_round_campaign_end_to_end(reference):
     ws, states, _ = reference
     assert [s.round for s in states] == [0, 1, 2]
@@ -345,7 +144,6 @@ def test_three_round_campaign_end_to_end(reference):
     } <= artifacts
 
 
-@pytest.mark.integration
 def test_round_tag_brings_back_that_rounds_data_and_model(reference):
     from activelearn.learner.classifier import Classifier
 
@@ -366,7 +164,6 @@ def test_round_tag_brings_back_that_rounds_data_and_model(reference):
     assert Classifier.load(ws / "model" / "classifier.bentomodel").version == "round-2"
 
 
-@pytest.mark.integration
 def test_rounds_compare_with_dvc_and_leave_the_workspace_committed(reference):
     ws, states, _ = reference
 
@@ -389,7 +186,6 @@ def test_rounds_compare_with_dvc_and_leave_the_workspace_committed(reference):
     assert untracked == ""  # everything of the round is in its commit, or ignored
 
 
-@pytest.mark.integration
 def test_rerunning_a_finished_round_changes_nothing(reference):
     ws, _, tiny = reference
     before = campaign_state(ws)
@@ -397,7 +193,6 @@ def test_rerunning_a_finished_round_changes_nothing(reference):
     assert campaign_state(ws) == before
 
 
-@pytest.mark.integration
 def test_round_after_an_unfinished_round_is_refused(tmp_path, tiny_model_cfg, bentoml_home):
     ws = tmp_path / "campaign"
     make_workspace(ws)
@@ -407,7 +202,6 @@ def test_round_after_an_unfinished_round_is_refused(tmp_path, tiny_model_cfg, be
         run_round(cfg)
 
 
-@pytest.mark.integration
 def test_a_label_studio_workspace_refuses_the_simulated_annotator(
     tmp_path, tiny_model_cfg, bentoml_home
 ):
@@ -421,34 +215,6 @@ def test_a_label_studio_workspace_refuses_the_simulated_annotator(
         run_round(replace(make_config(ws, tiny_model_cfg), round=0))
 
 
-def run_cli_round(ws: Path, n: int, kill_at: str | None = None, *extra: str) -> int:
-    """`python -m activelearn round=N` on the test workspace, optionally killed at a point."""
-    env = os.environ | {VARIABLE: kill_at or ""}
-    args = [
-        sys.executable,
-        "-m",
-        "activelearn",
-        f"round={n}",
-        f"workspace={ws}",
-        "data.image_size=[12,12]",
-        "data.channels=1",
-        "data.demo=null",
-        "model.filters=[8]",
-        "model.dense_units=16",
-        "model.dropout=0.1",
-        "model.min_steps=40",
-        "model.min_epochs=2",
-        "strategy.name=margin",
-        "strategy.batch_size=6",
-        "strategy.candidates=30",
-        "campaign.stop_patience=0",
-        "hydra.run.dir=" + str(ws.parent / "hydra"),
-        *extra,
-    ]
-    return subprocess.run(args, env=env, capture_output=True, text=True).returncode
-
-
-@pytest.mark.integration
 def test_killed_rounds_rerun_to_the_same_state(reference, tmp_path):
     ref_ws, _, _ = reference
     ws = tmp_path / "campaign"
@@ -466,7 +232,6 @@ def test_killed_rounds_rerun_to_the_same_state(reference, tmp_path):
     assert ours == theirs
 
 
-@pytest.mark.integration
 def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
     tmp_path, tiny_model_cfg, bentoml_home, caplog
 ):
@@ -507,7 +272,6 @@ def test_campaign_stops_when_the_budget_is_spent_or_predictions_settle(
     assert select.agreement == pytest.approx(np.mean((now == before)[unlabeled]))
 
 
-@pytest.mark.integration
 def test_images_still_queued_count_against_the_budget(
     tmp_path, tiny_model_cfg, bentoml_home, monkeypatch
 ):
@@ -540,7 +304,6 @@ def test_images_still_queued_count_against_the_budget(
     assert not (ws / "rounds" / "1" / "queue.jsonl").exists()
 
 
-@pytest.mark.integration
 def test_a_campaign_without_labels_starts_cold(tmp_path, tiny_model_cfg, bentoml_home):
     import shutil
 
@@ -559,7 +322,6 @@ def test_a_campaign_without_labels_starts_cold(tmp_path, tiny_model_cfg, bentoml
     assert campaign_state(ws)["runs"] == ["<campaign>", "round-0", "round-1"]
 
 
-@pytest.mark.integration
 def test_git_commit_false_leaves_the_workspace_history_alone(
     tmp_path, tiny_model_cfg, bentoml_home
 ):
@@ -576,7 +338,6 @@ def test_git_commit_false_leaves_the_workspace_history_alone(
     assert log.returncode != 0 and tags.stdout == ""  # no commit, no round-0 tag
 
 
-@pytest.mark.integration
 def test_a_round_killed_before_the_typed_state_resumes_with_it(reference, tmp_path):
     """Round 0 killed before select under the version before the typed results: its
     state.json as that version wrote it; this version finishes the round as the

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,8 +32,6 @@ from activelearn.core.faults import VARIABLE
 from activelearn.errors import (
     LabelStudioAuthError,
     LabelStudioError,
-    LabelStudioUnreachable,
-    ServerStartError,
 )
 from activelearn.labeling.answers import (
     ACCEPTED,
@@ -53,32 +50,17 @@ from activelearn.labeling.labelstudio import (
     LabelStudioAnnotator,
     free_port,
     label_config,
-    start_server,
 )
-from activelearn.labeling.labelstudio.annotator import keep_export
 from activelearn.labeling.labelstudio.label_config import (
-    ChoiceTarget,
-    choice_targets,
     choices_of,
-    our_fields,
 )
 from activelearn.labeling.labelstudio.server import PASSWORD_ENV, USERNAME_ENV, port_is_busy
-from activelearn.labeling.labelstudio.state import CampaignState
-from activelearn.labeling.labelstudio.tasks import agreement, decide
 from activelearn.workspace.layout import PROJECT_ROOT
 from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.queue import QueueItem, read_queue, write_queue
-from tests.conftest import write_class_folders
+from tests.helpers import CLASSES, choice, write_class_folders
 
 pytest_plugins = ["tests.labelstudio_server"]
-
-CLASSES = ["class0", "class1", "class2"]
-
-
-def choice(label: str) -> list[dict]:
-    return [
-        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}
-    ]
 
 
 @dataclass
@@ -172,7 +154,86 @@ def by_rank(queue: list[QueueItem]) -> list[QueueItem]:
     return sorted(queue, key=lambda item: item.rank)
 
 
-@pytest.mark.integration
+KILLED_PUSH = """
+import json, sys
+from activelearn.config import LabelingConfig
+from activelearn.core.faults import VARIABLE
+from activelearn.labeling.labelstudio import LabelStudioAnnotator
+from activelearn.workspace.queue import read_queue
+
+settings, classes, pool, queue = json.loads(sys.argv[1])
+LabelStudioAnnotator(LabelingConfig(**settings), classes, pool).push(1, read_queue(queue))
+"""
+
+
+class FaultyServer(http.server.ThreadingHTTPServer):
+    """Answers every request with 503, or too slowly, counting the requests."""
+
+    daemon_threads = True
+
+    def __init__(self, mode: str):
+        self.mode, self.hits = mode, 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def handle_one_request(self):
+                try:
+                    super().handle_one_request()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def reply(self):
+                server.hits += 1
+                if server.mode == "slow":
+                    time.sleep(1.0)
+                self.send_response(503)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"detail": "Service Unavailable"}')
+
+            do_GET = do_POST = do_PATCH = reply  # noqa: N815 (http.server names)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@pytest.fixture
+def faulty_server():
+    """Start a FaultyServer in `mode`; yields (server, url)."""
+    servers = []
+
+    def start(mode: str) -> tuple[FaultyServer, str]:
+        server = FaultyServer(mode)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def flaky_annotator(url: str, tmp_path: Path, project_id: int | None) -> LabelStudioAnnotator:
+    state = tmp_path / "state.json"
+    if project_id is not None:
+        state.write_text(json.dumps({"project_id": project_id}))
+    settings = LabelingConfig(url=url, state_file=str(state), retries=2, backoff=0.05, timeout=0.3)
+    return LabelStudioAnnotator(settings, CLASSES, tmp_path / "pool", token="t" * 40)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
 def test_push_serves_most_uncertain_first(campaign, tmp_path):
     sample_ids = sorted(campaign.truth)[:50]
     write_queue(tmp_path / "rounds/1/queue.jsonl", make_queue(sample_ids, campaign.truth))
@@ -231,7 +292,6 @@ def test_push_serves_most_uncertain_first(campaign, tmp_path):
     assert sum(len(t["predictions"]) for t in again) == 50
 
 
-@pytest.mark.integration
 def test_ingest_votes_rejects_and_loses_nothing(campaign, labelstudio, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     sample_ids = sorted(campaign.truth)[:50]
@@ -340,7 +400,6 @@ def test_ingest_votes_rejects_and_loses_nothing(campaign, labelstudio, tmp_path,
     assert [judged[sid] for sid in ranked[5:-3]] == [ACCEPTED] * len(ranked[5:-3])
 
 
-@pytest.mark.integration
 def test_a_ground_truth_answer_decides(campaign):
     starred_later, starred_first = sorted(campaign.truth)[:2]
     queue = make_queue([starred_later, starred_first], campaign.truth)
@@ -366,7 +425,6 @@ def test_a_ground_truth_answer_decides(campaign):
     assert all("(ground truth)" in a.detail for a in answers)
 
 
-@pytest.mark.integration
 def test_next_round_ranks_open_tasks_by_the_new_model(campaign, caplog):
     sample_ids = sorted(campaign.truth)
     queue1 = make_queue(sample_ids[:50], campaign.truth, seed=1)
@@ -415,7 +473,6 @@ def test_next_round_ranks_open_tasks_by_the_new_model(campaign, caplog):
     assert served == expected[:5]
 
 
-@pytest.mark.integration
 def test_project_settings_are_put_back(campaign, labelstudio, caplog):
     sids = sorted(campaign.truth)[:4]
     campaign.annotator.push(1, make_queue(sids, campaign.truth))
@@ -434,7 +491,6 @@ def test_project_settings_are_put_back(campaign, labelstudio, caplog):
     assert "offered the choices ['kitty', 'class1', 'class2']" in caplog.text
 
 
-@pytest.mark.integration
 def test_another_campaigns_project_is_refused(campaign, labelstudio, tmp_path):
     # As after a restart with another data dir on the same URL: the recorded project id
     # is another campaign's project there.
@@ -460,7 +516,6 @@ def test_another_campaigns_project_is_refused(campaign, labelstudio, tmp_path):
     assert campaign.http.get(f"/api/projects/{their_project}").json()["task_number"] == 0
 
 
-@pytest.mark.integration
 def test_a_project_made_before_claims_is_claimed(campaign):
     queue = make_queue(sorted(campaign.truth)[:2], campaign.truth)
     campaign.annotator.push(1, queue)
@@ -479,7 +534,6 @@ def test_a_project_made_before_claims_is_claimed(campaign):
     assert description == f"digits, second batch\nactivelearn campaign claim {claim}"
 
 
-@pytest.mark.integration
 def test_a_deleted_project_is_replaced(campaign):
     queue = make_queue(sorted(campaign.truth)[:4], campaign.truth)
     campaign.annotator.push(1, queue)
@@ -501,7 +555,6 @@ def test_a_deleted_project_is_replaced(campaign):
     assert len(campaign.tasks(fields="task_only")) == 3
 
 
-@pytest.mark.integration
 def test_more_answers_per_task_asked_before_ingest(campaign, labelstudio):
     queue = make_queue(sorted(campaign.truth)[:3], campaign.truth)
     campaign.annotator.push(1, queue)
@@ -518,7 +571,6 @@ def test_more_answers_per_task_asked_before_ingest(campaign, labelstudio):
     assert [a.status for a in annotator.collect(1, queue, round_dir)] == [ACCEPTED] * 3
 
 
-@pytest.mark.integration
 def test_an_answer_changed_after_ingest_is_reported(campaign, labelstudio, caplog):
     """Annotations changed in Label Studio after the round that ingested them: the labeled
     set keeps what was ingested (later rounds trained on it), and the next collect reports
@@ -609,7 +661,6 @@ def test_an_answer_changed_after_ingest_is_reported(campaign, labelstudio, caplo
     assert set(collect_round_2()) == {skipped_later, starred}
 
 
-@pytest.mark.integration
 def test_a_second_choices_field_is_not_the_label(campaign):
     first, second = sids = sorted(campaign.truth)[:2]
     queue = make_queue(sids, campaign.truth)
@@ -639,19 +690,6 @@ def test_a_second_choices_field_is_not_the_label(campaign):
     assert campaign.project()["label_config"].strip() == edited.strip()  # their field kept
 
 
-KILLED_PUSH = """
-import json, sys
-from activelearn.config import LabelingConfig
-from activelearn.core.faults import VARIABLE
-from activelearn.labeling.labelstudio import LabelStudioAnnotator
-from activelearn.workspace.queue import read_queue
-
-settings, classes, pool, queue = json.loads(sys.argv[1])
-LabelStudioAnnotator(LabelingConfig(**settings), classes, pool).push(1, read_queue(queue))
-"""
-
-
-@pytest.mark.integration
 def test_a_project_made_by_a_killed_run_is_adopted(campaign, labelstudio, tmp_path):
     title = campaign.annotator.settings.project_title
     other = replace(campaign.annotator.settings, state_file=str(tmp_path / "other.json"))
@@ -685,7 +723,6 @@ def test_a_project_made_by_a_killed_run_is_adopted(campaign, labelstudio, tmp_pa
     assert campaign.http.get(f"/api/projects/{their_project}").json()["task_number"] == 0
 
 
-@pytest.mark.integration
 def test_the_bench_on_a_server_deletes_only_its_projects(labelstudio):
     headers = {"Authorization": f"Token {labelstudio.token}"}
     http = httpx.Client(base_url=labelstudio.url, headers=headers, timeout=60)
@@ -701,7 +738,7 @@ def test_the_bench_on_a_server_deletes_only_its_projects(labelstudio):
     bench = subprocess.run(
         [sys.executable, "bench/labelstudio.py", "--url", labelstudio.url, "--tasks", "6"]
         + ["--one-by-one", "2"],
-        cwd=Path(__file__).parents[1],
+        cwd=Path(__file__).parents[2],
         env=os.environ | {"TMPDIR": str(tmp), TOKEN_ENV: labelstudio.token},
         capture_output=True,
         text=True,
@@ -709,19 +746,6 @@ def test_the_bench_on_a_server_deletes_only_its_projects(labelstudio):
     assert bench.returncode == 0, bench.stderr
     assert "ratio push()" in bench.stdout
     assert bench_projects() == [someones.json()["id"]]
-
-
-def test_a_state_file_of_another_server_is_refused(tmp_path):
-    state = tmp_path / "state.json"
-    state.write_text(json.dumps({"project_id": 3, "url": "http://10.0.0.7:8080"}))
-    settings = LabelingConfig(url="http://127.0.0.1:1", state_file=str(state))
-    annotator = LabelStudioAnnotator(settings, CLASSES, tmp_path / "pool", token="t" * 40)
-    with pytest.raises(LabelStudioError, match="project 3 at http://10.0.0.7:8080, not at"):
-        annotator.push(1, [])
-    queue = [QueueItem("class0/a.png", 1, None, None, 0.5)]
-    with pytest.raises(LabelStudioError, match="project 3 at http://10.0.0.7:8080, not at"):
-        annotator.collect(1, queue, tmp_path / "rounds" / "2")  # before any answer is read
-    assert not (tmp_path / "rounds").exists()
 
 
 def test_wrong_token_names_the_variable(labelstudio, tmp_path):
@@ -734,76 +758,6 @@ def test_wrong_token_names_the_variable(labelstudio, tmp_path):
     assert labelstudio.token not in str(caught.value)
     state = tmp_path / "state.json"  # at most the claim saved before the create, no project
     assert not state.exists() or set(json.loads(state.read_text())) == {"project_claim"}
-
-
-@pytest.mark.integration
-def test_server_down_says_where_and_how_to_start_it(tmp_path):
-    url = f"http://127.0.0.1:{free_port()}"
-    settings = LabelingConfig(url=url, state_file=str(tmp_path / "state.json"))
-    annotator = LabelStudioAnnotator(settings, CLASSES, tmp_path / "pool", token="t" * 40)
-    with pytest.raises(LabelStudioUnreachable) as caught:
-        annotator.push(1, [])
-    message = str(caught.value)
-    assert url in message and "python -m activelearn.labeling.labelstudio serve" in message
-    assert "t" * 40 not in message
-
-
-class FaultyServer(http.server.ThreadingHTTPServer):
-    """Answers every request with 503, or too slowly, counting the requests."""
-
-    daemon_threads = True
-
-    def __init__(self, mode: str):
-        self.mode, self.hits = mode, 0
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def handle_one_request(self):
-                try:
-                    super().handle_one_request()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def reply(self):
-                server.hits += 1
-                if server.mode == "slow":
-                    time.sleep(1.0)
-                self.send_response(503)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b'{"detail": "Service Unavailable"}')
-
-            do_GET = do_POST = do_PATCH = reply  # noqa: N815 (http.server names)
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-
-@pytest.fixture
-def faulty_server():
-    """Start a FaultyServer in `mode`; yields (server, url)."""
-    servers = []
-
-    def start(mode: str) -> tuple[FaultyServer, str]:
-        server = FaultyServer(mode)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-def flaky_annotator(url: str, tmp_path: Path, project_id: int | None) -> LabelStudioAnnotator:
-    state = tmp_path / "state.json"
-    if project_id is not None:
-        state.write_text(json.dumps({"project_id": project_id}))
-    settings = LabelingConfig(url=url, state_file=str(state), retries=2, backoff=0.05, timeout=0.3)
-    return LabelStudioAnnotator(settings, CLASSES, tmp_path / "pool", token="t" * 40)
 
 
 @pytest.mark.parametrize("mode", ["503", "slow"])
@@ -825,39 +779,6 @@ def test_a_create_without_answer_is_not_repeated(tmp_path, faulty_server, mode):
     assert server.hits == 1
 
 
-def test_missing_token_names_the_variable(tmp_path, monkeypatch):
-    monkeypatch.delenv(TOKEN_ENV, raising=False)
-    with pytest.raises(LabelStudioAuthError, match=TOKEN_ENV):
-        LabelStudioAnnotator(LabelingConfig(), CLASSES, tmp_path / "pool")
-
-
-def test_start_refuses_a_busy_port(tmp_path):
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        with pytest.raises(ServerStartError, match=f"port {port}"):
-            start_server(
-                port,
-                tmp_path / "ls",
-                tmp_path / "pool",
-                username="a@b.c",
-                password="p" * 8,
-                token="t" * 40,
-            )
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is `pid`."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-    return found
-
-
-@pytest.mark.integration
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])  # `kill`, closed terminal
 def test_serve_stops_label_studio_when_it_is_terminated(tmp_path, signum):
     port = free_port()
@@ -889,114 +810,3 @@ def test_serve_stops_label_studio_when_it_is_terminated(tmp_path, signum):
         if label_studio is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(label_studio, signal.SIGKILL)
-
-
-def test_votes_follow_the_policy():
-    def task(*labels):
-        anns = [
-            {"was_cancelled": label is None, "result": [] if label is None else choice(label)}
-            for label in labels
-        ]
-        return {"id": 7, "annotations": anns}
-
-    assert decide(task("class0", "class0", "class1"), "s", CLASSES).answer.label == "class0"
-    assert (
-        decide(task("class0", "class0", "class1"), "s", CLASSES, vote="unanimous").answer.status
-        == DISAGREEMENT
-    )
-    assert decide(task("class0", "class1"), "s", CLASSES).answer.status == REQUEUED
-    assert decide(task("class0", None), "s", CLASSES).answer.label == "class0"
-    assert decide(task(None), "s", CLASSES).answer.status == SKIPPED
-    assert decide(task(None), "s", CLASSES, skipped="exclude").answer.status == EXCLUDED
-    assert decide(task("class0"), "s", CLASSES, annotations_per_task=2).answer.status == OPEN
-    assert decide(task(), "s", CLASSES).answer.status == OPEN
-    starred = task("class0", "class0")
-    starred["annotations"].append({"ground_truth": True, "result": choice("class1")})
-    for policy in ("majority", "unanimous"):  # the ground truth beats any number of votes
-        assert decide(starred, "s", CLASSES, vote=policy).answer.label == "class1"
-    starred["annotations"][:2] = []  # and needs no other answer
-    assert decide(starred, "s", CLASSES, annotations_per_task=3).answer.label == "class1"
-    starred["annotations"].append({"ground_truth": True, "result": choice("class2")})
-    assert decide(starred, "s", CLASSES).answer.status == DISAGREEMENT  # two that disagree
-    starred["annotations"] = [{"ground_truth": True, "result": choice("zebra")}]
-    assert decide(starred, "s", CLASSES).answer.status == UNKNOWN_LABEL
-    assert agreement([["a", "a"], ["a", "b", "b"], ["a"]]) == {
-        "tasks_with_several_annotations": 2,
-        "pairwise": 0.5,
-        "unanimous_share": 0.5,
-    }
-
-
-def test_label_config_escapes_class_names():
-    config = label_config(['cat "big"', "a&b"])
-    assert "value='cat \"big\"'" in config and 'value="a&amp;b"' in config
-
-
-def test_the_labeling_config_built_is_read_back():
-    names = ['cat "big"', "a&b", "class2"]
-    ours = label_config(names)
-    assert choice_targets(ours) == [ChoiceTarget("label", "image", "image", tuple(names))]
-    assert choices_of(ours) == names
-    # A field added in the UI next to ours (even before it) is not ours.
-    quality = '<Choices name="quality" toName="image"><Choice value="ok"/></Choices>'
-    added = ours.replace("<View>", f"<View>{quality}")
-    assert [t.from_name for t in choice_targets(added)] == ["quality", "label"]
-    assert choices_of(added) == names and our_fields(added) == our_fields(ours)
-    assert our_fields(ours.replace('"a&amp;b"', '"kitty"')) != our_fields(ours)
-    assert our_fields(ours.replace(' required="true"', "")) != our_fields(ours)
-    aliased = "<View><Image name='x' value='$pic'/><Choices name='c' toName='x, y'>"
-    aliased += "<Choice value='Long name' alias='a'/><Choice value='b'/></Choices></View>"
-    assert choice_targets(aliased) == [ChoiceTarget("c", "x", "pic", ("a", "b"))]
-    with pytest.raises(LabelStudioError, match="not valid XML"):
-        choice_targets("<View><Choices")
-
-
-# The state file as the client wrote it before it became a dataclass (keys sorted, no
-# unset field): it must read and write back byte for byte.
-STATE_FILE = {
-    "classes": ["class0", "class1"],
-    "project_claim": "0123456789abcdef0123456789abcdef",
-    "project_id": 12,
-    "project_title": "activelearn",
-    "rounds": {
-        "1": {"tasks": {"class0/a.png": 101, "class1/b.png": 102}, "view_id": 7},
-        "10": {"tasks": {}, "view_id": 9},
-        "2": {"tasks": {"class0/a.png": 140}, "view_id": 8},
-    },
-    "storage_id": 3,
-    "storage_path": "/data/pool",
-    "url": "http://127.0.0.1:8080",
-}
-
-
-def test_the_state_file_reads_and_writes_as_before(tmp_path):
-    path = tmp_path / "rounds" / "labelstudio.json"
-    assert CampaignState.load(path) == CampaignState()  # no file yet
-    written = (json.dumps(STATE_FILE, indent=2, sort_keys=True) + "\n").encode()
-    path.parent.mkdir()
-    path.write_bytes(written)
-    state = CampaignState.load(path)
-    assert (state.project_id, state.url, state.rounds[1].tasks["class1/b.png"]) == (
-        12,
-        "http://127.0.0.1:8080",
-        102,
-    )
-    assert state.pushed_tasks(1) == {"class0/a.png": (1, 101), "class1/b.png": (1, 102)}
-    assert state.pushed_tasks(3) == {"class0/a.png": (2, 140), "class1/b.png": (1, 102)}
-    state.save(path)
-    assert path.read_bytes() == written
-    CampaignState(project_claim="c").save(path)  # what a run killed before its create left
-    assert json.loads(path.read_text()) == {"project_claim": "c"}
-    for broken in ("{", '{"project_id": 1, "token": "x"}', '{"rounds": {"one": {}}}'):
-        path.write_text(broken)
-        with pytest.raises(LabelStudioError, match=f"{path} is not a Label Studio state file"):
-            CampaignState.load(path)
-
-
-def test_a_raw_export_is_never_overwritten(tmp_path):
-    first = keep_export(tmp_path, b'[{"id": 1}]')
-    assert keep_export(tmp_path, b'[{"id": 1}]') == first  # the same export: stored once
-    second = keep_export(tmp_path, b'[{"id": 1}, {"id": 2}]')
-    assert (first.name, second.name) == ("annotations.raw.json", "annotations.raw.2.json")
-    assert first.read_bytes() == b'[{"id": 1}]'  # the earlier one untouched
-    assert keep_export(tmp_path, b"[]").name == "annotations.raw.3.json"

@@ -1,18 +1,16 @@
 """The data layer on generated images of every format and mode, and on broken files."""
 
+from __future__ import annotations
+
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from activelearn.config import Config, DataConfig
-from activelearn.core.faults import VARIABLE
-from activelearn.data.datasets import WRITING, write_digits
 from activelearn.data.images import (
     Preprocessing,
     UnreadableImage,
@@ -25,9 +23,11 @@ from activelearn.data.images import (
 from activelearn.errors import ConfigError
 from activelearn.pipeline.run import prepare_data
 from activelearn.workspace.manifest import NOT_IN_POOL, Manifest
-from tests.conftest import write_class_folders
+from tests.helpers import write_class_folders
 
 GRAY = Preprocessing((8, 8), 1)
+
+
 RGB = Preprocessing((8, 8), 3)
 
 
@@ -45,6 +45,8 @@ def gradient(mode: str, size=(20, 13)) -> Image.Image:
 
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "bmp": "BMP", "gif": "GIF", "webp": "WEBP"}
+
+
 MODES = ["L", "RGB", "RGBA", "P", "I;16"]
 
 
@@ -56,6 +58,17 @@ def cases():
             if mode in ("RGBA", "P") and ext == "jpg":
                 continue  # JPEG has neither alpha nor a palette
             yield ext, fmt, mode
+
+
+def write_broken_files(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image")
+    good = folder / "good.png"
+    gradient("L", (64, 64)).save(good)
+    (folder / "truncated.png").write_bytes(good.read_bytes()[:60])
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"garbage" * 10)
+    return {"empty.png", "notes.txt", "truncated.png", "corrupt.jpg"}
 
 
 @pytest.mark.parametrize("ext,fmt,mode", list(cases()))
@@ -135,17 +148,6 @@ def test_bytes_and_paths_decode_alike(tmp_path):
     )
 
 
-def write_broken_files(folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "empty.png").write_bytes(b"")
-    (folder / "notes.txt").write_text("not an image")
-    good = folder / "good.png"
-    gradient("L", (64, 64)).save(good)
-    (folder / "truncated.png").write_bytes(good.read_bytes()[:60])
-    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"garbage" * 10)
-    return {"empty.png", "notes.txt", "truncated.png", "corrupt.jpg"}
-
-
 def test_broken_files_raise_a_named_error(tmp_path):
     for name in write_broken_files(tmp_path):
         with pytest.raises(UnreadableImage, match=name):
@@ -221,7 +223,6 @@ def test_a_pool_file_removed_is_rejected_until_it_is_put_back(tmp_path):
 
 
 def test_a_pool_file_whose_name_is_not_utf8_is_skipped_not_fatal(tmp_path, caplog):
-    import os
 
     pool = tmp_path / "pool"
     write_class_folders(pool, per_class=2, n_classes=1)
@@ -368,21 +369,3 @@ def test_the_test_set_is_drawn_at_set_up_and_never_from_labels_of_later_rounds(
     with pytest.raises(ConfigError, match=r"put a fixed test set into data/test/<class>/$"):
         prepare_data(cfg)
     assert not test.exists()  # ... and none of them is drawn into the test set
-
-
-def test_a_demo_write_killed_midway_is_written_whole_by_the_next_run(tmp_path, monkeypatch):
-    ws, whole = tmp_path / "campaign", tmp_path / "whole"
-    write = [sys.executable, "-m", "activelearn.data.datasets", "digits", "--root", str(ws)]
-    killed = subprocess.run(write, env=os.environ | {VARIABLE: "digits:900"})
-    assert killed.returncode == -9  # SIGKILLed before the 901st of 1,797 images
-    assert list_files(ws / "data" / "raw") and not (ws / "data" / "pool_labels.csv").exists()
-
-    monkeypatch.chdir(ws)
-    cfg = Config(data=DataConfig(demo="digits", image_size=[8, 8], channels=1), seed=1)
-    assert prepare_data(cfg)["pool"] == 1418  # the rerun, with another seed than the kill's
-    write_digits(whole, seed=1)
-    written = {p.relative_to(ws) for p in list_files(ws) if p.name != "manifest.csv"}
-    assert written == {p.relative_to(whole) for p in list_files(whole)}  # nothing left over
-    labels = "data/pool_labels.csv"
-    assert (ws / labels).read_text() == (whole / labels).read_text()
-    assert not (ws / WRITING).exists()

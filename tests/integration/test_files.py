@@ -1,26 +1,12 @@
 """Atomic writes: a file is replaced whole or not at all, and leftovers are never committed."""
 
+from __future__ import annotations
+
 import subprocess
 import sys
 
-import pytest
-
-from activelearn.core.files import PARTIAL, atomic_file, write_atomic
+from activelearn.core.files import PARTIAL
 from activelearn.workspace.repo import init_workspace
-
-
-def test_a_write_that_fails_leaves_the_old_file_and_no_partial(tmp_path):
-    path = tmp_path / "rounds" / "3" / "queue.jsonl"
-    write_atomic(path, "old\n")
-    with pytest.raises(RuntimeError), atomic_file(path) as f:
-        f.write("half of the new")
-        raise RuntimeError("killed here")
-    assert path.read_text() == "old\n"
-    assert list(path.parent.iterdir()) == [path]
-
-    write_atomic(path, b"new\n")
-    assert path.read_bytes() == b"new\n"
-    assert list(path.parent.iterdir()) == [path]
 
 
 def test_what_a_killed_write_leaves_in_a_workspace_is_ignored_by_git_and_dvc(tmp_path):

@@ -1,0 +1,178 @@
+"""What several test modules use: generated images, configs and workspaces, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image
+
+from activelearn.config import (
+    CampaignConfig,
+    Config,
+    DataConfig,
+    StrategyConfig,
+    TrackingConfig,
+    register_configs,
+)
+from activelearn.core.faults import VARIABLE
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def pattern_image(label: int, rng: np.random.Generator, size: int = 12) -> Image.Image:
+    """Class 0: horizontal stripes, class 1: vertical stripes, class 2: a filled square."""
+    img = rng.integers(0, 40, (size, size)).astype(np.uint8)
+    if label == 0:
+        img[::3, :] = 255
+    elif label == 1:
+        img[:, ::3] = 255
+    else:
+        img[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
+    return Image.fromarray(img)
+
+
+def write_class_folders(root: Path, per_class: int, seed: int = 0, n_classes: int = 3) -> None:
+    """`root/<class>/<file>.png` with recognisable patterns per class."""
+    rng = np.random.default_rng(seed)
+    for label in range(n_classes):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pattern_image(label, rng).save(folder / f"s{seed}-{i:03d}.png")
+
+
+GROUPS = ["data", "model", "strategy", "labeling", "tracking", "scoring", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def compose_config(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+CLASSES = ["class0", "class1", "class2"]
+
+
+def choice(label: str) -> list[dict]:
+    return [
+        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}
+    ]
+
+
+FAST = [(20, 0.80), (30, 0.91), (40, 0.96)]
+
+
+SLOW = [(20, 0.80), (30, 0.85), (40, 0.89)]
+
+
+def write_job(sweep, job, strategy, curve, overrides=None):
+    """A finished job of a Hydra sweep: its config, its overrides and its rounds."""
+    (sweep / job / ".hydra").mkdir(parents=True)
+    OmegaConf.save({"strategy": {"name": strategy}}, sweep / job / ".hydra" / "config.yaml")
+    overrides = [f"strategy={strategy}", "seed=0"] if overrides is None else overrides
+    OmegaConf.save(overrides, sweep / job / ".hydra" / "overrides.yaml")
+    for n, (labels, accuracy) in enumerate(curve):
+        state = {
+            "round": n,
+            "phases": {"train": {"metrics": {"labeled_images": labels, "accuracy": accuracy}}},
+        }
+        folder = sweep / job / "campaign" / "rounds" / str(n)
+        folder.mkdir(parents=True)
+        (folder / "state.json").write_text(json.dumps(state))
+
+
+N_CLASSES = 3
+
+
+def make_workspace(ws: Path, seed: int = 0) -> None:
+    """2 labeled per class, 6 test per class, 30 pool images per class with answers."""
+    rng = np.random.default_rng(seed)
+    answers = []
+    for label in range(N_CLASSES):
+        for part, count in (("raw", 2), ("test", 6), ("pool", 30)):
+            for i in range(count):
+                folder = ws / "data" / part / (f"c{label}" if part != "pool" else f"batch{i % 3}")
+                folder.mkdir(parents=True, exist_ok=True)
+                name = f"{part}-{label}-{i:02d}.png"
+                pattern_image(label, rng).save(folder / name)
+                if part == "pool":
+                    answers.append((f"batch{i % 3}/{name}", f"c{label}"))
+    with (ws / "data" / "pool_labels.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("path", "label"), *answers])
+
+
+def make_config(ws: Path, tiny_model_cfg, **campaign) -> Config:
+    return Config(
+        data=DataConfig(image_size=[12, 12], channels=1, demo=None),
+        model=tiny_model_cfg,
+        strategy=StrategyConfig(name="margin", batch_size=6, candidates=30),
+        tracking=TrackingConfig(uri="sqlite:///mlruns.db"),  # the campaign's own experiment
+        campaign=CampaignConfig(**({"stop_patience": 0} | campaign)),
+        workspace=str(ws),
+    )
+
+
+def run_cli_round(ws: Path, n: int, kill_at: str | None = None, *extra: str) -> int:
+    """`python -m activelearn round=N` on the test workspace, optionally killed at a point."""
+    env = os.environ | {VARIABLE: kill_at or ""}
+    args = [
+        sys.executable,
+        "-m",
+        "activelearn",
+        f"round={n}",
+        f"workspace={ws}",
+        "data.image_size=[12,12]",
+        "data.channels=1",
+        "data.demo=null",
+        "model.filters=[8]",
+        "model.dense_units=16",
+        "model.dropout=0.1",
+        "model.min_steps=40",
+        "model.min_epochs=2",
+        "strategy.name=margin",
+        "strategy.batch_size=6",
+        "strategy.candidates=30",
+        "campaign.stop_patience=0",
+        "hydra.run.dir=" + str(ws.parent / "hydra"),
+        *extra,
+    ]
+    return subprocess.run(args, env=env, capture_output=True, text=True).returncode
+
+
+STAGE = f"{sys.executable} -m activelearn.pipeline.stages"
+
+
+ENV = dict(os.environ)
+
+
+class CommandFailed(Exception):
+    pass
+
+
+def dvc_running(script: str, cwd):
+    """A stand-in for DVC's repro: runs `script` with the stage environment, and fails
+    when it exits non-zero, as DVC does when a stage command fails."""
+
+    def reproduce(stage_env: dict) -> None:
+        done = subprocess.run(["sh", "-c", script], cwd=cwd, env=ENV | stage_env)
+        if done.returncode:
+            raise CommandFailed(done.returncode)
+
+    return reproduce
+
+
+def no_dvc_thread_left() -> bool:
+    return not any(t.name == "dvc-repro" for t in threading.enumerate())
