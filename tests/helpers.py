@@ -24,6 +24,8 @@ from activelearn.config import (
     register_configs,
 )
 from activelearn.core.faults import VARIABLE
+from activelearn.workspace.manifest import Manifest
+from activelearn.workspace.queue import QueueItem, write_queue
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -176,3 +178,24 @@ def dvc_running(script: str, cwd):
 
 def no_dvc_thread_left() -> bool:
     return not any(t.name == "dvc-repro" for t in threading.enumerate())
+
+
+def queued_workspace(tmp_path: Path, monkeypatch, pool: Path, samples: list[str]) -> Config:
+    """A workspace (the current folder) whose round 0 queued `samples` of `pool`."""
+    monkeypatch.chdir(tmp_path)
+    for sid in samples:
+        Image.new("L", (8, 8)).save(pool / sid)
+    cfg = Config(data=DataConfig(pool_dir=str(pool)), campaign=CampaignConfig(min_answered=0))
+    manifest = Manifest(cfg.data.manifest)
+    for sid in samples:
+        manifest.set_state(sid, "queued", round=0)
+    manifest.save()
+    queue = [QueueItem(sid, rank, "cat", 0.5, 0.5) for rank, sid in enumerate(samples, 1)]
+    write_queue("rounds/0/queue.jsonl", queue)
+    return cfg
+
+
+INGEST_SUMMARY = (  # the ingest phase's log line, as tests/*/test_ingest_outcomes.py expect it
+    "round 1 ingested the answers to the queue of round 0: "
+    "labeled 1, rejected 1, back to pool 1, queued again {requeued}, still open {open}"
+)
