@@ -7,11 +7,14 @@ python -m activelearn -m campaign.rounds=R strategy=entropy,random seed=0,1,2
                                           one independent campaign per job
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,9 +22,11 @@ from hydra.types import RunMode
 
 from activelearn.config import Config, register_configs
 from activelearn.errors import ActivelearnError
-from activelearn.rounds import RoundState
 from activelearn.rounds.checks import check_config, check_keys
 from activelearn.rounds.sweep import job_workspace
+
+if TYPE_CHECKING:
+    from activelearn.rounds.state import RoundState
 
 log = logging.getLogger("activelearn")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
@@ -55,7 +60,7 @@ def main(cfg) -> None:
 def run(config: Config) -> str:
     """Run what the config asks for; a summary of it."""
     from activelearn.pipeline.run import run_pipeline
-    from activelearn.rounds import run_campaign, run_round
+    from activelearn.rounds.campaign import run_campaign, run_round
 
     if config.campaign.rounds > 0:
         return campaign_summary(run_campaign(config))

@@ -11,9 +11,7 @@ written atomically) before the next starts, and every phase is safe to run again
 round killed at any point is finished by running it again (`campaign`), and running a
 finished round changes nothing. `sweep` runs many campaigns side by side; `checks`
 refuses settings that cannot work before any of it.
+
+The package imports nothing itself: the command line imports `checks` and `sweep` at
+start-up, and they must not pull in the round loop (MLflow, DVC, scikit-learn).
 """
-
-from activelearn.rounds.campaign import run_campaign, run_round
-from activelearn.rounds.state import PHASES, RoundState
-
-__all__ = ["PHASES", "RoundState", "run_campaign", "run_round"]

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from activelearn.rounds import run_round
+from activelearn.rounds.campaign import run_round
 from activelearn.workspace.repo import campaign_id
 from tests.helpers import make_config, make_workspace
 

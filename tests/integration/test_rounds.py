@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from activelearn.errors import RoundBlocked
-from activelearn.rounds import PHASES, RoundState, run_campaign, run_round
+from activelearn.rounds.campaign import run_campaign, run_round
+from activelearn.rounds.state import PHASES, RoundState
 from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.repo import campaign_id
 from tests.helpers import make_config, make_workspace, run_cli_round

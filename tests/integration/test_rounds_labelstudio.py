@@ -10,7 +10,7 @@ import pytest
 
 from activelearn.config import LabelingConfig
 from activelearn.errors import RoundBlocked
-from activelearn.rounds import run_round
+from activelearn.rounds.campaign import run_round
 from activelearn.workspace.manifest import Manifest
 from tests.helpers import make_config, make_workspace, run_cli_round
 

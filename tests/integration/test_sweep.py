@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from activelearn.rounds import RoundState
+from activelearn.rounds.state import RoundState
 
 TINY = [
     "data.image_size=[8,8]",

@@ -4,12 +4,13 @@ version before the types, which load as they are (a round it left unfinished res
 import json
 
 from activelearn.config import CampaignConfig, Config
-from activelearn.rounds import PHASES, RoundState
 from activelearn.rounds.campaign import campaign_over, next_round
 from activelearn.rounds.state import (
+    PHASES,
     CommitResult,
     IngestResult,
     PushResult,
+    RoundState,
     SelectResult,
     TrackResult,
     TrainResult,

@@ -11,8 +11,8 @@ import numpy as np
 
 from activelearn.config import CampaignConfig, Config, TrackingConfig
 from activelearn.data.images import Preprocessing
-from activelearn.rounds import RoundState
 from activelearn.rounds.phases import Round, flat_params, ingest, open_queue, stop_set_agreement
+from activelearn.rounds.state import RoundState
 from activelearn.strategies.stopping import Agreement
 from activelearn.workspace.manifest import Manifest
 from tests.helpers import make_workspace
