@@ -1,6 +1,5 @@
-"""Phases on a tiny generated workspace (fast); then rounds and campaigns end to end on
-tiny generated data: real DVC, real sqlite MLflow, real git; and crash tests that SIGKILL
-the round at every phase boundary (integration)."""
+"""Rounds and campaigns end to end on tiny generated data: real DVC, real sqlite MLflow,
+real git; and crash tests that SIGKILL the round at every phase boundary."""
 
 from __future__ import annotations
 

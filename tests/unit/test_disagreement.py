@@ -1,7 +1,7 @@
 """Answers that disagree are adjudicated (`labeling.on_disagreement=requeue`, the default):
 the task is asked one more answer and its image stays queued until that answer decides
-it; `reject` rejects it as before. The decision is pure (`decide`); the requeue is checked
-against a real Label Studio (tests/labelstudio_server.py)."""
+it; `reject` rejects it as before. Here the pure decision (`decide`); the requeue against
+a real Label Studio is in tests/integration/test_disagreement.py."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""The Label Studio round trip against a real server (see tests/labelstudio_server.py).
-
-Every integration test makes its own pool under the server's local-files root and its own
-project. The API checks talk to Label Studio directly over HTTP, as an annotator's browser
-would; only activelearn.labeling.labelstudio uses the SDK.
-"""
+"""The Label Studio client without a server: votes and decisions, the state file, the
+labeling config, and retries against a failing stand-in HTTP server. The round trip
+against a real server is in tests/integration/test_labelstudio.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Phases on a tiny generated workspace (fast); then rounds and campaigns end to end on
-tiny generated data: real DVC, real sqlite MLflow, real git; and crash tests that SIGKILL
-the round at every phase boundary (integration)."""
+"""A round's phases on a tiny generated workspace, in process: ingest, the stop rule,
+the params logged. Rounds end to end (real DVC, MLflow, git) and the crash tests are in
+tests/integration/test_rounds.py."""
 
 from __future__ import annotations
 
