@@ -233,11 +233,16 @@ class LabeledArrays:
     x: np.ndarray  # [n, height, width, channels] float32
     y: np.ndarray  # [n] int class indices into class_names
     rejected: list[tuple[str, str]]  # (file, reason)
+    files: list[str] = None  # the file of each row of x
+
+    def __post_init__(self) -> None:
+        if self.files is None:
+            self.files = []
 
 
 def load_labeled(root: str | Path, class_names: list[str], prep: Preprocessing) -> LabeledArrays:
     """Decode a class-folder tree; unreadable files are skipped, logged and returned."""
-    xs, ys, rejected = [], [], []
+    xs, ys, rejected, decoded = [], [], [], []
     index = {name: i for i, name in enumerate(class_names)}
     for name, files in class_folders(root).items():
         for path in files:
@@ -248,8 +253,9 @@ def load_labeled(root: str | Path, class_names: list[str], prep: Preprocessing) 
                 rejected.append((str(path), str(err)))
                 continue
             ys.append(index[name])
+            decoded.append(str(path))
     x = np.stack(xs) if xs else np.zeros((0, *prep.input_shape), np.float32)
-    return LabeledArrays(x, np.asarray(ys, dtype=np.int64), rejected)
+    return LabeledArrays(x, np.asarray(ys, dtype=np.int64), rejected, decoded)
 
 
 def split_test_set(raw_dir: str | Path, test_dir: str | Path, fraction: float, seed: int) -> int:
