@@ -156,6 +156,55 @@ def test_mc_dropout_on_ray_samples_as_the_local_one(tmp_path, campaign, local_ra
     assert_same_round(tmp_path / "local", tmp_path / "ray", local, on_ray)
 
 
+@pytest.mark.parametrize("kind", ["backbone", "custom"])
+def test_ray_scores_a_backbone_and_a_custom_model_as_the_local_scorer(
+    tmp_path, short_tmp, campaign, local_ray, kind
+):
+    """The actors load the whole network from the file: any kind scores the same (the
+    backbone with random weights: `weights: null`, nothing downloaded)."""
+    root = short_tmp / "campaign"  # the module's pool
+    prep = Preprocessing((32, 32), 3, "raw" if kind == "backbone" else "unit")
+    recipe = dict(dense_units=8, min_steps=5, min_epochs=1)
+    cfg = (
+        ModelConfig(kind="backbone", weights=None, **recipe)
+        if kind == "backbone"
+        else ModelConfig(kind="custom", _target_="tests.models.tiny.build_model", **recipe)
+    )
+    names = class_names_of(root / "train")
+    labeled = load_labeled(root / "train", names, prep)
+    model = Classifier.build(names, prep, cfg, seed=0)
+    model.fit(labeled.x, labeled.y, cfg, seed=0)
+    path = tmp_path / f"{kind}.bentomodel"
+    model.save(path)
+    model = Classifier.load(path)
+    pool = tmp_path / "pool"
+    write_class_folders(pool, per_class=20, seed=6)
+
+    def one(out, scoring):
+        manifest = Manifest(out / "manifest.csv")
+        manifest.sync_pool(pool, prep)
+        return score_and_select(
+            model,
+            manifest,
+            pool,
+            StrategyConfig(name="entropy", batch_size=5, candidates=20),
+            out / "round",
+            labeled_x=labeled.x[:6],
+            prep=prep,
+            seed=7,
+            batch_size=BATCH,
+            scoring=scoring,
+            model_path=path,
+        )
+
+    local = one(tmp_path / "local", None)
+    on_ray = one(tmp_path / "ray", ray_scoring(actors=1, block_size=32))
+    assert len(on_ray.queue) == 5 and on_ray.queue == local.queue
+    assert (tmp_path / "ray/round/scores.csv").read_text() == (
+        tmp_path / "local/round/scores.csv"
+    ).read_text()
+
+
 def test_cold_start_on_ray_picks_as_the_local_one(tmp_path, campaign, local_ray):
     """No model yet: actors decode pixel features only, TypiClust runs on the driver."""
     root = campaign[0]
