@@ -41,6 +41,10 @@ MEASURE_COLUMN = "measure:"  # candidate columns with a measure's scores (for th
 # thread slows the forward pass more than it speeds decoding (end-to-end 0.76-0.82x of
 # decode + forward with one thread, 0.78-0.90x with two). Leave a core to the model there.
 DECODE_WORKERS = 1 if (os.cpu_count() or 1) <= 2 else 2
+# Large files are the other way round: libjpeg's and zlib's C code runs without the GIL
+# and is most of the time, so a thread per core pays (300 camera JPEGs on 2 cores:
+# 4.2-4.8 s with two threads, 4.5-5.7 s with one). Judged by the first file's size.
+LARGE_FILE = 256 * 1024  # bytes
 
 
 @dataclass
@@ -87,10 +91,15 @@ def stream_pool(
     pool_dir: Path,
     prep: Preprocessing,
     batch_size: int = 256,
-    workers: int = DECODE_WORKERS,
+    workers: int | None = None,
     prefetch: int = 2,
 ) -> Iterator[Batch]:
-    """Decode the pool in batches on `workers` threads, up to `prefetch` batches ahead."""
+    """Decode the pool in batches on `workers` threads, up to `prefetch` batches ahead;
+    None: DECODE_WORKERS, or a thread per core for large files."""
+    if workers is None:
+        workers = DECODE_WORKERS
+        if ids and _file_size(pool_dir / ids[0]) >= LARGE_FILE:
+            workers = max(workers, os.cpu_count() or 1)
 
     def decode(chunk: list[str]) -> Batch:
         good, arrays, bad = [], [], []
@@ -112,6 +121,13 @@ def stream_pool(
             if nxt is not None:
                 pending.append(pool.submit(decode, nxt))
             yield batch
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def tie_keys(ids: list[str] | np.ndarray, seed: int) -> np.ndarray:

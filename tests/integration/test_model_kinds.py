@@ -265,3 +265,44 @@ def test_custom_model_errors_name_the_setting(images):
             Classifier.build(names, RGB, replace(base, _target_=target), seed=0)
     with pytest.raises(ConfigError, match="features_layer=nope"):
         Classifier.build(names, RGB, replace(base, features_layer="nope"), seed=0)
+
+
+def test_cli_rounds_with_a_backbone_cache_features_outside_git(tmp_path):
+    """`python -m activelearn model=backbone` twice (random weights: no download): the
+    second round reads the features the first computed, and git never sees the cache."""
+    import subprocess
+
+    from tests.helpers import make_workspace, run_cli_round
+
+    ws = tmp_path / "ws"
+    make_workspace(ws)
+    backbone = ["model=backbone", "model.weights=null", "model.image_size=[32,32]"]
+    cache = ws / ".cache" / "features"
+    assert run_cli_round(ws, 0, None, *backbone) == 0
+    # Each round builds the backbone from the same seed: the same weights, the same key.
+    (key,) = [p for p in cache.iterdir() if p.is_dir()]
+    shards = sorted(key.glob("*.npz"))
+    assert len(shards) >= 2  # the labeled set (train), then the pool (select)
+    assert run_cli_round(ws, 1, None, *backbone) == 0
+    assert sorted(key.glob("*.npz")) == shards  # round 1 computed nothing new: all cached
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored"], cwd=ws, capture_output=True, text=True
+    ).stdout
+    assert "!! .cache/" in status  # ignored, never committed
+    meta = Classifier.load(ws / "model" / "classifier.bentomodel")
+    assert meta.prep == Preprocessing((32, 32), 3, "raw") and meta.backbone is not None
+
+
+def test_cli_round_with_a_custom_model_from_the_command_line(tmp_path):
+    from tests.helpers import make_workspace, run_cli_round
+
+    ws = tmp_path / "ws"
+    make_workspace(ws)
+    custom = [
+        "model=custom",
+        "model._target_=tests.models.tiny.build_model",
+        "model.params={width: 5}",
+    ]
+    assert run_cli_round(ws, 0, None, *custom) == 0
+    model = Classifier.load(ws / "model" / "classifier.bentomodel")
+    assert model.network.name == "tiny_custom" and model.features_layer != "features"
