@@ -2,13 +2,17 @@
 score the pool, select, export, import, serve, the same predictions everywhere; the
 feature cache of a frozen backbone.
 
-No network here: backbones are built with `weights: null` (random), or from a weights
-file this test saves first; no ImageNet download is ever attempted.
+No network here: no ImageNet download is ever attempted. Backbones are built from a
+weights file this module saves first: random weights whose batch-norm statistics are
+set from one batch of images (a randomly initialised keras.applications network gives
+features of about 1e-10, which would make every prediction uniform and every
+comparison trivially equal); `weights: null` where only the cost matters.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -55,7 +59,30 @@ def images(tmp_path_factory):
     write_class_folders(root / "train", per_class=4, seed=0)
     write_class_folders(root / "pool", per_class=3, seed=5)
     names = class_names_of(root / "train")
+    KINDS["backbone"] = replace(
+        KINDS["backbone"], weights=calibrated_weights(root, root / "train", names)
+    )
     return root, names, load_labeled(root / "train", names, RGB)
+
+
+def calibrated_weights(folder, train, names) -> str:
+    """A weights file saved here, before any backbone is built from it: random weights,
+    batch-norm statistics of one batch of the training images (momentum 0)."""
+    import keras
+
+    from activelearn.learner.networks import backbone
+
+    cfg = replace(KINDS["backbone"], weights=None)
+    prep = prep_of(cfg)
+    network = backbone(prep, cfg)
+    network.trainable = True  # a frozen batch norm would not update its statistics
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    network(load_labeled(train, names, prep).x, training=True)
+    path = folder / "calibrated.weights.h5"
+    network.save_weights(path)
+    return str(path)
 
 
 def prep_of(cfg: ModelConfig) -> Preprocessing:
@@ -103,6 +130,7 @@ def test_each_kind_goes_through_a_round_and_serves_what_it_scored(
     pool_files = sorted((root / "pool").rglob("*.png"))
     x = np.stack([preprocess(f, prep) for f in pool_files])
     expected = model.predict_proba(x)
+    assert expected.std(axis=0).max() > 1e-3  # not one answer for every image
     np.testing.assert_allclose(loaded.predict_proba(x), expected, atol=1e-6)
     queued = {item.sample_id: item for item in result.queue}
     for sid, item in queued.items():  # the queue's predictions are the model's
@@ -140,11 +168,10 @@ def test_backbone_from_a_local_weights_file_is_those_weights(tmp_path, images):
     """The weights file is saved here first from a random backbone: no download."""
     from activelearn.learner.networks import backbone
 
-    cfg = KINDS["backbone"]
+    cfg = replace(KINDS["backbone"], weights=None)
     prep = prep_of(cfg)
     source = backbone(prep, cfg)
     source.save_weights(tmp_path / "mobilenet.weights.h5")
-    from dataclasses import replace
 
     from_file = Classifier.build(
         ["a", "b"], prep, replace(cfg, weights=str(tmp_path / "mobilenet.weights.h5")), seed=7
@@ -212,7 +239,7 @@ def test_feature_cache_hits_misses_a_changed_file_and_is_rebuilt_when_removed(
     computed.clear()
     assert scores() == rebuilt and sum(computed) == 0
 
-    other = Classifier.build(names, prep, cfg, seed=1)  # other (random) weights
+    other = Classifier.build(names, prep, replace(cfg, weights=None), seed=1)  # other weights
     assert other.backbone_key() != model.backbone_key()
     model = other
     scores()
@@ -230,6 +257,7 @@ def test_cached_and_uncached_scoring_agree(tmp_path, images):
     np.testing.assert_allclose(direct, via_cache, atol=1e-6)
     np.testing.assert_allclose(features, cached, atol=1e-6)
     assert features.shape == (len(x), RECIPE["dense_units"])  # the head's features layer
+    assert direct.std(axis=0).max() > 1e-3  # the images get different predictions
 
 
 def test_custom_model_without_dropout_says_so_for_mc_dropout(images):
@@ -241,8 +269,6 @@ def test_custom_model_without_dropout_says_so_for_mc_dropout(images):
     with pytest.raises(ValueError, match="no dropout layer.*mc_samples=0"):
         model.predict_with_features(x, mc_samples=3, seed=0)
 
-    from dataclasses import replace
-
     dropout = replace(
         KINDS["custom"], _target_="tests.models.tiny.build_with_dropout", features_layer=None
     )
@@ -252,8 +278,6 @@ def test_custom_model_without_dropout_says_so_for_mc_dropout(images):
 
 
 def test_custom_model_errors_name_the_setting(images):
-    from dataclasses import replace
-
     _, names, _ = images
     base = KINDS["custom"]
     for target, message in [
@@ -262,7 +286,7 @@ def test_custom_model_errors_name_the_setting(images):
         (None, "needs model._target_"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            Classifier.build(names, RGB, replace(base, _target_=target), seed=0)
+            Classifier.build(names, RGB, replace(base, _target_=target, params={}), seed=0)
     with pytest.raises(ConfigError, match="features_layer=nope"):
         Classifier.build(names, RGB, replace(base, features_layer="nope"), seed=0)
 
@@ -301,8 +325,25 @@ def test_cli_round_with_a_custom_model_from_the_command_line(tmp_path):
     custom = [
         "model=custom",
         "model._target_=tests.models.tiny.build_model",
-        "model.params={width: 5}",
+        "+model.params.width=5",
     ]
     assert run_cli_round(ws, 0, None, *custom) == 0
     model = Classifier.load(ws / "model" / "classifier.bentomodel")
     assert model.network.name == "tiny_custom" and model.features_layer != "features"
+
+
+def test_backbone_mc_dropout_samples_the_head_and_finetuning_moves_the_backbone(images):
+    root, names, _ = images
+    cfg = replace(KINDS["backbone"], finetune_layers=2, min_steps=4)
+    prep = prep_of(cfg)
+    train = load_labeled(root / "train", names, prep)
+    model = Classifier.build(names, prep, cfg, seed=0)
+    probas, features = model.predict_with_features(train.x[:3], mc_samples=4, seed=1)
+    assert probas.shape == (3, 3, 4) and not np.allclose(probas[..., 0], probas[..., 1])
+    again, _ = model.predict_with_features(train.x[:3], mc_samples=4, seed=1)
+    np.testing.assert_array_equal(probas, again)  # seeded masks
+
+    before = model.backbone_key()
+    model.fit(train.x, train.y, cfg, seed=0)
+    assert model.backbone_key() != before  # its top layers trained: other features
+    assert not model.backbone.trainable  # frozen again for scoring and saving
