@@ -28,7 +28,7 @@ from activelearn.workspace.features import FeatureCache
 from activelearn.workspace.manifest import Manifest
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.helpers import write_class_folders
+from tests.helpers import calibrated_weights, write_class_folders
 
 RGB = Preprocessing((32, 32), 3)
 RECIPE = dict(batch_size=8, min_steps=20, min_epochs=1, dense_units=8, dropout=0.2)
@@ -59,30 +59,10 @@ def images(tmp_path_factory):
     write_class_folders(root / "train", per_class=4, seed=0)
     write_class_folders(root / "pool", per_class=3, seed=5)
     names = class_names_of(root / "train")
-    KINDS["backbone"] = replace(
-        KINDS["backbone"], weights=calibrated_weights(root, root / "train", names)
-    )
+    cfg = KINDS["backbone"]
+    weights = calibrated_weights(root, load_labeled(root / "train", names, prep_of(cfg)).x, cfg)
+    KINDS["backbone"] = replace(cfg, weights=weights)
     return root, names, load_labeled(root / "train", names, RGB)
-
-
-def calibrated_weights(folder, train, names) -> str:
-    """A weights file saved here, before any backbone is built from it: random weights,
-    batch-norm statistics of one batch of the training images (momentum 0)."""
-    import keras
-
-    from activelearn.learner.networks import backbone
-
-    cfg = replace(KINDS["backbone"], weights=None)
-    prep = prep_of(cfg)
-    network = backbone(prep, cfg)
-    network.trainable = True  # a frozen batch norm would not update its statistics
-    for layer in network.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    network(load_labeled(train, names, prep).x, training=True)
-    path = folder / "calibrated.weights.h5"
-    network.save_weights(path)
-    return str(path)
 
 
 def prep_of(cfg: ModelConfig) -> Preprocessing:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from activelearn.data.images import Preprocessing, class_names_of, load_labeled
 from activelearn.learner.classifier import Classifier
 from activelearn.scoring.select import score_and_select
 from activelearn.workspace.manifest import Manifest
-from tests.helpers import write_class_folders
+from tests.helpers import calibrated_weights, write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
 BATCH = 32
@@ -161,7 +162,7 @@ def test_ray_scores_a_backbone_and_a_custom_model_as_the_local_scorer(
     tmp_path, short_tmp, campaign, local_ray, kind
 ):
     """The actors load the whole network from the file: any kind scores the same (the
-    backbone with random weights: `weights: null`, nothing downloaded)."""
+    backbone from a weights file saved here first: nothing downloaded)."""
     root = short_tmp / "campaign"  # the module's pool
     prep = Preprocessing((32, 32), 3, "raw" if kind == "backbone" else "unit")
     recipe = dict(dense_units=8, min_steps=5, min_epochs=1)
@@ -172,6 +173,8 @@ def test_ray_scores_a_backbone_and_a_custom_model_as_the_local_scorer(
     )
     names = class_names_of(root / "train")
     labeled = load_labeled(root / "train", names, prep)
+    if kind == "backbone":
+        cfg = replace(cfg, weights=calibrated_weights(tmp_path, labeled.x, cfg))
     model = Classifier.build(names, prep, cfg, seed=0)
     model.fit(labeled.x, labeled.y, cfg, seed=0)
     path = tmp_path / f"{kind}.bentomodel"
@@ -200,6 +203,7 @@ def test_ray_scores_a_backbone_and_a_custom_model_as_the_local_scorer(
     local = one(tmp_path / "local", None)
     on_ray = one(tmp_path / "ray", ray_scoring(actors=1, block_size=32))
     assert len(on_ray.queue) == 5 and on_ray.queue == local.queue
+    assert len({item.confidence for item in local.queue}) > 1  # not one answer for all
     assert (tmp_path / "ray/round/scores.csv").read_text() == (
         tmp_path / "local/round/scores.csv"
     ).read_text()
