@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,7 @@ class FeatureCache:
                 try:
                     with np.load(path) as shard:
                         keys, values = shard["keys"], shard["features"]
-                except (OSError, ValueError, KeyError) as err:  # cut short: compute again
+                except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:  # cut short
                     log.warning("feature cache shard %s unreadable (%s): ignored", path, err)
                     continue
                 index = len(self._shards)
