@@ -50,6 +50,14 @@ class OnDisagreement(StrEnum):
     reject = "reject"  # out of the campaign, rejected
 
 
+class ModelKind(StrEnum):
+    """What network a round trains."""
+
+    cnn = "cnn"  # the project's small CNN, from scratch
+    backbone = "backbone"  # a keras.applications network, frozen, with a trained head
+    custom = "custom"  # your own: `model._target_` builds it, the project trains it
+
+
 class Engine(StrEnum):
     """Where the pool is scored."""
 
@@ -73,7 +81,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "cnn"  # the Keras model's name; the network is always build_network's CNN
+    kind: ModelKind = ModelKind.cnn
+    name: str = "cnn"  # the Keras model's name
     filters: list[int] = field(default_factory=lambda: [32, 64])  # one conv block each
     dense_units: int = 128
     dropout: float = 0.3
@@ -83,6 +92,20 @@ class ModelConfig:
     # still gets a model worth scoring with: 20 images are one step per epoch.
     min_steps: int = 300
     min_epochs: int = 10
+    image_size: Optional[list[int]] = None  # the model's input [h, w]; None = data.image_size
+    # Pixel values as the network expects them: unit [0,1], raw [0,255], symmetric [-1,1],
+    # caffe (BGR minus the ImageNet mean); None = unit, or the backbone's own convention.
+    scaling: Optional[str] = None
+    backbone: str = "MobileNetV3Small"  # backbone: a keras.applications network by name
+    # backbone: "imagenet" (downloaded once by Keras into ~/.keras/models), a local weights
+    # file (.h5 / .weights.h5, made on a machine online), or None for random weights
+    weights: Optional[str] = "imagenet"
+    finetune_layers: int = 0  # backbone: top layers trained after the head (0 = frozen)
+    feature_cache: bool = True  # backbone: compute each image's features once per campaign
+    # custom: a function (input_shape, n_classes, **params) -> uncompiled Keras model
+    _target_: Optional[str] = None
+    params: dict[str, Any] = field(default_factory=dict)  # custom: the function's arguments
+    features_layer: Optional[str] = None  # custom: layer fed to diversity; None = penultimate
 
 
 @dataclass

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ["ingest", "train", "select", "track", "push", "commit"]
 REPRO_PARTS = ["prepare", "train", "evaluate", "dvc"]  # DVC stages, then DVC's own time
@@ -71,7 +73,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4, help="at least 2: round 0 is cold")
     parser.add_argument("--out", type=Path, default=Path("/tmp/rounds-bench"))
+    parser.add_argument(
+        "--kinds",
+        action="store_true",
+        help="only model=backbone (feature cache) against model=cnn on --pool images",
+    )
+    parser.add_argument("--pool", type=int, default=20_000, help="--kinds: pool size")
+    parser.add_argument("--size", type=int, default=32, help="--kinds: PNG side, CNN input")
+    parser.add_argument("--backbone-size", type=int, default=96, help="--kinds: its input")
+    parser.add_argument("--batch", type=int, default=100, help="--kinds: images per round")
+    parser.add_argument("--min-steps", type=int, default=300, help="--kinds: training floor")
     args = parser.parse_args()
+    if args.kinds:
+        kinds(args)
+        return
     if args.rounds < 2:
         parser.error("--rounds must be at least 2: rounds 1 and on are measured")
     mark = args.out / ".rounds-bench"  # the only folder this run may empty: one it made
@@ -113,6 +128,39 @@ def main() -> None:
             f"{1 - train / wall:.0%} is outside the train phase (dvc repro); DVC's own "
             f"time alone is {dvc / len(trained):.1f} s, {dvc / fit:.0%} of the training"
         )
+
+
+def kinds(args: argparse.Namespace) -> None:
+    """model=backbone against model=cnn: seconds per round, train and scoring apart."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import os
+
+    from kinds import run_kind
+    from scoring import POOL_CACHE, generate_pool, image_id
+
+    generate_pool(POOL_CACHE, args.pool, args.size, 0)
+    pool_dir = POOL_CACHE / f"pool-{args.size}px-seed0"
+    ids = [image_id(i) for i in range(args.pool)]
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"{os.cpu_count()} cores, load avg {load}; pool {len(ids)} PNGs {args.size}px")
+    rows = [r for kind in ("cnn", "backbone") for r in run_kind(kind, pool_dir, ids, args)]
+    print("\n| model | round | train | score | round |\n|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['kind']} | {r['round']} | {r['train']:.1f} s | {r['score']:.1f} s "
+            f"| {r['round total']:.1f} s |"
+        )
+    back = {r["round"]: r for r in rows if r["kind"] == "backbone"}
+    cnn = [r for r in rows if r["kind"] == "cnn" and r["round"] > 1]
+    later = [r for r in back.values() if r["round"] > 1]
+    print(
+        f"\nbackbone: round 2's scoring / round 1's = "
+        f"{back[2]['score'] / back[1]['score']:.3f} (goal < 0.1); from round 2 on "
+        f"{np.mean([r['round total'] for r in later]):.1f} s a round against the CNN's "
+        f"{np.mean([r['round total'] for r in cnn]):.1f} s; load avg after: "
+        + ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    )
 
 
 if __name__ == "__main__":

@@ -322,6 +322,12 @@ def main() -> None:
         default=POOL_CACHE,
         help="generated pool, reused by reruns",
     )
+    parser.add_argument(
+        "--against-tfdata",
+        action="store_true",
+        help="only the two rows against a plain tf.data pipeline (JPEG photos, small PNGs)",
+    )
+    parser.add_argument("--photos", type=int, default=300, help="3000x2000 JPEGs, tf.data rows")
     parser.add_argument("--measure", choices=["ours", "modal"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -329,6 +335,9 @@ def main() -> None:
         measure_child(args)
         return
 
+    if args.against_tfdata:
+        against_tfdata(args)
+        return
     started = time.perf_counter()
     print(f"machine: {machine()}")
     generate_pool(args.cache_dir, max(args.pool, args.big, args.small), args.size, args.seed)
@@ -454,6 +463,39 @@ def main() -> None:
             print("-" * (sum(widths) + 2 * (len(widths) - 1)))
     print()
     print(f"load avg after: {_load()}; total {time.perf_counter() - started:.0f} s")
+
+
+def against_tfdata(args: argparse.Namespace) -> None:
+    """Two rows: `--photos` 3000x2000 JPEGs and `--pool` small PNGs, ours against tf.data."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from against_tfdata import compare, generate_photos
+
+    print(f"machine: {machine()}")
+    prep = Preprocessing((args.size, args.size), 3)
+    classifier = build_classifier(prep, args.seed)
+    photos = generate_photos(args.photos, seed=args.seed)
+    photo_ids = sorted(p.name for p in photos.glob("*.jpg"))[: args.photos]
+    generate_pool(args.cache_dir, args.pool, args.size, args.seed)
+    png_dir = args.cache_dir / f"pool-{args.size}px-seed{args.seed}"
+    png_ids = [image_id(i) for i in range(args.pool)]
+    rows = [
+        (f"{len(photo_ids)} JPEG 3000x2000", photos, photo_ids, True),
+        (f"{_k(args.pool)} PNG {args.size}x{args.size}", png_dir, png_ids, False),
+    ]
+    print(f"model input {args.size}x{args.size} RGB, untrained CNN conv32-conv64-dense128,")
+    print(f"top-{QUEUE_SIZE} entropy, best of {args.repeat}, interleaved\n")
+    print("| pool | ours | plain tf.data | ratio | pool sync | sync / scoring |")
+    print("|---|---|---|---|---|---|")
+    for name, folder, ids, sync in rows:
+        got = compare(classifier, folder, ids, prep, args.batch, args.repeat, score_ours, sync)
+        sync_cell = f"{got['sync']:.2f} s" if got["sync"] is not None else "-"
+        share = f"{got['sync'] / got['ours']:.3f}" if got["sync"] is not None else "-"
+        print(
+            f"| {name} | {got['ours']:.2f} s | {got['tfdata']:.2f} s (ratio 1/{got['ratio']}) "
+            f"| {got['ours'] / got['tfdata']:.2f}x | {sync_cell} | {share} |",
+            flush=True,
+        )
+    print(f"\nload avg after: {_load()}")
 
 
 def _k(n: int) -> str:

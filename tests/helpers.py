@@ -199,3 +199,27 @@ INGEST_SUMMARY = (  # the ingest phase's log line, as tests/*/test_ingest_outcom
     "round 1 ingested the answers to the queue of round 0: "
     "labeled 1, rejected 1, back to pool 1, queued again {requeued}, still open {open}"
 )
+
+
+def calibrated_weights(folder: Path, x: np.ndarray, cfg) -> str:
+    """A backbone weights file saved here first (no download): random weights with the
+    batch-norm statistics of the images `x` (momentum 0). A randomly initialised
+    keras.applications network gives features of about 1e-10, so every prediction would
+    be uniform and every comparison between two paths trivially equal."""
+    from dataclasses import replace
+
+    import keras
+
+    from activelearn.data.images import Preprocessing
+    from activelearn.learner.networks import backbone
+
+    prep = Preprocessing(x.shape[1:3], 3, "raw")
+    network = backbone(prep, replace(cfg, weights=None))
+    network.trainable = True  # a frozen batch norm would not update its statistics
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    network(x, training=True)
+    path = Path(folder) / "calibrated.weights.h5"
+    network.save_weights(path)
+    return str(path)

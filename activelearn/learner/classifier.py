@@ -1,5 +1,6 @@
 """The classifier behind a small protocol: fit, predict_proba, predict_with_features,
-evaluate, save, load.
+evaluate, save, load; with a frozen backbone also backbone_features and
+predict_from_features, so the backbone's work can be cached per image.
 
 This is the one module that imports TensorFlow for training; everything else in the
 package, the DVC stages and the serving app included, goes through `Classifier`.
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from activelearn.config import ModelConfig
 from activelearn.data.images import Preprocessing
 from activelearn.errors import UnreadableModel
+from activelearn.learner import networks
 from activelearn.learner.metrics import classification_report
 
 log = logging.getLogger(__name__)
@@ -53,24 +55,6 @@ def _bentoml():
     return bentoml, ModelStore(str(models))
 
 
-def build_network(n_classes: int, prep: Preprocessing, cfg: ModelConfig):
-    """A small CNN: conv blocks, then a dense feature layer, then softmax."""
-    import keras
-    from keras import layers
-
-    inputs = keras.Input(shape=prep.input_shape, name="image")
-    x = inputs
-    for filters in cfg.filters:
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-        x = layers.MaxPooling2D(2, padding="same")(x)
-    x = layers.Flatten()(x)
-    x = layers.Dropout(cfg.dropout)(x)
-    x = layers.Dense(cfg.dense_units, activation="relu", name="features")(x)
-    x = layers.Dropout(cfg.dropout)(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=cfg.name)
-
-
 def training_epochs(n_samples: int, cfg: ModelConfig) -> int:
     """Epochs giving at least `cfg.min_steps` optimizer steps and `cfg.min_epochs` epochs."""
     steps_per_epoch = max(1, math.ceil(n_samples / cfg.batch_size))
@@ -80,11 +64,23 @@ def training_epochs(n_samples: int, cfg: ModelConfig) -> int:
 class Classifier:
     """A trained (or untrained) Keras network with its class names and preprocessing."""
 
-    def __init__(self, network, class_names: list[str], prep: Preprocessing, version: str):
+    def __init__(
+        self,
+        network,
+        class_names: list[str],
+        prep: Preprocessing,
+        version: str,
+        features_layer: str | None = None,
+    ):
         self.network = network
         self.class_names = list(class_names)
         self.prep = prep
         self.version = version
+        self.backbone, self.head = networks.backbone_of(network)
+        # the diversity strategies' layer: the head's with a backbone, the network's else
+        self.features_layer = features_layer or networks.features_layer(
+            self.head if self.head is not None else network
+        )
 
     @classmethod
     def build(
@@ -98,10 +94,76 @@ class Classifier:
         import keras
 
         keras.utils.set_random_seed(seed)
-        return cls(build_network(len(class_names), prep, cfg), class_names, prep, version)
+        network = networks.build_network(len(class_names), prep, cfg)
+        layer = None if cfg.kind == "backbone" else cfg.features_layer
+        return cls(network, class_names, prep, version, layer)
 
-    def fit(self, x: np.ndarray, y: np.ndarray, cfg: ModelConfig, seed: int) -> list[dict]:
+    @property
+    def kind(self) -> str:
+        return "backbone" if self.backbone is not None else "network"
+
+    def backbone_key(self) -> str:
+        """What the backbone's features depend on: its weights and how pixels reach it.
+        The feature cache's key: features are never shared across other weights."""
+        if self.backbone is None:
+            raise ValueError(f"model {self.network.name!r} has no frozen backbone")
+        if getattr(self, "_backbone_key", None) is None:
+            digest = networks.weights_digest(self.backbone)
+            prep = self.prep
+            size = "x".join(map(str, prep.image_size))
+            self._backbone_key = f"{digest}-{size}-{prep.channels}-{prep.scaling}"
+        return self._backbone_key
+
+    def backbone_features(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """The frozen backbone's output for decoded images, [n, backbone features]."""
+        import tensorflow as tf
+
+        if getattr(self, "_backbone_fn", None) is None:
+            spec = tf.TensorSpec([None, *self.prep.input_shape], tf.float32)
+            self._backbone_fn = tf.function(
+                lambda x: self.backbone(x, training=False), input_signature=[spec]
+            )
+        out = [
+            self._backbone_fn(np.asarray(x[i : i + batch_size], np.float32)).numpy()
+            for i in range(0, len(x), batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.n_backbone_features), np.float32)
+
+    @property
+    def n_backbone_features(self) -> int:
+        return int(self.backbone.output.shape[-1])
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        cfg: ModelConfig,
+        seed: int,
+        features: np.ndarray | None = None,
+    ) -> list[dict]:
         """Train from scratch on (x, y); returns the history at up to HISTORY_POINTS points.
+
+        With a frozen backbone only the head trains, on `features` (the backbone's output
+        for x, from the feature cache) or on features computed here; with
+        `cfg.finetune_layers` > 0 the top of the backbone then trains too, on the pixels,
+        at a tenth of the learning rate.
+        """
+        if len(y) == 0:
+            raise ValueError("no labeled images to train on: add images to the labeled folder")
+        if self.backbone is None:
+            return self._train(self.network, x, y, cfg, seed, cfg.learning_rate)
+        if features is None:
+            features = self.backbone_features(x)
+        history = self._train(self.head, features, y, cfg, seed, cfg.learning_rate)
+        if cfg.finetune_layers > 0:
+            networks.unfreeze_top(self.backbone, cfg.finetune_layers)
+            history += self._train(self.network, x, y, cfg, seed, cfg.learning_rate / 10)
+            self.backbone.trainable = False  # the weights changed: later keys differ
+            self._backbone_key = self._cached_passes = self._head_passes = None
+        return history
+
+    def _train(self, model, x, y, cfg: ModelConfig, seed: int, learning_rate: float) -> list:
+        """The project's recipe: Adam, at least `min_steps` steps and `min_epochs` epochs.
 
         The data are shuffled and repeated as one stream, so a tiny labeled set gets its
         floor of optimizer steps without paying Keras's per-epoch overhead each time.
@@ -109,11 +171,9 @@ class Classifier:
         import keras
         import tensorflow as tf
 
-        if len(x) == 0:
-            raise ValueError("no labeled images to train on: add images to the labeled folder")
         keras.utils.set_random_seed(seed)
-        self.network.compile(
-            optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
@@ -141,7 +201,7 @@ class Classifier:
             ) as progress,
             _custom_gradients_dropped(),
         ):
-            history = self.network.fit(
+            history = model.fit(
                 stream,
                 epochs=points,
                 steps_per_epoch=steps_per_point,
@@ -178,7 +238,20 @@ class Classifier:
         `seed` fixes the dropout masks: the same batch and seed give the same samples in
         any process (a rerun, a Ray actor).
         """
-        passes = self._passes()
+        if self.backbone is not None:
+            return self.predict_from_features(self.backbone_features(x), mc_samples, seed)
+        return self._predict(self._passes(), x, mc_samples, seed)
+
+    def predict_from_features(
+        self, features: np.ndarray, mc_samples: int = 0, seed: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`predict_with_features` from the backbone's features (cached) instead of pixels."""
+        if getattr(self, "_head_passes", None) is None:
+            self._head_passes = _Passes(self.head, self.features_layer)
+        return self._predict(self._head_passes, features, mc_samples, seed)
+
+    @staticmethod
+    def _predict(passes, x, mc_samples, seed):
         x = np.asarray(x, np.float32)
         if mc_samples <= 0:
             features, probas = passes.deterministic(x)
@@ -192,7 +265,7 @@ class Classifier:
 
     def _passes(self) -> _Passes:
         if getattr(self, "_cached_passes", None) is None:
-            self._cached_passes = _Passes(self.network)
+            self._cached_passes = _Passes(self.network, self.features_layer)
         return self._cached_passes
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> dict:
@@ -207,7 +280,11 @@ class Classifier:
             bentoml.models.delete(tag, _model_store=store)  # retraining replaces its model
         except bentoml.exceptions.NotFound:
             pass
-        metadata = {"class_names": self.class_names, "preprocessing": self.prep.to_dict()}
+        metadata = {
+            "class_names": self.class_names,
+            "preprocessing": self.prep.to_dict(),
+            "features_layer": self.features_layer,
+        }
         with bentoml.models.create(
             tag, labels={"framework": "keras"}, metadata=metadata, _model_store=store
         ) as bento_model:
@@ -246,6 +323,7 @@ class Classifier:
             meta["class_names"],
             Preprocessing.from_dict(meta["preprocessing"]),
             bento_model.tag.version,
+            meta.get("features_layer"),  # None in models saved before it was recorded
         )
         if _content(path) == content:  # not replaced while it was read
             _remember(content, classifier)
@@ -312,45 +390,79 @@ def _remember(content: str, classifier: Classifier) -> None:
 
 
 class _Passes:
-    """Compiled forward passes of a chain-shaped network, split at its first dropout."""
+    """Compiled forward passes of a network: deterministic (features and probabilities),
+    and for MC dropout the part before its first dropout once, the rest T times."""
 
-    def __init__(self, network):
+    def __init__(self, network, features_layer: str):
         import keras
         import tensorflow as tf
 
+        self.network, self.features_layer = network, features_layer
+        features = network.get_layer(features_layer).output
+        deterministic = keras.Model(network.inputs, [features, network.output])
+        self.deterministic = self.traced_once(
+            lambda x: deterministic(x, training=False), network.inputs[0].shape, tf
+        )
+        self._mc_built = False
+
+    @staticmethod
+    def traced_once(fn, shape, tf):  # any batch size: one trace, not one per size
+        return tf.function(fn, input_signature=[tf.TensorSpec([None, *shape[1:]], tf.float32)])
+
+    def __getattr__(self, name: str):  # the MC passes, built when first asked for
+        if name in ("head", "deterministic_tail", "stochastic_tail", "dropouts"):
+            if not self.__dict__.get("_mc_built"):
+                self._build_mc()
+                return getattr(self, name)
+        raise AttributeError(name)
+
+    def _build_mc(self) -> None:
+        """Split a chain-shaped network at its first dropout."""
+        import keras
+        import tensorflow as tf
+
+        network = self.network
         layers = network.layers
         first = next(
             (i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.Dropout)),
             None,
         )
         if first is None:
-            raise ValueError(f"model {network.name!r} has no dropout layer for MC dropout")
-        features = network.get_layer("features").output
-        deterministic = keras.Model(network.inputs, [features, network.output])
+            raise ValueError(
+                f"model {network.name!r} has no dropout layer, so MC dropout has nothing to "
+                "sample: set strategy.mc_samples=0, or add Dropout layers to the model"
+            )
         head = keras.Model(network.inputs, layers[first].input)
-
         tail = layers[first:]
         if any(isinstance(layer, keras.layers.BatchNormalization) for layer in tail):
             raise ValueError("MC dropout needs a tail without batch normalization")
         hidden_in = keras.Input(shape=head.output.shape[1:])
-        hidden = hidden_in
-        for layer in tail:
-            hidden = layer(hidden)
-            if layer.name == "features":
-                feature_out = hidden
+        hidden, feature_out = hidden_in, None
+        try:
+            for layer in tail:
+                hidden = layer(hidden)
+                if layer.name == self.features_layer:
+                    feature_out = hidden
+        except Exception as err:  # a layer taking two inputs: not a chain
+            raise ValueError(
+                f"model {network.name!r}: MC dropout needs the layers from the first dropout "
+                f"on to form a chain ({err}); set strategy.mc_samples=0"
+            ) from err
+        if feature_out is None:  # the features layer comes before the first dropout
+            feature_out = hidden_in
         tail_model = keras.Model(hidden_in, [feature_out, hidden])
 
         self.dropouts = [layer for layer in tail if isinstance(layer, keras.layers.Dropout)]
-
-        def traced_once(fn, model):  # any batch size: one trace, not one per size
-            spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
-            return tf.function(fn, input_signature=[spec])
-
-        self.deterministic = traced_once(lambda x: deterministic(x, training=False), network)
-        self.head = traced_once(lambda x: head(x, training=False), network)
-        self.deterministic_tail = traced_once(lambda h: tail_model(h, training=False), tail_model)
+        self.head = self.traced_once(lambda x: head(x, training=False), network.inputs[0].shape, tf)
+        shape = tail_model.inputs[0].shape
+        self.deterministic_tail = self.traced_once(
+            lambda h: tail_model(h, training=False), shape, tf
+        )
         # training=True switches dropout on; the tail has nothing else that it changes.
-        self.stochastic_tail = traced_once(lambda h: tail_model(h, training=True)[1], tail_model)
+        self.stochastic_tail = self.traced_once(
+            lambda h: tail_model(h, training=True)[1], shape, tf
+        )
+        self._mc_built = True
 
     def reseed(self, seed: int) -> None:
         """Start every dropout layer's random stream at `seed` (each its own)."""

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from activelearn.pipeline import worker as stage_worker
 from activelearn.workspace.layout import (
     EVALUATION,
+    FEATURE_CACHE,
     HISTORY,
     METRICS,
     MODEL_FILE,
@@ -72,7 +73,9 @@ def prepare(cfg: Config) -> None:
     rejected, empty = [], []
     for split, root in (("train", cfg.data.raw_dir), ("test", cfg.data.test_dir)):
         arrays = load_labeled(root, class_names, prep)
-        np.savez_compressed(PREPARED / f"{split}.npz", x=arrays.x, y=arrays.y)
+        np.savez_compressed(
+            PREPARED / f"{split}.npz", x=arrays.x, y=arrays.y, files=np.array(arrays.files)
+        )
         rejected += [(split, path, reason) for path, reason in arrays.rejected]
         if not len(arrays.y):
             empty.append(root)
@@ -116,6 +119,14 @@ def _arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
         return f["x"], f["y"]
 
 
+def labeled_files(split: str) -> list[str]:
+    """The file of each row of the split's arrays (empty from an older prepare)."""
+    import numpy as np
+
+    with np.load(PREPARED / f"{split}.npz") as f:
+        return [str(name) for name in f["files"]] if "files" in f else []
+
+
 def train(cfg: Config) -> None:
     """Train from scratch on the labeled set and export the BentoML model."""
     from activelearn.data.images import preprocessing
@@ -126,7 +137,14 @@ def train(cfg: Config) -> None:
     classifier = Classifier.build(
         class_names, preprocessing(cfg), cfg.model, cfg.seed, version=round_tag(cfg.round or 0)
     )
-    history = classifier.fit(x, y, cfg.model, cfg.seed)
+    features = None
+    if classifier.backbone is not None and cfg.model.feature_cache:
+        from activelearn.learner.cached import cached_backbone_features
+        from activelearn.workspace.features import FeatureCache
+
+        cache = FeatureCache(FEATURE_CACHE, classifier.backbone_key())
+        features = cached_backbone_features(classifier, x, labeled_files("train"), cache)
+    history = classifier.fit(x, y, cfg.model, cfg.seed, features=features)
     tag = classifier.save(MODEL_FILE)
     EVALUATION.mkdir(exist_ok=True)
     _write_csv(HISTORY, history)

@@ -25,7 +25,19 @@ def check_config(cfg: Config) -> None:
     try:
         preprocessing(cfg)
     except ValueError as err:
-        raise ConfigError(f"data.{err}") from err
+        raise ConfigError(str(err) if str(err).startswith("model.") else f"data.{err}") from err
+    model = cfg.model
+    if model.kind == "custom" and not model._target_:
+        raise ConfigError(
+            "model=custom needs model._target_: the dotted name of a function "
+            "(input_shape, n_classes, ...) returning an uncompiled Keras model"
+        )
+    if model.kind == "backbone" and model.weights not in (None, "imagenet"):
+        if not (Path(cfg.workspace) / model.weights).is_file():
+            raise ConfigError(
+                f"model.weights={model.weights}: no such file (relative paths are in the "
+                "workspace); give the backbone's weights file, `imagenet`, or null"
+            )
     if not 0 < data.test_fraction < 1 and not list_files(Path(cfg.workspace) / data.test_dir):
         raise ConfigError(
             f"data.test_fraction={data.test_fraction}: must be between 0 and 1 to draw a test "

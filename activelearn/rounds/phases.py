@@ -56,6 +56,7 @@ from activelearn.strategies.stopping import (
 from activelearn.workspace.layout import (
     CAMPAIGN_ID,
     EVALUATION,
+    FEATURE_CACHE,
     HISTORY,
     METRICS,
     MODEL_FILE,
@@ -200,10 +201,11 @@ def select(r: Round) -> SelectResult:
     if reason := stop_reason(campaign_criteria(cfg.campaign), progress):
         log.info("campaign stops at round %d: %s", r.n, reason)
         return SelectResult(stop=True, agreement=share, agreement_images=images, reason=reason)
-    labeled_x = None
+    labeled_x = labeled_files = None
     if trained:
         with np.load(PREPARED / "train.npz") as f:
             labeled_x = f["x"]
+            labeled_files = [str(name) for name in f["files"]] if "files" in f else None
     for sid in r.manifest.in_state("queued"):  # a select killed after saving: choose again
         if r.manifest.samples[sid].round == r.n:
             r.manifest.set_state(sid, "pool")
@@ -220,6 +222,8 @@ def select(r: Round) -> SelectResult:
         seed=cfg.seed * 1000 + r.n,
         scoring=cfg.scoring,
         model_path=MODEL_FILE.resolve() if trained else None,
+        feature_cache=FEATURE_CACHE if cfg.model.feature_cache else None,
+        labeled_files=labeled_files,
     )
     for item in result.queue:
         r.manifest.set_state(item.sample_id, "queued", round=r.n)

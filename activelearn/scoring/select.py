@@ -19,6 +19,7 @@ from activelearn import strategies
 from activelearn.config import ScoringConfig, StrategyConfig
 from activelearn.core.files import atomic_file
 from activelearn.data.images import Preprocessing
+from activelearn.learner.cached import cached_backbone_features
 from activelearn.scoring.stream import (
     MEASURE_COLUMN,
     CandidateSet,
@@ -28,6 +29,7 @@ from activelearn.scoring.stream import (
     stream_pool,
     top_class,
 )
+from activelearn.workspace.features import FeatureCache
 from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.queue import QueueItem, write_queue
 
@@ -53,6 +55,8 @@ def score_and_select(
     batch_size: int | None = None,
     scoring: ScoringConfig | None = None,
     model_path: str | Path | None = None,
+    feature_cache: str | Path | None = None,
+    labeled_files: list[str] | None = None,
 ) -> ScoringResult:
     """Score every `pool` sample of the manifest, pick a batch, write the round's files.
 
@@ -62,6 +66,10 @@ def score_and_select(
     `scoring` picks the engine (default local); `scoring.engine=ray` needs `model_path`,
     the `.bentomodel` file `classifier` was loaded from, at a path every node can read.
     `batch_size` overrides `scoring.batch_size`.
+    `feature_cache`: the folder of the feature cache, used when the model has a frozen
+    backbone (local engine): each file goes through the backbone once per campaign, and
+    the labeled images' features too when `labeled_files` (the files of `labeled_x`) are
+    given.
     """
     scoring = scoring or ScoringConfig()
     batch_size = batch_size or scoring.batch_size
@@ -71,12 +79,15 @@ def score_and_select(
     plan = ScoringPlan.of(cfg, cold, prep, seed)
 
     ids = manifest.in_state("pool")
+    cache = None
+    if feature_cache is not None and not cold and classifier.backbone is not None:
+        cache = FeatureCache(feature_cache, classifier.backbone_key())
     if scoring.engine == "ray":
         from activelearn.scoring.ray_engine import score_on_ray
 
         blocks = score_on_ray(ids, pool_dir, plan, model_path, scoring, batch_size)
     else:
-        blocks = score_locally(classifier, ids, pool_dir, plan, batch_size)
+        blocks = score_locally(classifier, ids, pool_dir, plan, batch_size, cache)
     candidates = CandidateSet(plan.candidates)
     class_names = [] if cold else classifier.class_names
     round_dir.mkdir(parents=True, exist_ok=True)
@@ -109,8 +120,9 @@ def score_and_select(
     if not chosen or len(chosen["id"]) == 0:
         queue: list[QueueItem] = []
     else:
+        labeled = _labeled_features(classifier, labeled_x, cold, cache, labeled_files)
         picks, pick_scores = select_candidates(
-            classifier, chosen, plan, cfg, rng, labeled_x, pool_confidence
+            classifier, chosen, plan, cfg, rng, labeled_x, pool_confidence, labeled
         )
         queue = [
             QueueItem(
@@ -175,6 +187,7 @@ def select_candidates(
     rng: np.random.Generator,
     labeled_x: np.ndarray | None,
     pool_confidence: float | None,
+    labeled_features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The strategy's batch out of the merged candidate set: (rows of `chosen`, scores).
 
@@ -187,18 +200,34 @@ def select_candidates(
         cfg.batch_size,
         rng,
         features=chosen["features"],
-        labeled_features=_labeled_features(classifier, labeled_x, plan.cold),
+        labeled_features=labeled_features
+        if labeled_features is not None
+        else _labeled_features(classifier, labeled_x, plan.cold),
         pool_confidence=pool_confidence,
         candidates=cfg.candidates,
         **plan.params,
     )
 
 
-def _labeled_features(classifier, labeled_x: np.ndarray | None, cold: bool) -> np.ndarray | None:
+def _labeled_features(
+    classifier,
+    labeled_x: np.ndarray | None,
+    cold: bool,
+    cache: FeatureCache | None = None,
+    files: list[str] | None = None,
+) -> np.ndarray | None:
     if labeled_x is None or len(labeled_x) == 0:
         return None
     if cold:
         return None  # pixel features of the labeled set would need a second decode
+    if cache is not None and files is not None and len(files) == len(labeled_x):
+        backbone = cached_backbone_features(classifier, labeled_x, files, cache)
+        return np.concatenate(
+            [
+                classifier.predict_from_features(backbone[i : i + 256])[1]
+                for i in range(0, len(backbone), 256)
+            ]
+        )
     return np.concatenate(
         [
             classifier.predict_with_features(labeled_x[i : i + 256])[1]

@@ -20,6 +20,9 @@ MODEL_FILE = Path("model/classifier.bentomodel")
 EVALUATION = Path("evaluation")
 METRICS = EVALUATION / "metrics.json"
 HISTORY = EVALUATION / "history.csv"
+# Frozen-backbone features per image, by backbone and file content: run state, never
+# versioned (rebuilt when removed).
+FEATURE_CACHE = Path(".cache/features")
 
 ROUNDS = Path("rounds")
 STOP_SET = ROUNDS / "stop_set.json"  # drawn from the pool once, for the stop rule

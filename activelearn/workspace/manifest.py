@@ -19,6 +19,7 @@ from activelearn.data.images import (
     UnreadableImage,
     list_files,
     preprocess,
+    read_header,
     sample_id,
 )
 
@@ -98,10 +99,12 @@ class Manifest:
         """Add pool files not yet listed; files that do not decode are recorded as rejected,
         and files whose names are not UTF-8 are skipped (and counted) until renamed.
 
-        Only new files are decoded, and those rejected as unreadable or gone before (a file
-        being copied, a permission since fixed, a file put back): they go back to the pool
-        once they decode. Samples in `pool` whose file was removed are rejected until it
-        is back; `queued` ones are left to the ingest (a killed one may have copied them).
+        New files are admitted on their header alone (format, size, the pixel limit): a
+        file that then fails to decode is rejected when the pool is scored. Files rejected
+        as unreadable or gone before (a file being copied, a permission since fixed, a file
+        put back) are decoded in full: they go back to the pool once they decode. Samples
+        in `pool` whose file was removed are rejected until it is back; `queued` ones are
+        left to the ingest (a killed one may have copied them).
         Returns counts of what was added or removed.
         """
         added = Counter()
@@ -117,7 +120,10 @@ class Manifest:
                 added["skipped"] += 1
                 continue
             try:
-                preprocess(path, prep)
+                if known is None:
+                    read_header(path)
+                else:
+                    preprocess(path, prep)
             except UnreadableImage as err:
                 if known is None:
                     log.warning("pool image rejected: %s", err)

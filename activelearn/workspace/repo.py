@@ -41,6 +41,7 @@ WORKSPACE_GITIGNORE = f"""\
 /mlruns.db
 /mlartifacts/
 /.bentoml/
+/.cache/
 """
 
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from activelearn.data.images import Preprocessing, class_names_of, load_labeled
 from activelearn.learner.classifier import Classifier
 from activelearn.scoring.select import score_and_select
 from activelearn.workspace.manifest import Manifest
-from tests.helpers import write_class_folders
+from tests.helpers import calibrated_weights, write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
 BATCH = 32
@@ -154,6 +155,58 @@ def test_mc_dropout_on_ray_samples_as_the_local_one(tmp_path, campaign, local_ra
     local = score(campaign, tmp_path / "local", "bald", None, mc=5)
     on_ray = score(campaign, tmp_path / "ray", "bald", ray_scoring(actors=1, block_size=64), mc=5)
     assert_same_round(tmp_path / "local", tmp_path / "ray", local, on_ray)
+
+
+@pytest.mark.parametrize("kind", ["backbone", "custom"])
+def test_ray_scores_a_backbone_and_a_custom_model_as_the_local_scorer(
+    tmp_path, short_tmp, campaign, local_ray, kind
+):
+    """The actors load the whole network from the file: any kind scores the same (the
+    backbone from a weights file saved here first: nothing downloaded)."""
+    root = short_tmp / "campaign"  # the module's pool
+    prep = Preprocessing((32, 32), 3, "raw" if kind == "backbone" else "unit")
+    recipe = dict(dense_units=8, min_steps=5, min_epochs=1)
+    cfg = (
+        ModelConfig(kind="backbone", weights=None, **recipe)
+        if kind == "backbone"
+        else ModelConfig(kind="custom", _target_="tests.models.tiny.build_model", **recipe)
+    )
+    names = class_names_of(root / "train")
+    labeled = load_labeled(root / "train", names, prep)
+    if kind == "backbone":
+        cfg = replace(cfg, weights=calibrated_weights(tmp_path, labeled.x, cfg))
+    model = Classifier.build(names, prep, cfg, seed=0)
+    model.fit(labeled.x, labeled.y, cfg, seed=0)
+    path = tmp_path / f"{kind}.bentomodel"
+    model.save(path)
+    model = Classifier.load(path)
+    pool = tmp_path / "pool"
+    write_class_folders(pool, per_class=20, seed=6)
+
+    def one(out, scoring):
+        manifest = Manifest(out / "manifest.csv")
+        manifest.sync_pool(pool, prep)
+        return score_and_select(
+            model,
+            manifest,
+            pool,
+            StrategyConfig(name="entropy", batch_size=5, candidates=20),
+            out / "round",
+            labeled_x=labeled.x[:6],
+            prep=prep,
+            seed=7,
+            batch_size=BATCH,
+            scoring=scoring,
+            model_path=path,
+        )
+
+    local = one(tmp_path / "local", None)
+    on_ray = one(tmp_path / "ray", ray_scoring(actors=1, block_size=32))
+    assert len(on_ray.queue) == 5 and on_ray.queue == local.queue
+    assert len({item.confidence for item in local.queue}) > 1  # not one answer for all
+    assert (tmp_path / "ray/round/scores.csv").read_text() == (
+        tmp_path / "local/round/scores.csv"
+    ).read_text()
 
 
 def test_cold_start_on_ray_picks_as_the_local_one(tmp_path, campaign, local_ray):

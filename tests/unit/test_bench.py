@@ -93,3 +93,12 @@ def test_rounds_of_a_run_before_seed_files_are_read(campaigns, tmp_path):
     rows = rounds(campaigns, "random", 0, [20, 30], stop="budget")
     campaigns.write_rows(tmp_path / "rounds.csv", rows)
     assert campaigns.read_rows(tmp_path) == {("random", 0): rows}
+
+
+def test_the_tfdata_baseline_downscales_as_deep_as_the_target_allows():
+    against = load_bench("against_tfdata")
+    from activelearn.data.images import Preprocessing
+
+    assert against.jpeg_ratio((3000, 2000), Preprocessing((32, 32), 3)) == 8
+    assert against.jpeg_ratio((3000, 2000), Preprocessing((224, 224), 3)) == 4
+    assert against.jpeg_ratio((300, 200), Preprocessing((64, 64), 3)) == 1

@@ -70,3 +70,34 @@ def test_added_keys_are_refused_except_in_free_dicts():
     with pytest.raises(ConfigError, match=r"^data.colour, campaign.budgett: no such setting"):
         check_keys(compose_config(["+campaign.budgett=3", "+data.colour=red"]))
     check_keys(compose_config(["strategy=ranked_batch", "+strategy.params.alpha=0.5"]))
+
+
+def test_model_kinds_compose_and_set_the_models_input(tmp_path):
+    from activelearn.data.images import Preprocessing, preprocessing
+
+    ws = f"workspace={tmp_path / 'ws'}"
+    backbone = OmegaConf.to_object(compose_config(["model=backbone", ws]))
+    assert backbone.model.kind == "backbone" and backbone.model.weights == "imagenet"
+    assert preprocessing(backbone) == Preprocessing((224, 224), 3, "raw")  # digits are gray
+    resnet = OmegaConf.to_object(compose_config(["model=backbone", "model.backbone=ResNet50"]))
+    assert preprocessing(resnet).scaling == "caffe"
+    custom = OmegaConf.to_object(
+        compose_config(["model=custom", "model._target_=pkg.build", "+model.params.width=5", ws])
+    )
+    assert custom.model._target_ == "pkg.build" and custom.model.params == {"width": 5}
+    assert preprocessing(custom) == Preprocessing((16, 16), 1, "unit")  # the data's
+    check_config(custom)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model=custom"], "needs model._target_"),
+        (["model=backbone", "model.weights=nowhere.weights.h5"], "model.weights=nowhere"),
+        (["model=backbone", "model.backbone=DenseNet121"], "^model.backbone=DenseNet121"),
+    ],
+)
+def test_model_settings_that_would_fail_in_training_fail_at_start_up(tmp_path, overrides, message):
+    config = compose_config([*overrides, f"workspace={tmp_path / 'ws'}"])
+    with pytest.raises(ConfigError, match=message):
+        check_config(OmegaConf.to_object(config))
