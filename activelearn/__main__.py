@@ -43,6 +43,9 @@ def main(cfg) -> None:
     try:
         check_keys(cfg)
         config: Config = OmegaConf.to_object(cfg)
+        if config.data.source:  # from where it was given: the rounds run in the workspace
+            source = str(Path(config.data.source).expanduser().resolve())
+            config = replace(config, data=replace(config.data, source=source))
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN:  # each job its own campaign, apart from the rest
             config = replace(config, workspace=str(job_workspace(hydra_cfg)))

@@ -69,6 +69,9 @@ class DataConfig:
     demo: Optional[str] = None  # bundled dataset written into the layout when raw_dir is empty
     seed_per_class: int = 2  # demo only: labeled images per class to start with
     pool_labels: str = "data/pool_labels.csv"  # simulated annotator's answers (demo writes it)
+    # A dataset folder (raw/, pool/, optional test/ and pool_labels.csv) a new workspace
+    # takes its data from by hard link; relative to where you run. None = the workspace's own.
+    source: Optional[str] = None
 
 
 @dataclass

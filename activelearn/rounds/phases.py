@@ -60,6 +60,7 @@ from activelearn.workspace.layout import (
     METRICS,
     MODEL_FILE,
     PREPARED,
+    SOURCE_RECORD,
     STOP_SET,
     round_dir,
     round_tag,
@@ -391,6 +392,7 @@ def commit(r: Round) -> CommitResult:
         str(EVALUATION),  # metrics and plots live in git (cache: false): `dvc metrics diff`
         r.cfg.data.manifest,
         CAMPAIGN_ID,
+        str(SOURCE_RECORD),
         str(r.dir),
         str(STOP_SET),
         r.cfg.labeling.state_file,
