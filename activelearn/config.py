@@ -121,9 +121,11 @@ class LabelingConfig:
 @dataclass
 class TrackingConfig:
     uri: str = "sqlite:///mlruns.db"  # MLflow tracking URI; relative paths are in the workspace
-    # None: the campaign's own experiment, named by its id (`campaign.id` in the workspace);
-    # a name puts every campaign that gives it into one experiment, each under its own run.
+    # None: the store's own experiment, named after the workspace folder (a sweep's: after
+    # the sweep folder); a name puts every campaign that gives it into one experiment.
     experiment: str | None = None
+    # The campaign run's name; None = the campaign id (a sweep's job: the settings it sweeps).
+    run_name: str | None = None
 
 
 @dataclass
