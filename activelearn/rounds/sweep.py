@@ -139,6 +139,7 @@ class CheckJobs(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.stop_store()
+        stop_job_processes()
 
     def stop_store(self) -> None:
         """Stop the server and put the environment back; once, whichever comes first: the
@@ -189,6 +190,15 @@ class CheckJobs(Callback):
         atexit.register(self.stop_store)
         self.set_environ("MLFLOW_TRACKING_URI", url)
         self.set_environ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a run's URL, each
+
+
+def stop_job_processes() -> None:
+    """End the joblib launcher's worker processes (a TensorFlow each), which would
+    otherwise idle on for minutes after the sweep: the entry point ends with `os._exit`."""
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(loky, "_executor", None)  # none made: nothing to stop
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
 
 
 def available_cores() -> int:

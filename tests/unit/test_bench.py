@@ -93,3 +93,22 @@ def test_rounds_of_a_run_before_seed_files_are_read(campaigns, tmp_path):
     rows = rounds(campaigns, "random", 0, [20, 30], stop="budget")
     campaigns.write_rows(tmp_path / "rounds.csv", rows)
     assert campaigns.read_rows(tmp_path) == {("random", 0): rows}
+
+
+@pytest.fixture(scope="module")
+def sweep_bench():
+    return load_bench("sweep")
+
+
+def test_amdahls_share_from_one_and_two_threads(sweep_bench):
+    assert sweep_bench.amdahl_share(10.0, 5.0, 2) == pytest.approx(1.0)  # halves: all parallel
+    assert sweep_bench.amdahl_share(10.0, 10.0, 2) == 0.0  # no gain: all serial
+    assert sweep_bench.amdahl_share(10.0, 7.5, 2) == pytest.approx(0.5)
+
+
+def test_the_sweep_model_gives_back_what_was_measured_on_this_machine(sweep_bench):
+    seq, par = {"wall": 120.0, "fit": 60.0}, {"wall": 80.0, "fit": 80.0}
+    now = sweep_bench.predict(seq, par, jobs=6, cores_now=2, n_jobs=2, cores=2)
+    assert now["sequential"] == pytest.approx(120.0) and now["parallel"] == pytest.approx(80.0)
+    more = sweep_bench.predict(seq, par, jobs=6, cores_now=2, n_jobs=2, cores=16)
+    assert more["parallel"] < now["parallel"] and more["sequential"] < now["sequential"]
