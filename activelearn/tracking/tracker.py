@@ -24,9 +24,14 @@ log = logging.getLogger(__name__)
 CAMPAIGN_TAG = "activelearn.campaign"
 ROUND_TAG = "activelearn.round"
 SWEEP_TAG = "activelearn.sweep"
+KIND_TAG = "activelearn.run"  # `campaign` on a campaign's run: the chart view's filter
+CAMPAIGNS_ONLY = f"tags.`{KIND_TAG}` = 'campaign'"
 # A model-training experiment (MLflow 3 otherwise takes it for a GenAI one).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 SQLITE = "sqlite:///"
+# The sweep report's metrics, `report/<configuration>.<figure>`: the UI's chart view puts
+# them in a section of their own, apart from the campaign runs' learning curves.
+REPORT_SECTION = "report"
 
 
 def tracking_uri(configured: str, workspace: Path) -> str:
@@ -61,10 +66,13 @@ def experiment_id(client, name: str, uri: str) -> str:
 
 def chart_url(base: str, experiment: str) -> str:
     """The MLflow UI's model-training runs page of `experiment`, on its chart view (MLflow
-    3 opens an experiment on its GenAI overview otherwise)."""
+    3 opens an experiment on its GenAI overview otherwise), showing the campaign runs
+    alone: their learning curves, without the round runs' or the report's metrics."""
+    from urllib.parse import quote
+
     return (
         f"{base.rstrip('/')}/#/experiments/{experiment}/runs"
-        "?workflowType=machine_learning&compareRunsMode=CHART"
+        f"?workflowType=machine_learning&compareRunsMode=CHART&searchFilter={quote(CAMPAIGNS_ONLY)}"
     )
 
 
@@ -101,11 +109,13 @@ class CampaignTracker:
             if ROUND_TAG not in r.data.tags
         ]
         if runs:
+            if KIND_TAG not in runs[0].data.tags:  # made before the tag was
+                self.client.set_tag(runs[0].info.run_id, KIND_TAG, "campaign")
             return runs[0].info.run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=self.run_name,
-            tags={CAMPAIGN_TAG: self.campaign},
+            tags={CAMPAIGN_TAG: self.campaign, KIND_TAG: "campaign"},
         )
         return run.info.run_id
 
@@ -230,7 +240,8 @@ def log_sweep_report(
         for row in rows:
             for key, value in row.items():
                 if isinstance(value, float) and not math.isnan(value):
-                    client.log_metric(run_id, metric_name(f"{row['strategy']}.{key}"), value)
+                    name = metric_name(f"{REPORT_SECTION}/{row['strategy']}.{key}")
+                    client.log_metric(run_id, name, value)
         for path in report.iterdir():
             client.log_artifact(run_id, str(path), "report")
         status = "FINISHED"

@@ -39,7 +39,7 @@ def test_report_sweep_writes_table_figure_and_mlflow_run(tmp_path):
     (run,) = client.search_runs([found.experiment_id])
     assert run.info.run_name == "sweep report"
     for row in rows:
-        assert run.data.metrics[f"{row['strategy']}.auc"] == pytest.approx(row["auc"])
+        assert run.data.metrics[f"report/{row['strategy']}.auc"] == pytest.approx(row["auc"])
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/summary.csv", "report/learning_curves.png"} <= logged
 
@@ -65,7 +65,9 @@ def test_report_averages_only_seeds_of_one_configuration(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
     experiment = client.get_experiment_by_name(tmp_path.name).experiment_id
     (run,) = client.search_runs([experiment])
-    assert run.data.metrics["hybrid typical_per_class_3.auc"] == pytest.approx(rows[0]["auc"])
+    assert run.data.metrics["report/hybrid typical_per_class_3.auc"] == pytest.approx(
+        rows[0]["auc"]
+    )
 
 
 def test_class_names_mlflow_refuses_become_metric_names_it_takes(tmp_path):
@@ -105,7 +107,7 @@ def test_a_report_rerun_updates_the_sweeps_one_run_however_the_path_is_spelled(
     (run,) = sweep_runs(f"sqlite:///{sweep / 'mlruns.db'}", sweep)
     assert run.info.run_name == "sweep report" and run.info.status == "FINISHED"
     assert run.data.params == {"targets": "0.9 0.95"}
-    assert "random.auc" in run.data.metrics  # the rerun's figures
+    assert "report/random.auc" in run.data.metrics  # the rerun's figures
 
 
 def test_mlflow_tracking_uri_takes_the_report_to_that_store(tmp_path, monkeypatch):
@@ -114,7 +116,7 @@ def test_mlflow_tracking_uri_takes_the_report_to_that_store(tmp_path, monkeypatc
     write_job(tmp_path / "sweep", "0", "entropy", FAST)
     report_sweep(tmp_path / "sweep", [0.9])
     (run,) = sweep_runs(server, tmp_path / "sweep")
-    assert run.data.metrics["entropy.labels_to_0.9"] == 30
+    assert run.data.metrics["report/entropy.labels_to_0.9"] == 30
     assert not (tmp_path / "sweep" / "mlruns.db").exists()
 
 

@@ -129,6 +129,7 @@ def test_the_sweep_is_one_mlflow_experiment_of_named_campaign_runs(own_sweep):
     for name, run in campaigns.items():
         strategy, seed = (part.split("=")[1] for part in name.split(","))
         assert run.data.params["strategy"] == strategy and run.data.params["seed"] == seed
+        assert run.data.tags["activelearn.run"] == "campaign"  # the chart URL's filter
         history = {
             metric: [(p.step, p.value) for p in client.get_metric_history(run.info.run_id, metric)]
             for metric in ("test_accuracy", "macro_f1", "labels_spent")
@@ -139,7 +140,7 @@ def test_the_sweep_is_one_mlflow_experiment_of_named_campaign_runs(own_sweep):
         rounds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
         assert sorted(r.info.run_name for r in rounds) == ["round-0", "round-1"]
     (report,) = [r for r in runs if r.info.run_name == "sweep report"]  # the same experiment
-    assert "hybrid.auc" in report.data.metrics
+    assert "report/hybrid.auc" in report.data.metrics
     url = f"#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
     assert (
         f"{url}&compareRunsMode=CHART" in report_out

@@ -60,10 +60,7 @@ def test_jobs_at_once(monkeypatch, launcher, jobs, cores, expected):
 def test_the_ui_command_opens_the_model_training_chart_view():
     local = ui_command("sqlite:////s/own/mlruns.db", "3")
     assert local.startswith("mlflow ui --backend-store-uri sqlite:////s/own/mlruns.db")
-    assert local.endswith(
-        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
-        "&compareRunsMode=CHART"
-    )
-    assert ui_command("http://h:5000/", "3") == (
-        "open http://h:5000/#/experiments/3/runs?workflowType=machine_learning&compareRunsMode=CHART"
-    )
+    chart = "#/experiments/3/runs?workflowType=machine_learning&compareRunsMode=CHART"
+    campaigns_only = "&searchFilter=tags.%60activelearn.run%60%20%3D%20%27campaign%27"
+    assert local.endswith(f"http://127.0.0.1:5000/{chart}{campaigns_only}")
+    assert ui_command("http://h:5000/", "3") == f"open http://h:5000/{chart}{campaigns_only}"
