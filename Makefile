@@ -13,22 +13,23 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The demo: simulated-annotator campaigns on the digits, entropy against random over
-# seeds, then the comparison table. Bigger: make demo ROUNDS=20 SEEDS=0,1,2,3,4 continues
-# the campaigns already there and adds the new seeds'.
+# The demo: simulated-annotator campaigns on the digits, hybrid (the default strategy)
+# against random over seeds, then the comparison table and where to open the sweep's
+# MLflow experiment on its learning-curve chart. Bigger: make demo ROUNDS=20 SEEDS=0,1,2,3,4
+# continues the campaigns already there and adds the new seeds'; JOBS=2 runs two jobs at
+# once (Hydra's joblib launcher; see docs/sweeps.md for when that pays).
 ROUNDS ?= 4
 SEEDS ?= 0,1,2
-STRATEGIES ?= entropy,random
+STRATEGIES ?= hybrid,random
+JOBS ?= 1
 SWEEP := multirun/demo
-comma := ,
-FIRST_JOB := seed=$(firstword $(subst $(comma), ,$(SEEDS))),strategy=$(firstword $(subst $(comma), ,$(STRATEGIES)))
+PARALLEL := $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS),)
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m activelearn -m campaign.rounds=$(ROUNDS) \
-		strategy=$(STRATEGIES) seed=$(SEEDS) hydra.sweep.dir=$(SWEEP)
-	$(PY) -m activelearn.tracking.report $(SWEEP) --target 0.9 0.95
+		strategy=$(STRATEGIES) seed=$(SEEDS) hydra.sweep.dir=$(SWEEP) $(PARALLEL)
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m activelearn.tracking.report $(SWEEP) --target 0.9 0.95
 	@echo "Learning curves: $(SWEEP)/report/learning_curves.png"
-	@echo "MLflow UI of one campaign: .venv/bin/mlflow ui --backend-store-uri sqlite:///$(SWEEP)/$(FIRST_JOB)/campaign/mlruns.db"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from activelearn.config import Config, register_configs
 from activelearn.errors import ActivelearnError
 from activelearn.rounds.checks import check_config, check_keys
-from activelearn.rounds.sweep import job_workspace
+from activelearn.rounds.sweep import job_config
 
 if TYPE_CHECKING:
     from activelearn.rounds.state import RoundState
@@ -43,9 +43,12 @@ def main(cfg) -> None:
     try:
         check_keys(cfg)
         config: Config = OmegaConf.to_object(cfg)
+        if config.data.source:  # from where it was given: the rounds run in the workspace
+            source = str(Path(config.data.source).expanduser().resolve())
+            config = replace(config, data=replace(config.data, source=source))
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN:  # each job its own campaign, apart from the rest
-            config = replace(config, workspace=str(job_workspace(hydra_cfg)))
+            config = job_config(config, hydra_cfg)
         check_config(config)
         with workspace_lock(Path(config.workspace).resolve()):
             print(run(config))

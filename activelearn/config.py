@@ -77,6 +77,9 @@ class DataConfig:
     demo: Optional[str] = None  # bundled dataset written into the layout when raw_dir is empty
     seed_per_class: int = 2  # demo only: labeled images per class to start with
     pool_labels: str = "data/pool_labels.csv"  # simulated annotator's answers (demo writes it)
+    # A dataset folder (raw/, pool/, optional test/ and pool_labels.csv) a new workspace
+    # takes its data from by hard link; relative to where you run. None = the workspace's own.
+    source: Optional[str] = None
 
 
 @dataclass
@@ -141,9 +144,11 @@ class LabelingConfig:
 @dataclass
 class TrackingConfig:
     uri: str = "sqlite:///mlruns.db"  # MLflow tracking URI; relative paths are in the workspace
-    # None: the campaign's own experiment, named by its id (`campaign.id` in the workspace);
-    # a name puts every campaign that gives it into one experiment, each under its own run.
+    # None: the store's own experiment, named after the workspace folder (a sweep's: after
+    # the sweep folder); a name puts every campaign that gives it into one experiment.
     experiment: str | None = None
+    # The campaign run's name; None = the campaign id (a sweep's job: the settings it sweeps).
+    run_name: str | None = None
 
 
 @dataclass

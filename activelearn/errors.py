@@ -15,6 +15,10 @@ class ConfigError(ActivelearnError, ValueError):
     """A setting that cannot work; the message names it and the fix."""
 
 
+class SourceChanged(ConfigError):
+    """A dataset source whose labeled or test images changed since a workspace took them."""
+
+
 class StrategyError(ActivelearnError, ValueError):
     """A strategy setting that cannot work; the message names the setting and the fix."""
 

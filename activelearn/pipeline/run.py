@@ -16,10 +16,11 @@ from omegaconf import OmegaConf
 from activelearn.config import Config
 from activelearn.data.datasets import WRITING, write_digits
 from activelearn.data.images import list_files, preprocessing, split_test_set
+from activelearn.data.source import take_source
 from activelearn.errors import ConfigError, PipelineFailed
 from activelearn.pipeline import stages
 from activelearn.pipeline import worker as stage_worker
-from activelearn.workspace.layout import METRICS, PARAMS
+from activelearn.workspace.layout import METRICS, PARAMS, SOURCE_RECORD
 from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.repo import dvc_repo, init_workspace, python_environment
 
@@ -27,9 +28,19 @@ log = logging.getLogger(__name__)
 
 
 def prepare_data(cfg: Config, pool_required: bool = False) -> dict[str, int]:
-    """Demo data if asked for, the test set drawn at set-up, the pool manifest; in the
-    workspace. A round needs a pool to select from (`pool_required`); a retrain does not."""
+    """The dataset source's new files or the demo data, if asked for; the test set drawn
+    at set-up; the pool manifest; in the workspace. A round needs a pool to select from
+    (`pool_required`); a retrain does not."""
     data = cfg.data
+    if data.source:  # before anything reads the layout: it fills it
+        take_source(
+            data.source,
+            SOURCE_RECORD,
+            raw_dir=data.raw_dir,
+            test_dir=data.test_dir,
+            pool_dir=data.pool_dir,
+            pool_labels=data.pool_labels,
+        )
     if data.demo and (Path(WRITING).exists() or not list_files(data.raw_dir)):  # or killed midway
         write_digits(
             ".",

@@ -17,6 +17,7 @@ def check_config(cfg: Config) -> None:
     """Fail at start-up, before the workspace changes, on settings the types let through
     but that would fail later, after work was done (or reject every pool image)."""
     from activelearn.data.images import list_files, preprocessing
+    from activelearn.data.source import check_source
     from activelearn.strategies.registry import check_strategy
 
     check_strategy(cfg.strategy)
@@ -43,6 +44,8 @@ def check_config(cfg: Config) -> None:
             f"data.test_fraction={data.test_fraction}: must be between 0 and 1 to draw a test "
             f"set, or put a fixed test set into {data.test_dir}/<class>/ of the workspace"
         )
+    if data.source:
+        check_source(data.source)
     if cfg.seed < 0:  # numpy's generators take none
         raise ConfigError(f"seed={cfg.seed}: must be 0 or more")
     if not 0 <= cfg.labeling.error_rate <= 1:

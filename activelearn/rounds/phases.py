@@ -61,6 +61,7 @@ from activelearn.workspace.layout import (
     METRICS,
     MODEL_FILE,
     PREPARED,
+    SOURCE_RECORD,
     STOP_SET,
     round_dir,
     round_tag,
@@ -298,9 +299,11 @@ def campaign_tracker(cfg: Config, ws: Path) -> CampaignTracker:
     """The campaign's MLflow runs; resumes the campaign run."""
     from activelearn.tracking.tracker import CampaignTracker, tracking_uri
 
-    campaign = campaign_id(ws)
     return CampaignTracker(
-        tracking_uri(cfg.tracking.uri, ws), cfg.tracking.experiment or campaign, campaign, ws
+        tracking_uri(cfg.tracking.uri, ws),
+        cfg.tracking.experiment or ws.name,
+        campaign_id(ws),
+        cfg.tracking.run_name,
     )
 
 
@@ -352,7 +355,15 @@ def track(r: Round) -> TrackResult:
         version = None
         test = r.state.train.metrics
         if test:
-            tracker.log_campaign_point("test_accuracy", test["accuracy"], r.state.train.labeled)
+            labeled = r.state.train.labeled
+            tracker.log_params(tracker.parent_id, campaign_params(cfg))
+            seed_labels = RoundState.load(0).train.labeled if r.n else labeled
+            for metric, value in (
+                ("test_accuracy", test["accuracy"]),
+                ("macro_f1", test["macro_f1"]),
+                ("labels_spent", labeled - seed_labels),
+            ):
+                tracker.log_campaign_point(metric, value, labeled)
             version = tracker.register_model(
                 run_id, MODEL_FILE.resolve(), f"{tracker.campaign}-classifier", r.n
             )
@@ -395,6 +406,7 @@ def commit(r: Round) -> CommitResult:
         str(EVALUATION),  # metrics and plots live in git (cache: false): `dvc metrics diff`
         r.cfg.data.manifest,
         CAMPAIGN_ID,
+        str(SOURCE_RECORD),
         str(r.dir),
         str(STOP_SET),
         r.cfg.labeling.state_file,
@@ -420,6 +432,14 @@ PHASE_FUNCTIONS: dict[str, Callable[[Round], PhaseResult]] = {
     "push": push,
     "commit": commit,
 }
+
+
+def campaign_params(cfg: Config) -> dict[str, Any]:
+    """The campaign run's params: what it is made of, the strategy and seed under short
+    names too, so the runs table groups a sweep's campaigns by them."""
+    flat = flat_params(cfg)
+    del flat["round"]
+    return {"strategy": cfg.strategy.name, "seed": cfg.seed} | flat
 
 
 def flat_params(cfg: Config) -> dict[str, Any]:

@@ -6,7 +6,8 @@ reads every campaign of a Hydra sweep (one workspace per job) and writes
 `report/learning_curves.png`, `report/summary.csv` and `report/summary.md` in the sweep
 folder: per configuration (the jobs' overrides that vary, seed aside), labels needed to
 reach each target accuracy, area under the learning curve and accuracy at its end (mean ±
-spread over seeds); and logs them to MLflow.
+spread over seeds); and logs them to MLflow, on a run in the sweep's experiment beside
+its campaigns' runs.
 """
 
 from __future__ import annotations
@@ -251,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = report_sweep(args.sweep, args.target)
     print(markdown_table(rows, args.target))
     print(f"figures and tables in {args.sweep / 'report'}")
+    from activelearn.tracking.tracker import sweep_ui_command
+
+    print(f"MLflow, the campaigns' learning curves side by side: {sweep_ui_command(args.sweep)}")
 
 
 if __name__ == "__main__":

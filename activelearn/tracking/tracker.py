@@ -1,10 +1,12 @@
 """The only module that talks to MLflow.
 
-One experiment per campaign (unless `tracking.experiment` names one to share); a parent
-run for the campaign and one child run per round, found again by the campaign's id and
-the round when a round is rerun, so reruns resume instead of duplicating.
-The campaign run logs test accuracy with the labeled count as its step: the MLflow UI
-draws the learning curve from it.
+One experiment per campaign store, named after the workspace folder, or per sweep, named
+after the sweep folder (or the one `tracking.experiment` names); a parent run for the
+campaign and one child run per round, found again by the campaign's id and the round
+when a round is rerun, so reruns resume instead of duplicating.
+The campaign run logs test accuracy, macro F1 and labels spent with the labeled count as
+their step: the MLflow UI's chart view draws the learning curves from them, a sweep's
+strategies side by side (`ui_command` says where to open it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ log = logging.getLogger(__name__)
 CAMPAIGN_TAG = "activelearn.campaign"
 ROUND_TAG = "activelearn.round"
 SWEEP_TAG = "activelearn.sweep"
+KIND_TAG = "activelearn.run"  # `campaign` on a campaign's run: the chart view's filter
+CAMPAIGNS_ONLY = f"tags.`{KIND_TAG}` = 'campaign'"
+# A model-training experiment (MLflow 3 otherwise takes it for a GenAI one).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+SQLITE = "sqlite:///"
+# The sweep report's metrics, `report/<configuration>.<figure>`: the UI's chart view puts
+# them in a section of their own, apart from the campaign runs' learning curves.
+REPORT_SECTION = "report"
 
 
 def tracking_uri(configured: str, workspace: Path) -> str:
@@ -33,23 +43,60 @@ def tracking_uri(configured: str, workspace: Path) -> str:
     return uri
 
 
-def experiment_id(client, name: str, uri: str, workspace: Path) -> str:
-    """The experiment `name`, created on first use."""
+def experiment_id(client, name: str, uri: str) -> str:
+    """The model-training experiment `name`, created on first use (by whichever of a
+    sweep's parallel jobs comes first)."""
+    from mlflow.exceptions import MlflowException
+
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    # A local store keeps artifacts in the workspace, not in ./mlruns of the cwd.
-    location = (workspace / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
-    return client.create_experiment(name, artifact_location=location)
+    # A local store keeps artifacts beside its database, not in ./mlruns of the cwd.
+    location = None
+    if uri.startswith(SQLITE):
+        location = (Path(uri[len(SQLITE) :]).parent / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+    except MlflowException:  # another job created it meanwhile
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def chart_url(base: str, experiment: str) -> str:
+    """The MLflow UI's model-training runs page of `experiment`, on its chart view (MLflow
+    3 opens an experiment on its GenAI overview otherwise), showing the campaign runs
+    alone: their learning curves, without the round runs' or the report's metrics."""
+    from urllib.parse import quote
+
+    return (
+        f"{base.rstrip('/')}/#/experiments/{experiment}/runs"
+        f"?workflowType=machine_learning&compareRunsMode=CHART&searchFilter={quote(CAMPAIGNS_ONLY)}"
+    )
+
+
+def ui_command(uri: str, experiment: str, port: int = 5000) -> str:
+    """How to look at `experiment` of the store `uri` in the MLflow UI: the command that
+    serves it (none for a server) and the page to open."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {chart_url(uri, experiment)}"
+    return (
+        f"mlflow ui --backend-store-uri {uri} --port {port}, then open "
+        f"{chart_url(f'http://127.0.0.1:{port}', experiment)}"
+    )
 
 
 class CampaignTracker:
-    def __init__(self, uri: str, experiment: str, campaign: str, workspace: Path):
+    def __init__(self, uri: str, experiment: str, campaign: str, run_name: str | None = None):
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=uri)
         self.campaign = campaign
-        self.experiment_id = experiment_id(self.client, experiment, uri, workspace)
+        self.run_name = run_name or campaign
+        if self.client.get_experiment_by_name(campaign) is not None:
+            experiment = campaign  # made when each campaign's experiment had its id for name
+        self.experiment_id = experiment_id(self.client, experiment, uri)
         self.parent_id = self._parent()
 
     def _search(self, filter_string: str):
@@ -62,11 +109,13 @@ class CampaignTracker:
             if ROUND_TAG not in r.data.tags
         ]
         if runs:
+            if KIND_TAG not in runs[0].data.tags:  # made before the tag was
+                self.client.set_tag(runs[0].info.run_id, KIND_TAG, "campaign")
             return runs[0].info.run_id
         run = self.client.create_run(
             self.experiment_id,
-            run_name=self.campaign,
-            tags={CAMPAIGN_TAG: self.campaign},
+            run_name=self.run_name,
+            tags={CAMPAIGN_TAG: self.campaign, KIND_TAG: "campaign"},
         )
         return run.info.run_id
 
@@ -146,15 +195,35 @@ class CampaignTracker:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
 
-def log_sweep_report(sweep: Path, report: Path, rows: list[dict], targets: list[float]) -> None:
-    """The report's figures and files on one run per sweep folder and targets: found again
-    by the sweep's resolved path, so a rerun updates it however the path is spelled."""
+def sweep_store(sweep: Path) -> tuple[str, str]:
+    """The tracking URI and experiment name of a sweep's campaigns (`MLFLOW_TRACKING_URI`
+    wins, as for the campaigns): one store in the sweep folder, its experiment named after
+    the folder."""
+    sweep = sweep.resolve()
+    return tracking_uri(f"{SQLITE}mlruns.db", sweep), sweep.name
+
+
+def sweep_ui_command(sweep: Path) -> str:
+    """How to open the sweep's experiment in the MLflow UI, on its chart view."""
+    from mlflow import MlflowClient
+
+    uri, name = sweep_store(sweep)
+    found = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    return ui_command(uri, found.experiment_id if found else "0")
+
+
+def log_sweep_report(
+    sweep: Path, report: Path, rows: list[dict], targets: list[float], experiment_name: str = ""
+) -> tuple[str, str]:
+    """The report's figures and files on one run per sweep folder and targets, in the
+    sweep's experiment: found again by the sweep's resolved path, so a rerun updates it
+    however the path is spelled. Returns the store's URI and the experiment's id."""
     from mlflow import MlflowClient
 
     sweep = sweep.resolve()
-    uri = tracking_uri("sqlite:///mlruns.db", sweep)
+    uri, name = sweep_store(sweep)
     client = MlflowClient(tracking_uri=uri)
-    experiment = experiment_id(client, "activelearn-sweeps", uri, sweep)
+    experiment = experiment_id(client, experiment_name or name, uri)
     target_list = " ".join(f"{t:g}" for t in sorted(set(targets)))
     found = client.search_runs(
         [experiment], f"tags.`{SWEEP_TAG}` = '{sweep}' and params.targets = '{target_list}'"
@@ -163,8 +232,7 @@ def log_sweep_report(sweep: Path, report: Path, rows: list[dict], targets: list[
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
     else:
-        name = f"sweep-{sweep.parent.name}-{sweep.name}"
-        run = client.create_run(experiment, run_name=name, tags={SWEEP_TAG: str(sweep)})
+        run = client.create_run(experiment, run_name="sweep report", tags={SWEEP_TAG: str(sweep)})
         run_id = run.info.run_id
         client.log_param(run_id, "targets", target_list)
     status = "FAILED"
@@ -172,12 +240,14 @@ def log_sweep_report(sweep: Path, report: Path, rows: list[dict], targets: list[
         for row in rows:
             for key, value in row.items():
                 if isinstance(value, float) and not math.isnan(value):
-                    client.log_metric(run_id, metric_name(f"{row['strategy']}.{key}"), value)
+                    name = metric_name(f"{REPORT_SECTION}/{row['strategy']}.{key}")
+                    client.log_metric(run_id, name, value)
         for path in report.iterdir():
             client.log_artifact(run_id, str(path), "report")
         status = "FINISHED"
     finally:
         client.set_terminated(run_id, status)
+    return uri, experiment
 
 
 def metric_name(name: str) -> str:

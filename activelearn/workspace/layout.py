@@ -12,6 +12,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: conf/, dvc.y
 PIPELINE = PROJECT_ROOT / "dvc.yaml"  # copied into new workspaces
 
 CAMPAIGN_ID = "campaign.id"  # the workspace's campaign id (committed with every round)
+SOURCE_RECORD = Path("data/source.json")  # the dataset source taken, and its fixed checksums
 LOCK = ".activelearn.lock"  # held by the run working in the workspace
 
 PARAMS = Path("params.yaml")  # the DVC params: the config's parts the stages read

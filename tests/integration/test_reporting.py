@@ -12,11 +12,12 @@ from activelearn.tracking.report import (
 from tests.helpers import FAST, SLOW, write_job
 
 
-def sweep_runs(tracking_uri: str) -> list:
+def sweep_runs(tracking_uri: str, sweep: Path) -> list:
+    """The runs of the sweep's experiment, named after its folder."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name("activelearn-sweeps").experiment_id
+    experiment = client.get_experiment_by_name(sweep.name).experiment_id
     return client.search_runs([experiment])
 
 
@@ -33,10 +34,12 @@ def test_report_sweep_writes_table_figure_and_mlflow_run(tmp_path):
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
-    experiment = client.get_experiment_by_name("activelearn-sweeps").experiment_id
-    (run,) = client.search_runs([experiment])
+    found = client.get_experiment_by_name(tmp_path.name)  # the sweep's, named after its folder
+    assert found.tags["mlflow.experimentKind"] == "custom_model_development"
+    (run,) = client.search_runs([found.experiment_id])
+    assert run.info.run_name == "sweep report"
     for row in rows:
-        assert run.data.metrics[f"{row['strategy']}.auc"] == pytest.approx(row["auc"])
+        assert run.data.metrics[f"report/{row['strategy']}.auc"] == pytest.approx(row["auc"])
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/summary.csv", "report/learning_curves.png"} <= logged
 
@@ -60,15 +63,17 @@ def test_report_averages_only_seeds_of_one_configuration(tmp_path):
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
-    experiment = client.get_experiment_by_name("activelearn-sweeps").experiment_id
+    experiment = client.get_experiment_by_name(tmp_path.name).experiment_id
     (run,) = client.search_runs([experiment])
-    assert run.data.metrics["hybrid typical_per_class_3.auc"] == pytest.approx(rows[0]["auc"])
+    assert run.data.metrics["report/hybrid typical_per_class_3.auc"] == pytest.approx(
+        rows[0]["auc"]
+    )
 
 
 def test_class_names_mlflow_refuses_become_metric_names_it_takes(tmp_path):
     from activelearn.tracking.tracker import CampaignTracker, tracking_uri
 
-    tracker = CampaignTracker(tracking_uri("sqlite:///mlruns.db", tmp_path), "e", "c", tmp_path)
+    tracker = CampaignTracker(tracking_uri("sqlite:///mlruns.db", tmp_path), "e", "c")
     run_id = tracker.round_run(0)
     tracker.log_metrics(run_id, {"labeled_t-shirt (top)": 3, "labeled_a+b": 4}, step=0)
     logged = tracker.client.get_run(run_id).data.metrics
@@ -79,7 +84,7 @@ def test_a_campaign_run_continued_is_running_again(tmp_path):
     from activelearn.tracking.tracker import CampaignTracker, tracking_uri
 
     def tracker() -> CampaignTracker:
-        return CampaignTracker(tracking_uri("sqlite:///mlruns.db", tmp_path), "e", "c", tmp_path)
+        return CampaignTracker(tracking_uri("sqlite:///mlruns.db", tmp_path), "e", "c")
 
     first = tracker()
     first.finish(first.parent_id)  # its rounds ran out
@@ -99,10 +104,10 @@ def test_a_report_rerun_updates_the_sweeps_one_run_however_the_path_is_spelled(
     monkeypatch.chdir(sweep)
     write_job(sweep, "1", "random", SLOW)  # the sweep went on
     report_sweep(Path("."), [0.95, 0.9])
-    (run,) = sweep_runs(f"sqlite:///{sweep / 'mlruns.db'}")
-    assert run.info.run_name == "sweep-multirun-12-00-00" and run.info.status == "FINISHED"
+    (run,) = sweep_runs(f"sqlite:///{sweep / 'mlruns.db'}", sweep)
+    assert run.info.run_name == "sweep report" and run.info.status == "FINISHED"
     assert run.data.params == {"targets": "0.9 0.95"}
-    assert "random.auc" in run.data.metrics  # the rerun's figures
+    assert "report/random.auc" in run.data.metrics  # the rerun's figures
 
 
 def test_mlflow_tracking_uri_takes_the_report_to_that_store(tmp_path, monkeypatch):
@@ -110,8 +115,8 @@ def test_mlflow_tracking_uri_takes_the_report_to_that_store(tmp_path, monkeypatc
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     write_job(tmp_path / "sweep", "0", "entropy", FAST)
     report_sweep(tmp_path / "sweep", [0.9])
-    (run,) = sweep_runs(server)
-    assert run.data.metrics["entropy.labels_to_0.9"] == 30
+    (run,) = sweep_runs(server, tmp_path / "sweep")
+    assert run.data.metrics["report/entropy.labels_to_0.9"] == 30
     assert not (tmp_path / "sweep" / "mlruns.db").exists()
 
 

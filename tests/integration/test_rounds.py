@@ -32,7 +32,7 @@ def mlflow_client(ws: Path):
 def campaign_run(ws: Path):
     """The campaign's parent run in MLflow."""
     client = mlflow_client(ws)
-    experiment = client.get_experiment_by_name(campaign_id(ws))
+    experiment = client.get_experiment_by_name(ws.name)  # named after the workspace folder
     runs = client.search_runs([experiment.experiment_id])
     return next(r for r in runs if r.info.run_name == campaign_id(ws))
 
@@ -41,7 +41,7 @@ def campaign_state(ws: Path) -> dict:
     """Everything a rerun must reproduce: labels, manifest, queues, runs, model versions."""
     client = mlflow_client(ws)
     campaign = campaign_id(ws)
-    experiment = client.get_experiment_by_name(campaign)
+    experiment = client.get_experiment_by_name(ws.name)
     runs = client.search_runs([experiment.experiment_id])
     git = subprocess.run(["git", "tag"], cwd=ws, capture_output=True, text=True, check=True)
 
@@ -103,10 +103,14 @@ def test_three_round_campaign_end_to_end(reference):
     assert len(queued) == len(set(queued)) == 18  # never the same image twice
 
     client = mlflow_client(ws)
-    experiment = client.get_experiment_by_name(campaign_id(ws))
+    experiment = client.get_experiment_by_name(ws.name)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     parent = campaign_run(ws)
     curve = client.get_metric_history(parent.info.run_id, "test_accuracy")
     assert sorted(p.step for p in curve) == [6, 12, 18]  # labels on the x axis
+    spent = client.get_metric_history(parent.info.run_id, "labels_spent")
+    assert sorted((p.step, p.value) for p in spent) == [(6, 0), (12, 6), (18, 12)]
+    assert len(client.get_metric_history(parent.info.run_id, "macro_f1")) == 3
     assert parent.info.status == "FINISHED"  # campaign.rounds=3 ran out
     child = [
         r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "round-1"

@@ -102,3 +102,22 @@ def test_the_tfdata_baseline_downscales_as_deep_as_the_target_allows():
     assert against.jpeg_ratio((3000, 2000), Preprocessing((32, 32), 3)) == 8
     assert against.jpeg_ratio((3000, 2000), Preprocessing((224, 224), 3)) == 4
     assert against.jpeg_ratio((300, 200), Preprocessing((64, 64), 3)) == 1
+
+
+@pytest.fixture(scope="module")
+def sweep_bench():
+    return load_bench("sweep")
+
+
+def test_amdahls_share_from_one_and_two_threads(sweep_bench):
+    assert sweep_bench.amdahl_share(10.0, 5.0, 2) == pytest.approx(1.0)  # halves: all parallel
+    assert sweep_bench.amdahl_share(10.0, 10.0, 2) == 0.0  # no gain: all serial
+    assert sweep_bench.amdahl_share(10.0, 7.5, 2) == pytest.approx(0.5)
+
+
+def test_the_sweep_model_gives_back_what_was_measured_on_this_machine(sweep_bench):
+    seq, par = {"wall": 120.0, "fit": 60.0}, {"wall": 80.0, "fit": 80.0}
+    now = sweep_bench.predict(seq, par, jobs=6, cores_now=2, n_jobs=2, cores=2)
+    assert now["sequential"] == pytest.approx(120.0) and now["parallel"] == pytest.approx(80.0)
+    more = sweep_bench.predict(seq, par, jobs=6, cores_now=2, n_jobs=2, cores=16)
+    assert more["parallel"] < now["parallel"] and more["sequential"] < now["sequential"]
