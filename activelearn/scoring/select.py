@@ -53,6 +53,7 @@ def score_and_select(
     batch_size: int | None = None,
     scoring: ScoringConfig | None = None,
     model_path: str | Path | None = None,
+    other_x: np.ndarray | None = None,
 ) -> ScoringResult:
     """Score every `pool` sample of the manifest, pick a batch, write the round's files.
 
@@ -61,7 +62,8 @@ def score_and_select(
     Writes `round_dir/scores.csv`, `queue.jsonl` and `queue_summary.json`.
     `scoring` picks the engine (default local); `scoring.engine=ray` needs `model_path`,
     the `.bentomodel` file `classifier` was loaded from, at a path every node can read.
-    `batch_size` overrides `scoring.batch_size`.
+    `batch_size` overrides `scoring.batch_size`. `other_x`: the images people answered
+    "other" for (of no class), which the hybrid learns to spend fewer answers on.
     """
     scoring = scoring or ScoringConfig()
     batch_size = batch_size or scoring.batch_size
@@ -110,7 +112,7 @@ def score_and_select(
         queue: list[QueueItem] = []
     else:
         picks, pick_scores = select_candidates(
-            classifier, chosen, plan, cfg, rng, labeled_x, pool_confidence
+            classifier, chosen, plan, cfg, rng, labeled_x, pool_confidence, other_x
         )
         queue = [
             QueueItem(
@@ -175,6 +177,7 @@ def select_candidates(
     rng: np.random.Generator,
     labeled_x: np.ndarray | None,
     pool_confidence: float | None,
+    other_x: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The strategy's batch out of the merged candidate set: (rows of `chosen`, scores).
 
@@ -190,6 +193,7 @@ def select_candidates(
         labeled_features=_labeled_features(classifier, labeled_x, plan.cold),
         pool_confidence=pool_confidence,
         candidates=cfg.candidates,
+        other_features=_labeled_features(classifier, other_x, plan.cold),
         **plan.params,
     )
 
