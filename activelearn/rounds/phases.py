@@ -93,6 +93,17 @@ def labeled_counts(cfg: Config) -> dict[str, int]:
     return {name: len(files) for name, files in class_folders(cfg.data.raw_dir).items()}
 
 
+def not_labeled(manifest: Manifest) -> dict[str, int]:
+    """The answers spent on images that bought no label: answered "other", skips (each
+    time), and rejections by the annotators (unreadable or removed files cost none)."""
+    samples = manifest.samples.values()
+    return {
+        "other": sum(s.state == "other" for s in samples),
+        "skipped": sum(s.skips for s in samples),
+        "rejected": sum(s.state == "rejected" and s.round is not None for s in samples),
+    }
+
+
 def open_queue(r: Round) -> list[QueueItem]:
     """Queue items of every earlier round whose sample is still waiting for an answer.
 
@@ -113,7 +124,7 @@ def ingest(r: Round) -> IngestResult:
     items = open_queue(r)
     if not items:
         return IngestResult(answers=0)
-    answered = [s for s in r.manifest.samples.values() if s.state in ("labeled", "rejected")]
+    answered = [s for s in r.manifest.samples.values() if s.state in labeling.DONE]
     answers = r.annotator.collect(r.n - 1, items, r.dir, answered)
     pool = Path(r.cfg.data.pool_dir)
     answers = [  # nobody can answer an image removed from the pool: it holds nothing up
@@ -142,7 +153,13 @@ def ingest(r: Round) -> IngestResult:
         mine = [a for a in answers if queued_in[a.sample_id] == n]
         outcomes.update(
             labeling.apply_answers(
-                mine, r.manifest, r.cfg.data.pool_dir, r.cfg.data.raw_dir, round=n
+                mine,
+                r.manifest,
+                r.cfg.data.pool_dir,
+                r.cfg.data.raw_dir,
+                round=n,
+                other_dir=r.cfg.data.other_dir,
+                max_skips=r.cfg.labeling.max_skips if r.cfg.labeling.skipped == "pool" else None,
             )
         )
     if still_open:
@@ -166,8 +183,10 @@ def train(r: Round) -> TrainResult:
     """Retrain through `dvc repro` on the labeled set; nothing to train at a cold start."""
     write_params(replace(r.cfg, round=r.n))  # dvc.yaml reads it, even with nothing to train
     counts = labeled_counts(r.cfg)
+    wasted = not_labeled(r.manifest)
+    answers = sum(counts.values()) + sum(wasted.values())
     if not sum(counts.values()):
-        return TrainResult(labeled=0, cold_start=True)
+        return TrainResult(labeled=0, cold_start=True, answers=answers, not_labeled=wasted)
     repro_seconds = repro(Path.cwd())
     with HISTORY.open() as f:
         fit_seconds = list(csv.DictReader(f))[-1].get("seconds")  # none from older versions
@@ -177,6 +196,8 @@ def train(r: Round) -> TrainResult:
         metrics=json.loads(METRICS.read_text()),
         fit_seconds=float(fit_seconds) if fit_seconds else None,
         repro_seconds=repro_seconds,
+        answers=answers,
+        not_labeled=wasted,
     )
 
 
@@ -192,22 +213,24 @@ def select(r: Round) -> SelectResult:
 
         classifier = Classifier.load(MODEL_FILE)
     labeled = r.state.train.labeled
+    answers = r.state.train.answers if r.state.train.answers is not None else labeled
     # Images still queued from earlier rounds (campaign.min_answered < 1) will be paid for.
     waiting = sum(s.state == "queued" and s.round < r.n for s in r.manifest.samples.values())
     measured = stop_set_agreement(r, classifier)
     share, images = (measured.share, measured.images) if measured else (None, None)
-    progress = Progress(labeled, waiting, [*agreement_history(r.n - 1), share])
+    progress = Progress(labeled, waiting, [*agreement_history(r.n - 1), share], answers)
     if reason := stop_reason(campaign_criteria(cfg.campaign), progress):
         log.info("campaign stops at round %d: %s", r.n, reason)
         return SelectResult(stop=True, agreement=share, agreement_images=images, reason=reason)
-    labeled_x = None
+    labeled_x = other_x = None
     if trained:
         with np.load(PREPARED / "train.npz") as f:
             labeled_x = f["x"]
+        other_x = other_images(cfg.data.other_dir, classifier.prep)
     for sid in r.manifest.in_state("queued"):  # a select killed after saving: choose again
         if r.manifest.samples[sid].round == r.n:
             r.manifest.set_state(sid, "pool")
-    left = cfg.campaign.budget - labeled - waiting
+    left = cfg.campaign.budget - answers - waiting
     strategy = replace(cfg.strategy, batch_size=min(cfg.strategy.batch_size, left))
     result = score_and_select(
         classifier,
@@ -220,6 +243,7 @@ def select(r: Round) -> SelectResult:
         seed=cfg.seed * 1000 + r.n,
         scoring=cfg.scoring,
         model_path=MODEL_FILE.resolve() if trained else None,
+        other_x=other_x,
     )
     for item in result.queue:
         r.manifest.set_state(item.sample_id, "queued", round=r.n)
@@ -229,6 +253,15 @@ def select(r: Round) -> SelectResult:
         open_items = predict_items(classifier, open_queue(r), cfg.data.pool_dir)
         write_queue(r.dir / "rescored.jsonl", open_items)
     return SelectResult(stop=False, agreement=share, agreement_images=images, **result.summary)
+
+
+def other_images(other_dir: str | Path, prep) -> np.ndarray | None:
+    """The images answered "other" (known negatives), decoded; None if there are none."""
+    decoded = []
+    for path in list_files(other_dir):
+        with contextlib.suppress(UnreadableImage):
+            decoded.append(preprocess(path, prep))
+    return np.stack(decoded) if decoded else None
 
 
 def stop_set_agreement(r: Round, classifier) -> Agreement | None:
@@ -305,6 +338,8 @@ def round_metrics(r: Round, queue: list[QueueItem]) -> dict[str, float]:
     trained, selected = r.state.train, r.state.select
     metrics = {
         "labeled": trained.labeled,
+        **({"answers_spent": trained.answers} if trained.answers is not None else {}),
+        **{f"answers_{kind}": n for kind, n in trained.not_labeled.items()},
         "pool_left": len(r.manifest.in_state("pool")),
         **{f"seconds_{p}": v.seconds for p, v in r.state.phases.items() if v.seconds is not None},
     }
@@ -341,7 +376,9 @@ def track(r: Round) -> TrackResult:
         tracker.log_params(run_id, flat_params(cfg) | {"round": r.n})
         queue = read_queue(r.dir / "queue.jsonl") if (r.dir / "queue.jsonl").exists() else []
         tracker.log_metrics(run_id, round_metrics(r, queue), step=r.n)
-        figures = round_figures(r.n, cfg, queue, campaign_curve(Path.cwd()))
+        figures = round_figures(
+            r.n, cfg, queue, campaign_curve(Path.cwd()), campaign_curve(Path.cwd(), "answers")
+        )
         tracker.log_artifacts(
             run_id, [r.dir / "queue.jsonl", r.dir / "queue_summary.json", *figures]
         )
@@ -349,6 +386,10 @@ def track(r: Round) -> TrackResult:
         test = r.state.train.metrics
         if test:
             tracker.log_campaign_point("test_accuracy", test["accuracy"], r.state.train.labeled)
+            if r.state.train.answers is not None:  # the same curve over answers spent
+                tracker.log_campaign_point(
+                    "test_accuracy_by_answers", test["accuracy"], r.state.train.answers
+                )
             version = tracker.register_model(
                 run_id, MODEL_FILE.resolve(), f"{tracker.campaign}-classifier", r.n
             )
@@ -380,7 +421,8 @@ def commit(r: Round) -> CommitResult:
     def run(*cmd: str) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, check=True, capture_output=True, text=True)
 
-    tracked = [p for p in (r.cfg.data.raw_dir, r.cfg.data.test_dir) if list_files(p)]
+    data = r.cfg.data
+    tracked = [p for p in (data.raw_dir, data.test_dir, data.other_dir) if list_files(p)]
     if tracked:
         with dvc_repo(Path.cwd()) as repo:
             repo.add(tracked)

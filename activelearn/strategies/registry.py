@@ -124,8 +124,9 @@ def _select_hybrid(
     ``known_class_weighting``: once images were answered "other" (``pool.other_features``),
     each candidate's margin is weighed by its chance of being of a known class
     (``known_class_probability``), the "other" answers cover their clusters for TypiClust
-    as labeled images do, and candidates more likely "other" than known are typical picks
-    only after the rest. Without "other" answers, or with False, the picks are the same
+    as labeled images do, and candidates more likely "other" than known are picked only
+    when the others run out (cluster-margin would otherwise give a block of them a
+    cluster, and take its best). Without "other" answers, or with False, the picks are the same
     as without it.
     """
     labeled = 0 if pool.labeled_features is None else len(pool.labeled_features)
@@ -133,13 +134,13 @@ def _select_hybrid(
         share = 1.0
     else:
         share = float(np.clip(1 - pool.confidence, 0, 1))
-    typical_pool, typical_ok, margin_scores = pool, None, scores
+    typical_pool, typical_ok, margin_scores, likely_known = pool, None, scores, None
     others = pool.other_features
     if known_class_weighting and others is not None and len(others) and labeled:
         known = known_class_probability(pool.features, pool.labeled_features, others)
         covering = np.concatenate([pool.labeled_features, others])
         typical_pool = replace(pool, labeled_features=covering)
-        typical_ok = known >= 0.5
+        typical_ok = likely_known = known >= 0.5
         margin_scores = np.where(scores == INVALID_SCORE, scores, scores * known)
     diverse = typiclust(
         pool.features,
@@ -152,6 +153,8 @@ def _select_hybrid(
         selectable=_selectable(scores, None) & (True if typical_ok is None else typical_ok),
     )
     rest = np.setdiff1d(np.arange(len(scores)), diverse)
+    if likely_known is not None and likely_known[rest].sum() >= k - len(diverse):
+        rest = rest[likely_known[rest]]  # cluster-margin's clusters: no block of "other"
     rest_pool = _Pool(pool.features[rest], None, pool.confidence, pool.candidates)
     uncertain = rest[_select_cluster_margin(margin_scores[rest], k - len(diverse), rng, rest_pool)]
     parts = [diverse, uncertain] if share >= 0.5 else [uncertain, diverse]

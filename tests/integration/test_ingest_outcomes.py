@@ -83,12 +83,13 @@ def test_label_studio_reports_each_outcome_and_logs_the_same_summary(
     assert report["answered"][0]["label"] == "cat"
     assert report["outcomes"] == {
         "labeled": 1,
+        "other": 0,
         "rejected": 1,
         "back_to_pool": 1,
         "queued_again": 1,
         "still_open": 1,
     }
-    assert INGEST_SUMMARY.format(requeued=1, open=1) in caplog.text
+    assert INGEST_SUMMARY.format(other=0, rejected=1, requeued=1, open=1) in caplog.text
     manifest = Manifest.load(cfg.data.manifest)
     assert {sid: manifest.samples[sid].state for sid in samples} == {
         "labeled.png": "labeled",
