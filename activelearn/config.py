@@ -118,6 +118,9 @@ class LabelingConfig:
     # data.other_dir; "" = no such choice in Label Studio
     other_label: str = "Other (none of these)"
     max_skips: int = 1  # skipped.pool: a skipped image comes back this often, then excluded
+    # "Other" answers alike (one cluster of them) that the round report lists as a
+    # candidate new class, with a grid of examples; 0 = never
+    new_class_after: int = 10
 
 
 @dataclass

@@ -24,6 +24,7 @@ from activelearn.labeling.answers import (
     Answer,
     apply_answers,
     describe_outcomes,
+    promote_other,
 )
 from activelearn.labeling.simulated import SimulatedAnnotator
 
@@ -47,4 +48,5 @@ __all__ = [
     "SimulatedAnnotator",
     "apply_answers",
     "describe_outcomes",
+    "promote_other",
 ]

@@ -208,6 +208,25 @@ def copy_labeled(sample_id: str, label: str, pool_dir: Path, raw_dir: Path) -> b
     return True
 
 
+def promote_other(manifest: Manifest, raw_dir: str | Path, other_dir: str | Path) -> int:
+    """Images answered "other" that a person has since moved (or copied) into a class
+    folder of `raw_dir`, a class added: labeled with that class, their answer kept, and
+    no longer known negatives (a copy left in `other_dir` is removed). How many."""
+    raw_dir, other_dir = Path(raw_dir), Path(other_dir)
+    promoted = 0
+    for sample in list(manifest.samples.values()):
+        if sample.state != "other":
+            continue
+        name = labeled_name(sample.sample_id)
+        found = sorted(raw_dir.glob(f"*/{glob.escape(name)}"))
+        if found:
+            label = found[0].parent.name
+            manifest.set_state(sample.sample_id, "labeled", round=sample.round, label=label)
+            (other_dir / name).unlink(missing_ok=True)
+            promoted += 1
+    return promoted
+
+
 def copy_other(sample_id: str, pool_dir: Path, other_dir: Path) -> bool:
     """Copy a pool image answered "other" to `other_dir/`, once; False if it is gone."""
     target = other_dir / labeled_name(sample_id)

@@ -35,6 +35,8 @@ from activelearn.data.images import (
 )
 from activelearn.errors import RoundBlocked
 from activelearn.pipeline.run import repro, write_params
+from activelearn.rounds import discovery
+from activelearn.rounds.discovery import NEW_CLASSES
 from activelearn.rounds.state import (
     CommitResult,
     IngestResult,
@@ -121,6 +123,9 @@ def open_queue(r: Round) -> list[QueueItem]:
 
 def ingest(r: Round) -> IngestResult:
     """Answers to earlier queues into the labeled set; stops if too few are answered."""
+    if promoted := labeling.promote_other(r.manifest, r.cfg.data.raw_dir, r.cfg.data.other_dir):
+        log.info("%d images answered other are in a class folder now: labeled", promoted)
+        r.manifest.save()
     items = open_queue(r)
     if not items:
         return IngestResult(answers=0)
@@ -226,7 +231,10 @@ def select(r: Round) -> SelectResult:
     if trained:
         with np.load(PREPARED / "train.npz") as f:
             labeled_x = f["x"]
-        other_x = other_images(cfg.data.other_dir, classifier.prep)
+        other_paths, other_x = discovery.other_images(cfg.data.other_dir, classifier.prep)
+        seed = cfg.seed * 1000 + r.n
+        new_classes = cfg.labeling.new_class_after
+        discovery.list_new_classes(classifier, other_paths, other_x, new_classes, r.dir, seed)
     for sid in r.manifest.in_state("queued"):  # a select killed after saving: choose again
         if r.manifest.samples[sid].round == r.n:
             r.manifest.set_state(sid, "pool")
@@ -253,15 +261,6 @@ def select(r: Round) -> SelectResult:
         open_items = predict_items(classifier, open_queue(r), cfg.data.pool_dir)
         write_queue(r.dir / "rescored.jsonl", open_items)
     return SelectResult(stop=False, agreement=share, agreement_images=images, **result.summary)
-
-
-def other_images(other_dir: str | Path, prep) -> np.ndarray | None:
-    """The images answered "other" (known negatives), decoded; None if there are none."""
-    decoded = []
-    for path in list_files(other_dir):
-        with contextlib.suppress(UnreadableImage):
-            decoded.append(preprocess(path, prep))
-    return np.stack(decoded) if decoded else None
 
 
 def stop_set_agreement(r: Round, classifier) -> Agreement | None:
@@ -362,6 +361,8 @@ def round_metrics(r: Round, queue: list[QueueItem]) -> dict[str, float]:
         }
     if selected.agreement is not None:
         metrics["stop_agreement"] = selected.agreement
+    if (r.dir / NEW_CLASSES).exists():
+        metrics["new_class_candidates"] = len(json.loads((r.dir / NEW_CLASSES).read_text()))
     return metrics | {f"labeled_{c}": n for c, n in trained.per_class.items()}
 
 
@@ -379,8 +380,10 @@ def track(r: Round) -> TrackResult:
         figures = round_figures(
             r.n, cfg, queue, campaign_curve(Path.cwd()), campaign_curve(Path.cwd(), "answers")
         )
+        figures += discovery.new_class_grids(r.dir, preprocessing(cfg))
         tracker.log_artifacts(
-            run_id, [r.dir / "queue.jsonl", r.dir / "queue_summary.json", *figures]
+            run_id,
+            [r.dir / "queue.jsonl", r.dir / "queue_summary.json", r.dir / NEW_CLASSES, *figures],
         )
         version = None
         test = r.state.train.metrics

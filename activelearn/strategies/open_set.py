@@ -60,3 +60,22 @@ def _mean_nearest(points: np.ndarray, references: np.ndarray, n_neighbors: int) 
     )
     nearest = np.partition(np.maximum(sq, 0.0), k - 1, axis=1)[:, :k]
     return np.sqrt(nearest).mean(axis=1)
+
+
+def alike_groups(features: np.ndarray, min_size: int, rng) -> list[np.ndarray]:
+    """Groups of at least ``min_size`` alike rows (k-means, about ``2 * min_size`` rows a
+    cluster), largest first: "other" answers that keep coming from one kind of image, a
+    candidate new class. Indices into ``features``; none if ``min_size`` < 1."""
+    from sklearn.cluster import KMeans
+
+    features = _as_features(features, None)
+    finite = np.flatnonzero(np.isfinite(features).all(axis=1))
+    if min_size < 1 or len(finite) < min_size:
+        return []
+    n_clusters = max(1, len(finite) // (2 * min_size))
+    seed = int(np.random.default_rng(rng).integers(2**31 - 1))
+    labels = KMeans(n_clusters=n_clusters, n_init="auto", random_state=seed).fit_predict(
+        features[finite]
+    )
+    groups = [finite[labels == c] for c in range(n_clusters)]
+    return sorted((g for g in groups if len(g) >= min_size), key=len, reverse=True)
