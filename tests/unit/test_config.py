@@ -70,3 +70,17 @@ def test_added_keys_are_refused_except_in_free_dicts():
     with pytest.raises(ConfigError, match=r"^data.colour, campaign.budgett: no such setting"):
         check_keys(compose_config(["+campaign.budgett=3", "+data.colour=red"]))
     check_keys(compose_config(["strategy=ranked_batch", "+strategy.params.alpha=0.5"]))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("labeling.max_skips=-1", "labeling.max_skips=-1: must be 0 or more"),
+        ("labeling.new_class_after=-2", "labeling.new_class_after=-2: must be 0 or more"),
+        ("labeling.other_label=' Other'", "labeling.other_label=' Other': without leading"),
+    ],
+)
+def test_open_set_settings_that_cannot_work_are_refused(tmp_path, override, message):
+    cfg = compose_config([override, f"workspace={tmp_path / 'campaign'}"])
+    with pytest.raises(ConfigError, match=message):
+        check_config(OmegaConf.to_object(cfg))
