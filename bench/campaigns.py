@@ -508,7 +508,12 @@ def write_summary(
         ]
         for name, runs in curves.items()
     }
-    figure = plots.learning_curves(by_labels, out / "learning_curves.png", target=max(TARGETS))
+    figure = plots.learning_curves(
+        by_labels,
+        out / "learning_curves.png",
+        target=max(TARGETS),
+        xlabel="answers spent" if args.unknown_classes else "labels",
+    )
 
     lo = min(x for runs in curves.values() for c in runs for x, _ in c[:1])
     lines = [
