@@ -137,7 +137,8 @@ def apply_answers(
             answer = Answer(answer.sample_id, REMOVED)
         if answer.status == OTHER and not copy_other(answer.sample_id, Path(pool_dir), other_dir):
             answer = Answer(answer.sample_id, REMOVED)
-        skips = (current.skips if current else 0) + (answer.status == SKIPPED)
+        applied = current is not None and current.state == "pool"  # a rerun: counted
+        skips = (current.skips if current else 0) + (answer.status == SKIPPED and not applied)
         if answer.status == SKIPPED and max_skips is not None and skips > max_skips:
             detail = f"skipped {skips} times (labeling.max_skips={max_skips}); {answer.detail}"
             answer = Answer(answer.sample_id, SKIPPED_TOO_OFTEN, detail=detail)

@@ -229,7 +229,8 @@ def sweep_curves(sweep: Path, over: str = "labels") -> dict[str, list[list[tuple
     for job, overrides in jobs.items():
         curve = campaign_curve(job / "campaign", over)
         if not curve:  # still running, or stopped before its first training
-            log.warning("left out %s: no trained round in its campaign", job)
+            if over == "labels":  # named once, not again for the curves over answers
+                log.warning("left out %s: no trained round in its campaign", job)
             continue
         strategy = OmegaConf.load(job / ".hydra" / "config.yaml").strategy.name
         swept = [f"{k.rsplit('.', 1)[-1]}={overrides[k]}" for k in varying if k in overrides]

@@ -225,3 +225,16 @@ def test_an_image_answered_other_leaves_the_pool_for_good_into_the_other_folder(
     assert [p.parent for p in other.iterdir()] == [other] and not raw.exists()
     assert manifest.sync_pool(pool, None) == {}  # still in the pool folder: not queued again
     assert manifest.in_state("pool") == []
+
+
+def test_a_skip_applied_twice_counts_once(tmp_path):
+    """apply_answers is idempotent: the same answers again (a rerun) add no skip."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    Image.new("L", (4, 4)).save(pool / "a.png")
+    manifest = Manifest(tmp_path / "manifest.csv")
+    manifest.set_state("a.png", "queued", round=0)
+    skip = [Answer("a.png", SKIPPED)]
+    for _ in range(3):
+        apply_answers(skip, manifest, pool, tmp_path / "raw", 0, max_skips=1)
+    assert (manifest.samples["a.png"].state, manifest.samples["a.png"].skips) == ("pool", 1)
