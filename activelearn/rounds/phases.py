@@ -106,6 +106,16 @@ def not_labeled(manifest: Manifest) -> dict[str, int]:
     }
 
 
+def answers_spent(r: Round) -> tuple[int, dict[str, int]]:
+    """(answers spent, those that bought no label by kind) as the train phase recorded
+    them; from the manifest for a round recorded before answers were counted."""
+    trained = r.state.train
+    if trained.answers is not None:
+        return trained.answers, trained.not_labeled
+    wasted = not_labeled(r.manifest)
+    return trained.labeled + sum(wasted.values()), wasted
+
+
 def open_queue(r: Round) -> list[QueueItem]:
     """Queue items of every earlier round whose sample is still waiting for an answer.
 
@@ -218,7 +228,7 @@ def select(r: Round) -> SelectResult:
 
         classifier = Classifier.load(MODEL_FILE)
     labeled = r.state.train.labeled
-    answers = r.state.train.answers if r.state.train.answers is not None else labeled
+    answers, _ = answers_spent(r)
     # Images still queued from earlier rounds (campaign.min_answered < 1) will be paid for.
     waiting = sum(s.state == "queued" and s.round < r.n for s in r.manifest.samples.values())
     measured = stop_set_agreement(r, classifier)
@@ -337,8 +347,8 @@ def round_metrics(r: Round, queue: list[QueueItem]) -> dict[str, float]:
     trained, selected = r.state.train, r.state.select
     metrics = {
         "labeled": trained.labeled,
-        **({"answers_spent": trained.answers} if trained.answers is not None else {}),
-        **{f"answers_{kind}": n for kind, n in trained.not_labeled.items()},
+        "answers_spent": answers_spent(r)[0],
+        **{f"answers_{kind}": n for kind, n in answers_spent(r)[1].items()},
         "pool_left": len(r.manifest.in_state("pool")),
         **{f"seconds_{p}": v.seconds for p, v in r.state.phases.items() if v.seconds is not None},
     }
@@ -389,10 +399,9 @@ def track(r: Round) -> TrackResult:
         test = r.state.train.metrics
         if test:
             tracker.log_campaign_point("test_accuracy", test["accuracy"], r.state.train.labeled)
-            if r.state.train.answers is not None:  # the same curve over answers spent
-                tracker.log_campaign_point(
-                    "test_accuracy_by_answers", test["accuracy"], r.state.train.answers
-                )
+            tracker.log_campaign_point(  # the same curve over answers spent
+                "test_accuracy_by_answers", test["accuracy"], answers_spent(r)[0]
+            )
             version = tracker.register_model(
                 run_id, MODEL_FILE.resolve(), f"{tracker.campaign}-classifier", r.n
             )
