@@ -71,6 +71,7 @@ class DataConfig:
     pool_dir: str = "data/pool"  # unlabeled images, nested folders allowed
     test_dir: str = "data/test"  # fixed held-out set: <test_dir>/<class>/<file>
     manifest: str = "data/manifest.csv"  # state of every pool sample
+    other_dir: str = "data/other"  # pool images answered "other" (no class): known negatives
     image_size: list[int] = field(default_factory=lambda: [32, 32])  # height, width
     channels: int = 3  # 1 = grayscale, 3 = RGB
     test_fraction: float = 0.2  # of the labeled set at set-up, when test_dir is empty
@@ -139,6 +140,13 @@ class LabelingConfig:
     timeout: float = 60.0  # seconds per request
     retries: int = 4  # transient failures (5xx, 429, timeouts) retried this often
     backoff: float = 1.0  # seconds before the first retry, doubled each time
+    # The answer for an image of none of the classes: out of the pool for good, into
+    # data.other_dir; "" = no such choice in Label Studio
+    other_label: str = "Other (none of these)"
+    max_skips: int = 1  # skipped.pool: a skipped image comes back this often, then excluded
+    # "Other" answers alike (one cluster of them) that the round report lists as a
+    # candidate new class, with a grid of examples; 0 = never
+    new_class_after: int = 10
 
 
 @dataclass
@@ -154,7 +162,7 @@ class TrackingConfig:
 @dataclass
 class CampaignConfig:
     rounds: int = 0  # > 0: run rounds unattended until round `rounds - 1` has finished
-    budget: int = 400  # stop once this many labels have been spent
+    budget: int = 400  # stop once this many answers (labels, "other", skips, rejections) are spent
     min_answered: float = 1.0  # share of the open queue answered before a round goes on
     stop_set: int = 200  # unlabeled pool samples on which consecutive models are compared
     stop_agreement: float = 0.99  # stop when consecutive models agree this much ...

@@ -197,7 +197,8 @@ def queued_workspace(tmp_path: Path, monkeypatch, pool: Path, samples: list[str]
 
 INGEST_SUMMARY = (  # the ingest phase's log line, as tests/*/test_ingest_outcomes.py expect it
     "round 1 ingested the answers to the queue of round 0: "
-    "labeled 1, rejected 1, back to pool 1, queued again {requeued}, still open {open}"
+    "labeled 1, other {other}, rejected {rejected}, back to pool 1, queued again {requeued}, "
+    "still open {open}"
 )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from activelearn.errors import ConfigError
-from activelearn.labeling.answers import ACCEPTED, SKIPPED, UNKNOWN_LABEL, Answer, _pool_path
+from activelearn.labeling.answers import ACCEPTED, OTHER, SKIPPED, Answer, _pool_path
 from activelearn.workspace.manifest import Sample
 from activelearn.workspace.queue import QueueItem
 
@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 class SimulatedAnnotator:
     """Answers from a labels file (CSV: pool-relative path, label), optionally flipping
-    a share `error_rate` of answers to another class, like a careless annotator."""
+    a share `error_rate` of answers to another class, like a careless annotator. An
+    image whose label is not one of the classes is answered "other", as a person would
+    answer an image of none of them."""
 
     def __init__(
         self,
@@ -63,9 +65,9 @@ class SimulatedAnnotator:
             if label is None:
                 missing.append(item.sample_id)
                 answers.append(Answer(item.sample_id, SKIPPED, detail="not in the labels file"))
-            elif label not in self.class_names:  # a folder name: never a new class or a path
-                detail = f"label {label!r} of the labels file is not a class: {self.class_names}"
-                answers.append(Answer(item.sample_id, UNKNOWN_LABEL, label, detail=detail))
+            elif label not in self.class_names:  # never a new class (or a path) of its own
+                detail = f"other: label {label!r} of the labels file is not a class"
+                answers.append(Answer(item.sample_id, OTHER, detail=detail))
             else:
                 if rng.random() < self.error_rate:
                     label = rng.choice([c for c in self.class_names if c != label] or [label])

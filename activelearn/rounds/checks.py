@@ -53,6 +53,14 @@ def check_config(cfg: Config) -> None:
             f"labeling.error_rate={cfg.labeling.error_rate}: a share of answers, from 0 to 1 "
             "(0.05 for 5%)"
         )
+    for setting in ("max_skips", "new_class_after"):
+        if (value := getattr(cfg.labeling, setting)) < 0:
+            raise ConfigError(f"labeling.{setting}={value}: must be 0 or more")
+    if cfg.labeling.other_label.strip() != cfg.labeling.other_label:
+        raise ConfigError(
+            f"labeling.other_label={cfg.labeling.other_label!r}: without leading or trailing "
+            "spaces, as Label Studio shows it"
+        )
     if campaign.rounds < 0:
         raise ConfigError(f"campaign.rounds={campaign.rounds}: must be 0 (one round=N) or more")
     if campaign.stop_patience > 0 and not 0 < campaign.stop_agreement <= 1:

@@ -35,6 +35,8 @@ from activelearn.data.images import (
 )
 from activelearn.errors import RoundBlocked
 from activelearn.pipeline.run import repro, write_params
+from activelearn.rounds import discovery
+from activelearn.rounds.discovery import NEW_CLASSES
 from activelearn.rounds.state import (
     CommitResult,
     IngestResult,
@@ -95,6 +97,27 @@ def labeled_counts(cfg: Config) -> dict[str, int]:
     return {name: len(files) for name, files in class_folders(cfg.data.raw_dir).items()}
 
 
+def not_labeled(manifest: Manifest) -> dict[str, int]:
+    """The answers spent on images that bought no label: answered "other", skips (each
+    time), and rejections by the annotators (unreadable or removed files cost none)."""
+    samples = manifest.samples.values()
+    return {
+        "other": sum(s.state == "other" for s in samples),
+        "skipped": sum(s.skips for s in samples),
+        "rejected": sum(s.state == "rejected" and s.round is not None for s in samples),
+    }
+
+
+def answers_spent(r: Round) -> tuple[int, dict[str, int]]:
+    """(answers spent, those that bought no label by kind) as the train phase recorded
+    them; from the manifest for a round recorded before answers were counted."""
+    trained = r.state.train
+    if trained.answers is not None:
+        return trained.answers, trained.not_labeled
+    wasted = not_labeled(r.manifest)
+    return trained.labeled + sum(wasted.values()), wasted
+
+
 def open_queue(r: Round) -> list[QueueItem]:
     """Queue items of every earlier round whose sample is still waiting for an answer.
 
@@ -112,10 +135,13 @@ def open_queue(r: Round) -> list[QueueItem]:
 
 def ingest(r: Round) -> IngestResult:
     """Answers to earlier queues into the labeled set; stops if too few are answered."""
+    if promoted := labeling.promote_other(r.manifest, r.cfg.data.raw_dir, r.cfg.data.other_dir):
+        log.info("%d images answered other are in a class folder now: labeled", promoted)
+        r.manifest.save()
     items = open_queue(r)
     if not items:
         return IngestResult(answers=0)
-    answered = [s for s in r.manifest.samples.values() if s.state in ("labeled", "rejected")]
+    answered = [s for s in r.manifest.samples.values() if s.state in labeling.DONE]
     answers = r.annotator.collect(r.n - 1, items, r.dir, answered)
     pool = Path(r.cfg.data.pool_dir)
     answers = [  # nobody can answer an image removed from the pool: it holds nothing up
@@ -144,7 +170,13 @@ def ingest(r: Round) -> IngestResult:
         mine = [a for a in answers if queued_in[a.sample_id] == n]
         outcomes.update(
             labeling.apply_answers(
-                mine, r.manifest, r.cfg.data.pool_dir, r.cfg.data.raw_dir, round=n
+                mine,
+                r.manifest,
+                r.cfg.data.pool_dir,
+                r.cfg.data.raw_dir,
+                round=n,
+                other_dir=r.cfg.data.other_dir,
+                max_skips=r.cfg.labeling.max_skips if r.cfg.labeling.skipped == "pool" else None,
             )
         )
     if still_open:
@@ -168,8 +200,10 @@ def train(r: Round) -> TrainResult:
     """Retrain through `dvc repro` on the labeled set; nothing to train at a cold start."""
     write_params(replace(r.cfg, round=r.n))  # dvc.yaml reads it, even with nothing to train
     counts = labeled_counts(r.cfg)
+    wasted = not_labeled(r.manifest)
+    answers = sum(counts.values()) + sum(wasted.values())
     if not sum(counts.values()):
-        return TrainResult(labeled=0, cold_start=True)
+        return TrainResult(labeled=0, cold_start=True, answers=answers, not_labeled=wasted)
     repro_seconds = repro(Path.cwd())
     with HISTORY.open() as f:
         fit_seconds = list(csv.DictReader(f))[-1].get("seconds")  # none from older versions
@@ -179,6 +213,8 @@ def train(r: Round) -> TrainResult:
         metrics=json.loads(METRICS.read_text()),
         fit_seconds=float(fit_seconds) if fit_seconds else None,
         repro_seconds=repro_seconds,
+        answers=answers,
+        not_labeled=wasted,
     )
 
 
@@ -194,23 +230,28 @@ def select(r: Round) -> SelectResult:
 
         classifier = Classifier.load(MODEL_FILE)
     labeled = r.state.train.labeled
+    answers, _ = answers_spent(r)
     # Images still queued from earlier rounds (campaign.min_answered < 1) will be paid for.
     waiting = sum(s.state == "queued" and s.round < r.n for s in r.manifest.samples.values())
     measured = stop_set_agreement(r, classifier)
     share, images = (measured.share, measured.images) if measured else (None, None)
-    progress = Progress(labeled, waiting, [*agreement_history(r.n - 1), share])
+    progress = Progress(labeled, waiting, [*agreement_history(r.n - 1), share], answers)
     if reason := stop_reason(campaign_criteria(cfg.campaign), progress):
         log.info("campaign stops at round %d: %s", r.n, reason)
         return SelectResult(stop=True, agreement=share, agreement_images=images, reason=reason)
-    labeled_x = labeled_files = None
+    labeled_x = labeled_files = other_x = None
     if trained:
         with np.load(PREPARED / "train.npz") as f:
             labeled_x = f["x"]
             labeled_files = [str(name) for name in f["files"]] if "files" in f else None
+        other_paths, other_x = discovery.other_images(cfg.data.other_dir, classifier.prep)
+        seed = cfg.seed * 1000 + r.n
+        new_classes = cfg.labeling.new_class_after
+        discovery.list_new_classes(classifier, other_paths, other_x, new_classes, r.dir, seed)
     for sid in r.manifest.in_state("queued"):  # a select killed after saving: choose again
         if r.manifest.samples[sid].round == r.n:
             r.manifest.set_state(sid, "pool")
-    left = cfg.campaign.budget - labeled - waiting
+    left = cfg.campaign.budget - answers - waiting
     strategy = replace(cfg.strategy, batch_size=min(cfg.strategy.batch_size, left))
     result = score_and_select(
         classifier,
@@ -225,6 +266,7 @@ def select(r: Round) -> SelectResult:
         model_path=MODEL_FILE.resolve() if trained else None,
         feature_cache=FEATURE_CACHE if cfg.model.feature_cache else None,
         labeled_files=labeled_files,
+        other_x=other_x,
     )
     for item in result.queue:
         r.manifest.set_state(item.sample_id, "queued", round=r.n)
@@ -312,6 +354,8 @@ def round_metrics(r: Round, queue: list[QueueItem]) -> dict[str, float]:
     trained, selected = r.state.train, r.state.select
     metrics = {
         "labeled": trained.labeled,
+        "answers_spent": answers_spent(r)[0],
+        **{f"answers_{kind}": n for kind, n in answers_spent(r)[1].items()},
         "pool_left": len(r.manifest.in_state("pool")),
         **{f"seconds_{p}": v.seconds for p, v in r.state.phases.items() if v.seconds is not None},
     }
@@ -334,6 +378,8 @@ def round_metrics(r: Round, queue: list[QueueItem]) -> dict[str, float]:
         }
     if selected.agreement is not None:
         metrics["stop_agreement"] = selected.agreement
+    if (r.dir / NEW_CLASSES).exists():
+        metrics["new_class_candidates"] = len(json.loads((r.dir / NEW_CLASSES).read_text()))
     return metrics | {f"labeled_{c}": n for c, n in trained.per_class.items()}
 
 
@@ -348,9 +394,13 @@ def track(r: Round) -> TrackResult:
         tracker.log_params(run_id, flat_params(cfg) | {"round": r.n})
         queue = read_queue(r.dir / "queue.jsonl") if (r.dir / "queue.jsonl").exists() else []
         tracker.log_metrics(run_id, round_metrics(r, queue), step=r.n)
-        figures = round_figures(r.n, cfg, queue, campaign_curve(Path.cwd()))
+        figures = round_figures(
+            r.n, cfg, queue, campaign_curve(Path.cwd()), campaign_curve(Path.cwd(), "answers")
+        )
+        figures += discovery.new_class_grids(r.dir, preprocessing(cfg))
         tracker.log_artifacts(
-            run_id, [r.dir / "queue.jsonl", r.dir / "queue_summary.json", *figures]
+            run_id,
+            [r.dir / "queue.jsonl", r.dir / "queue_summary.json", r.dir / NEW_CLASSES, *figures],
         )
         version = None
         test = r.state.train.metrics
@@ -364,6 +414,9 @@ def track(r: Round) -> TrackResult:
                 ("labels_spent", labeled - seed_labels),
             ):
                 tracker.log_campaign_point(metric, value, labeled)
+            tracker.log_campaign_point(  # the same curve over answers spent
+                "test_accuracy_by_answers", test["accuracy"], answers_spent(r)[0]
+            )
             version = tracker.register_model(
                 run_id, MODEL_FILE.resolve(), f"{tracker.campaign}-classifier", r.n
             )
@@ -395,7 +448,8 @@ def commit(r: Round) -> CommitResult:
     def run(*cmd: str) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, check=True, capture_output=True, text=True)
 
-    tracked = [p for p in (r.cfg.data.raw_dir, r.cfg.data.test_dir) if list_files(p)]
+    data = r.cfg.data
+    tracked = [p for p in (data.raw_dir, data.test_dir, data.other_dir) if list_files(p)]
     if tracked:
         with dvc_repo(Path.cwd()) as repo:
             repo.add(tracked)

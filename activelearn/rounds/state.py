@@ -70,6 +70,10 @@ class TrainResult(PhaseResult):
     metrics: dict[str, float] | None = None  # evaluation/metrics.json: on the test set
     fit_seconds: float | None = None  # the optimizer steps alone
     repro_seconds: dict[str, float] = field(default_factory=dict)  # per DVC stage, and "dvc"
+    # Answers spent by then: `labeled` plus the images answered other, skipped or
+    # rejected (`not_labeled`, by kind); None in rounds of versions before it was counted.
+    answers: int | None = None
+    not_labeled: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -57,6 +57,7 @@ def score_and_select(
     model_path: str | Path | None = None,
     feature_cache: str | Path | None = None,
     labeled_files: list[str] | None = None,
+    other_x: np.ndarray | None = None,
 ) -> ScoringResult:
     """Score every `pool` sample of the manifest, pick a batch, write the round's files.
 
@@ -70,6 +71,8 @@ def score_and_select(
     backbone (local engine): each file goes through the backbone once per campaign, and
     the labeled images' features too when `labeled_files` (the files of `labeled_x`) are
     given.
+    `other_x`: the images people answered "other" for (of no class), which the hybrid
+    learns to spend fewer answers on.
     """
     scoring = scoring or ScoringConfig()
     batch_size = batch_size or scoring.batch_size
@@ -122,7 +125,7 @@ def score_and_select(
     else:
         labeled = _labeled_features(classifier, labeled_x, cold, cache, labeled_files)
         picks, pick_scores = select_candidates(
-            classifier, chosen, plan, cfg, rng, labeled_x, pool_confidence, labeled
+            classifier, chosen, plan, cfg, rng, labeled_x, pool_confidence, labeled, other_x
         )
         queue = [
             QueueItem(
@@ -188,6 +191,7 @@ def select_candidates(
     labeled_x: np.ndarray | None,
     pool_confidence: float | None,
     labeled_features: np.ndarray | None = None,
+    other_x: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The strategy's batch out of the merged candidate set: (rows of `chosen`, scores).
 
@@ -205,6 +209,7 @@ def select_candidates(
         else _labeled_features(classifier, labeled_x, plan.cold),
         pool_confidence=pool_confidence,
         candidates=cfg.candidates,
+        other_features=_labeled_features(classifier, other_x, plan.cold),
         **plan.params,
     )
 

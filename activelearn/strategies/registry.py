@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from activelearn.strategies._inputs import (
 )
 from activelearn.strategies.clusters import cluster_then_top, typiclust
 from activelearn.strategies.measures import MEASURES, mean_confidence, random
+from activelearn.strategies.open_set import known_class_probability
 from activelearn.strategies.selectors import kcenter_greedy, ranked_batch, top_k
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class _Pool:
     confidence: float | None  # the model's mean top-class probability; None: no model
     candidates: int | None
     classes: int | None = None  # how many classes the model tells apart; None: no model
+    other_features: np.ndarray | None = None  # embeddings of the images answered "other"
 
 
 def _select_top_k(scores, k, rng, pool: _Pool):
@@ -106,6 +108,7 @@ def _select_hybrid(
     max_clusters=500,
     min_cluster_size=5,
     n_neighbors=20,
+    known_class_weighting=True,
 ):
     """TypiClust picks the whole batch while fewer than ``typical_per_class`` labels per
     class are known on average (``typical_per_class * classes`` in all; the selector sees
@@ -117,18 +120,43 @@ def _select_hybrid(
     cover the data first. Its confidence alone cannot say when it is weak: the digits CNN
     trained on 2 labels per class is right on 79% of the pool but 92% confident. Its
     uncertainty takes over as it becomes right.
+
+    ``known_class_weighting``: once images were answered "other" (``pool.other_features``),
+    each candidate's margin is weighed by its chance of being of a known class
+    (``known_class_probability``), the "other" answers cover their clusters for TypiClust
+    as labeled images do, and candidates more likely "other" than known are picked only
+    when the others run out (cluster-margin would otherwise give a block of them a
+    cluster, and take its best). Without "other" answers, or with False, the picks are the same
+    as without it.
     """
     labeled = 0 if pool.labeled_features is None else len(pool.labeled_features)
     if pool.confidence is None or labeled < typical_per_class * (pool.classes or 0):
         share = 1.0
     else:
         share = float(np.clip(1 - pool.confidence, 0, 1))
-    diverse = _select_typiclust(
-        scores, int(round(k * share)), rng, pool, max_clusters, min_cluster_size, n_neighbors
+    typical_pool, typical_ok, margin_scores, likely_known = pool, None, scores, None
+    others = pool.other_features
+    if known_class_weighting and others is not None and len(others) and labeled:
+        known = known_class_probability(pool.features, pool.labeled_features, others)
+        covering = np.concatenate([pool.labeled_features, others])
+        typical_pool = replace(pool, labeled_features=covering)
+        typical_ok = likely_known = known >= 0.5
+        margin_scores = np.where(scores == INVALID_SCORE, scores, scores * known)
+    diverse = typiclust(
+        pool.features,
+        typical_pool.labeled_features,
+        int(round(k * share)),
+        rng,
+        max_clusters=max_clusters,
+        min_cluster_size=min_cluster_size,
+        n_neighbors=n_neighbors,
+        selectable=_selectable(scores, None) & (True if typical_ok is None else typical_ok),
     )
     rest = np.setdiff1d(np.arange(len(scores)), diverse)
+    if likely_known is not None and likely_known[rest].sum() >= k - len(diverse):
+        rest = rest[likely_known[rest]]  # cluster-margin's clusters: no block of "other"
     rest_pool = _Pool(pool.features[rest], None, pool.confidence, pool.candidates)
-    uncertain = rest[_select_cluster_margin(scores[rest], k - len(diverse), rng, rest_pool)]
+    uncertain = rest[_select_cluster_margin(margin_scores[rest], k - len(diverse), rng, rest_pool)]
     parts = [diverse, uncertain] if share >= 0.5 else [uncertain, diverse]
     return np.concatenate(parts).astype(np.intp)
 
@@ -188,6 +216,7 @@ def select_batch(
     labeled_features: np.ndarray | None = None,
     pool_confidence: float | None = None,
     candidates: int | None = None,
+    other_features: np.ndarray | None = None,
     **params: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pick the next batch of ``k`` pool samples with the named strategy.
@@ -204,6 +233,8 @@ def select_batch(
         pool_confidence: the model's mean top-class probability over the whole pool, when
             ``probas`` holds only part of it (default: the mean over ``probas``).
         candidates: how many best-scored samples cluster-margin clusters (default 10 * k).
+        other_features: embeddings of the images people answered "other" (of no class);
+            the hybrid weighs candidates by their chance of being of a known class.
         **params: override the strategy's selector parameters; see ``selector_params``.
 
     Returns:
@@ -258,7 +289,7 @@ def select_batch(
     if pool_confidence is None and probas is not None:
         pool_confidence = mean_confidence(probas)
     classes = probas.shape[1] if probas is not None else None
-    pool = _Pool(features, labeled_features, pool_confidence, candidates, classes)
+    pool = _Pool(features, labeled_features, pool_confidence, candidates, classes, other_features)
     indices = SELECTORS[strategy.selector](scores, k, rng, pool, **params)
     return np.asarray(indices, dtype=np.intp), scores
 

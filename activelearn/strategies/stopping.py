@@ -25,6 +25,13 @@ class Progress:
     # Each round's agreement of its model with the one before, oldest first, this round's
     # last; None for a round that measured none (no model, or nothing left to compare).
     agreements: Sequence[float | None] = ()
+    # Answers spent: the labels, plus images answered "other", skipped or rejected
+    # (each cost an answer); None: as many as `labeled`.
+    answers: int | None = None
+
+    @property
+    def spent(self) -> int:
+        return self.labeled if self.answers is None else self.answers
 
 
 class StoppingCriterion(ABC):
@@ -62,17 +69,23 @@ class StablePredictions(StoppingCriterion):
 
 @dataclass(frozen=True)
 class LabelBudget(StoppingCriterion):
-    """Stop once the labels spent and those still awaited (they will be paid for) reach
-    `budget`."""
+    """Stop once the answers spent (labels, and "other", skipped or rejected images) and
+    those still awaited (they will be paid for) reach `budget`."""
 
     budget: int
 
     def stop(self, progress: Progress) -> str | None:
-        if progress.labeled + progress.waiting < self.budget:
+        if progress.spent + progress.waiting < self.budget:
             return None
         reason = f"label budget of {self.budget} spent"
+        parts = []
+        if progress.spent > progress.labeled:
+            not_labeled = progress.spent - progress.labeled
+            parts.append(f"{not_labeled} answered other, skipped or rejected")
         if progress.waiting:
-            reason += f" ({progress.labeled} labeled, {progress.waiting} still queued)"
+            parts.append(f"{progress.waiting} still queued")
+        if parts:
+            reason += f" ({progress.labeled} labeled, {', '.join(parts)})"
         return reason
 
 

@@ -76,9 +76,13 @@ def image_grid(images: list[np.ndarray], captions: list[str], path: Path, cols: 
 
 
 def learning_curves(
-    curves: dict[str, list[tuple[float, list[float]]]], path: Path, target: float | None = None
+    curves: dict[str, list[tuple[float, list[float]]]],
+    path: Path,
+    target: float | None = None,
+    xlabel: str = "labels",
 ) -> Path:
-    """Test accuracy against labels: mean line and min-max band per strategy.
+    """Test accuracy against labels (or `xlabel`, e.g. answers spent): mean line and min-max
+    band per strategy.
 
     `curves`: {name: [(labels, [accuracy per seed]), ...]}.
     """
@@ -92,7 +96,7 @@ def learning_curves(
             ax.fill_between(x, [min(p[1]) for p in points], [max(p[1]) for p in points], alpha=0.15)
     if target:
         ax.axhline(target, color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="labels", ylabel="test accuracy", title="learning curves")
+    ax.set(xlabel=xlabel, ylabel="test accuracy", title="learning curves")
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)

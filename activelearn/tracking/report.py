@@ -30,9 +30,14 @@ log = logging.getLogger(__name__)
 
 
 def round_figures(
-    n: int, cfg: Config, queue: list[QueueItem], curve: list[tuple[int, float]]
+    n: int,
+    cfg: Config,
+    queue: list[QueueItem],
+    curve: list[tuple[int, float]],
+    answer_curve: list[tuple[int, float]] = (),
 ) -> list[Path]:
-    """PNG figures of round `n` in `rounds/<n>/` (run in the workspace)."""
+    """PNG figures of round `n` in `rounds/<n>/` (run in the workspace); `answer_curve`:
+    the learning curve over answers spent."""
     out = Path("rounds") / str(n)
     figures = []
     report = Path("evaluation/report.json")
@@ -76,22 +81,51 @@ def round_figures(
                 out / "learning_curve.png",
             )
         )
+    if answer_curve:
+        figures.append(
+            plots.learning_curves(
+                {"this campaign": [(x, [y]) for x, y in answer_curve]},
+                out / "learning_curve_answers.png",
+                xlabel="answers spent",
+            )
+        )
     return figures
 
 
 # ----------------------------------------------------------------------------- sweeps
 
 
-def campaign_curve(workspace: Path) -> list[tuple[int, float]]:
-    """(labels, test accuracy) of every trained round of one campaign workspace."""
+def campaign_curve(workspace: Path, over: str = "labels") -> list[tuple[int, float]]:
+    """(labels, test accuracy) of every trained round of one campaign workspace; with
+    `over="answers"`, (answers spent, test accuracy): labels plus the images answered
+    other, skipped or rejected (a round from before answers were counted: its labels)."""
     points = []
     for state_file in sorted(
         (workspace / "rounds").glob("*/state.json"), key=lambda p: int(p.parent.name)
     ):
-        metrics = json.loads(state_file.read_text())["phases"].get("train", {}).get("metrics")
+        train = json.loads(state_file.read_text())["phases"].get("train", {})
+        metrics = train.get("metrics")
         if metrics:
-            points.append((metrics["labeled_images"], metrics["accuracy"]))
+            x = metrics["labeled_images"]
+            if over == "answers" and train.get("answers") is not None:
+                x = train["answers"]
+            points.append((x, metrics["accuracy"]))
     return points
+
+
+def wasted_share(workspace: Path) -> float:
+    """The share of a campaign's answers since its first trained round that bought no
+    label (other, skipped, rejected); NaN before a second trained round."""
+    spent = []
+    for state_file in sorted(
+        (workspace / "rounds").glob("*/state.json"), key=lambda p: int(p.parent.name)
+    ):
+        train = json.loads(state_file.read_text())["phases"].get("train", {})
+        if train.get("metrics") and train.get("answers") is not None:
+            spent.append((train["answers"], sum(train.get("not_labeled", {}).values())))
+    if len(spent) < 2 or spent[-1][0] == spent[0][0]:
+        return float("nan")
+    return (spent[-1][1] - spent[0][1]) / (spent[-1][0] - spent[0][0])
 
 
 def labels_to_reach(curve: list[tuple[int, float]], target: float) -> float:
@@ -166,7 +200,7 @@ def markdown_table(rows: list[dict], targets: list[float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sweep_curves(sweep: Path) -> dict[str, list[list[tuple[int, float]]]]:
+def sweep_curves(sweep: Path, over: str = "labels") -> dict[str, list[list[tuple[int, float]]]]:
     """{configuration: [curve per job]} from a Hydra sweep folder.
 
     Jobs that differ only in `seed` are one configuration; it is named by its strategy
@@ -194,9 +228,10 @@ def sweep_curves(sweep: Path) -> dict[str, list[list[tuple[int, float]]]]:
     )
     curves = defaultdict(list)
     for job, overrides in jobs.items():
-        curve = campaign_curve(job / "campaign")
+        curve = campaign_curve(job / "campaign", over)
         if not curve:  # still running, or stopped before its first training
-            log.warning("left out %s: no trained round in its campaign", job)
+            if over == "labels":  # named once, not again for the curves over answers
+                log.warning("left out %s: no trained round in its campaign", job)
             continue
         strategy = OmegaConf.load(job / ".hydra" / "config.yaml").strategy.name
         swept = [f"{k.rsplit('.', 1)[-1]}={overrides[k]}" for k in varying if k in overrides]
@@ -235,10 +270,44 @@ def report_sweep(sweep: Path, targets: list[float]) -> list[dict]:
         for name, runs in curves.items()
     }
     plots.learning_curves(by_labels, out / "learning_curves.png", target=max(targets))
+    answers_report(sweep, out, targets)
     from activelearn.tracking.tracker import log_sweep_report
 
     log_sweep_report(sweep, out, rows, targets)
     return rows
+
+
+def answers_report(sweep: Path, out: Path, targets: list[float]) -> None:
+    """The same figures over answers spent, and the share of answers wasted (other,
+    skipped, rejected) per configuration: appended to summary.md, with
+    learning_curves_answers.png."""
+    curves = sweep_curves(sweep, over="answers")
+    rows = summarize(curves, targets)
+    wasted = defaultdict(list)
+    for job in sorted(p.parent.parent for p in sweep.glob("*/.hydra/overrides.yaml")):
+        for name, runs in curves.items():
+            if campaign_curve(job / "campaign", "answers") in runs:
+                wasted[name].append(wasted_share(job / "campaign"))
+                break
+    lines = ["", "Over answers spent (labels + other + skipped + rejected):", ""]
+    lines.append(markdown_table(rows, targets).replace("labels", "answers"))
+    lines += ["| configuration | share of answers wasted |", "|---|---|"]
+    for name, shares in sorted(wasted.items()):
+        shares = np.asarray(shares, dtype=float)
+        known = shares[~np.isnan(shares)]
+        lines.append(f"| {name} | " + (f"{known.mean():.1%}" if len(known) else "n/a") + " |")
+    with (out / "summary.md").open("a") as f:
+        f.write("\n".join(lines) + "\n")
+    by_answers = {
+        name: [
+            (x, [dict(c)[x] for c in runs if x in dict(c)])
+            for x in sorted({x for c in runs for x, _ in c})
+        ]
+        for name, runs in curves.items()
+    }
+    plots.learning_curves(
+        by_answers, out / "learning_curves_answers.png", target=max(targets), xlabel="answers spent"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

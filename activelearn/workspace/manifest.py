@@ -1,8 +1,10 @@
 """The manifest: the state of every pool sample, in one CSV file written atomically.
 
 States: `pool` (waiting), `queued` (sent to annotators in `round`), `labeled` (answered
-in `round` with `label`), `rejected` (unreadable, gone from the pool folder, or refused,
-with `reason`).
+in `round` with `label`), `other` (answered "of none of the classes" in `round`: out of
+the pool for good, kept as a known negative, with `reason`), `rejected` (unreadable, gone
+from the pool folder, or refused, with `reason`). `skips`: how often the sample was
+skipped and came back to the pool.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from activelearn.data.images import (
 
 log = logging.getLogger(__name__)
 
-STATES = ("pool", "queued", "labeled", "rejected")
+STATES = ("pool", "queued", "labeled", "other", "rejected")
 NOT_IN_POOL = "image no longer in the pool"  # the reason of a sample whose file was removed
 
 
@@ -36,6 +38,7 @@ class Sample:
     round: int | None = None
     label: str | None = None
     reason: str | None = None
+    skips: int = 0
 
 
 class Manifest:
@@ -58,6 +61,7 @@ class Manifest:
                         round=int(row["round"]) if row["round"] else None,
                         label=row["label"] or None,
                         reason=row["reason"] or None,
+                        skips=int(row.get("skips") or 0),  # manifests before skips: none
                     )
                     if sample.state not in STATES:
                         raise ValueError(
@@ -90,10 +94,14 @@ class Manifest:
         round: int | None = None,
         label: str | None = None,
         reason: str | None = None,
+        skips: int | None = None,
     ) -> None:
+        """A sample's new state; its skips are kept unless given."""
         if state not in STATES:
             raise ValueError(f"unknown sample state {state!r}; expected one of {STATES}")
-        self.samples[sample_id] = Sample(sample_id, state, round, label, reason)
+        if skips is None:
+            skips = self.samples[sample_id].skips if sample_id in self.samples else 0
+        self.samples[sample_id] = Sample(sample_id, state, round, label, reason, skips)
 
     def sync_pool(self, pool_dir: str | Path, prep: Preprocessing) -> dict[str, int]:
         """Add pool files not yet listed; files that do not decode are recorded as rejected,

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import httpx
 
-from activelearn.config import LabelingConfig
+from activelearn.config import LabelingConfig, StrategyConfig
+from activelearn.data.images import Preprocessing
 from activelearn.labeling.labelstudio import LabelStudioAnnotator
 from activelearn.rounds.phases import Round, ingest
 from activelearn.rounds.state import RoundState
+from activelearn.scoring.select import score_and_select
 from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.queue import QueueItem
+from serving.label_config import choice_target
 from tests.helpers import INGEST_SUMMARY, queued_workspace
 
 pytest_plugins = ["tests.labelstudio_server"]
@@ -83,12 +86,13 @@ def test_label_studio_reports_each_outcome_and_logs_the_same_summary(
     assert report["answered"][0]["label"] == "cat"
     assert report["outcomes"] == {
         "labeled": 1,
+        "other": 0,
         "rejected": 1,
         "back_to_pool": 1,
         "queued_again": 1,
         "still_open": 1,
     }
-    assert INGEST_SUMMARY.format(requeued=1, open=1) in caplog.text
+    assert INGEST_SUMMARY.format(other=0, rejected=1, requeued=1, open=1) in caplog.text
     manifest = Manifest.load(cfg.data.manifest)
     assert {sid: manifest.samples[sid].state for sid in samples} == {
         "labeled.png": "labeled",
@@ -97,3 +101,60 @@ def test_label_studio_reports_each_outcome_and_logs_the_same_summary(
         "requeued.png": "queued",
         "open.png": "queued",
     }
+
+
+def test_an_image_answered_other_in_label_studio_leaves_the_pool_and_is_never_queued_again(
+    labelstudio, tmp_path, monkeypatch
+):
+    """The project's labeling config offers labeling.other_label; a person picks it; the
+    next round's ingest puts the image in data/other/ and out of the pool for good, so the
+    next selection cannot queue it, while a skipped image comes back (once)."""
+    pool = labelstudio.new_pool_dir("pool-other")
+    samples = ["negative.png", "cat.png", "skipped.png"]
+    cfg = queued_workspace(tmp_path, monkeypatch, pool, samples)
+    cfg.labeling = LabelingConfig(
+        kind="labelstudio",
+        url=labelstudio.url,
+        project_title="other answer",
+        state_file=str(tmp_path / "rounds" / "labelstudio.json"),
+    )
+    other = cfg.labeling.other_label
+    annotator = LabelStudioAnnotator(cfg.labeling, CLASSES, pool, token=labelstudio.token)
+    annotator.push(0, [QueueItem(sid, 1, "cat", 0.5, 0.5) for sid in samples])
+    headers = {"Authorization": f"Token {labelstudio.token}"}
+    with httpx.Client(base_url=labelstudio.url, headers=headers, timeout=60) as http:
+        project = json.loads(Path(cfg.labeling.state_file).read_text())["project_id"]
+        config = http.get(f"/api/projects/{project}").raise_for_status().json()["label_config"]
+        assert f'<Choice value="{other}"' in config  # what people see in Label Studio
+        assert choice_target(config).choices == tuple(CLASSES)  # serving never predicts it
+        params = {"project": project, "fields": "task_only", "page_size": 100}
+        listed = http.get("/api/tasks", params=params).raise_for_status().json()["tasks"]
+        ids = {t["data"]["sample_id"]: t["id"] for t in listed}
+        for sid, label in {"negative.png": other, "cat.png": "cat", "skipped.png": None}.items():
+            choice = {"from_name": "label", "to_name": "image", "type": "choices"}
+            result = [] if label is None else [choice | {"value": {"choices": [label]}}]
+            body = {"result": result, "was_cancelled": label is None}
+            http.post(f"/api/tasks/{ids[sid]}/annotations/", json=body).raise_for_status()
+
+    result = ingest(Round(cfg, 1, RoundState(1), Manifest.load(cfg.data.manifest), annotator))
+    assert result.outcomes == {"accepted": 1, "other": 1, "skipped": 1}
+    manifest = Manifest.load(cfg.data.manifest)
+    negative = manifest.samples["negative.png"]
+    assert (negative.state, negative.round) == ("other", 0)
+    assert other in negative.reason
+    assert [p.name.split("~")[0] for p in Path(cfg.data.other_dir).iterdir()] == ["negative"]
+    assert (manifest.samples["skipped.png"].state, manifest.samples["skipped.png"].skips) == (
+        "pool",
+        1,
+    )
+    queued = score_and_select(
+        None,
+        manifest,
+        pool,
+        StrategyConfig(name="random", batch_size=10),
+        tmp_path / "rounds" / "1",
+        labeled_x=None,
+        prep=Preprocessing((8, 8), 1),
+        seed=0,
+    ).queue
+    assert [item.sample_id for item in queued] == ["skipped.png"]

@@ -60,6 +60,8 @@ from activelearn.workspace.manifest import Manifest
 from activelearn.workspace.queue import QueueItem, read_queue, write_queue
 from tests.helpers import CLASSES, choice, write_class_folders
 
+OTHER = LabelingConfig().other_label  # the labeling config's choice for no class
+
 pytest_plugins = ["tests.labelstudio_server"]
 
 
@@ -476,7 +478,7 @@ def test_next_round_ranks_open_tasks_by_the_new_model(campaign, caplog):
 def test_project_settings_are_put_back(campaign, labelstudio, caplog):
     sids = sorted(campaign.truth)[:4]
     campaign.annotator.push(1, make_queue(sids, campaign.truth))
-    edited = label_config(CLASSES).replace('"class0"', '"kitty"')
+    edited = label_config(CLASSES, OTHER).replace('"class0"', '"kitty"')
     campaign.http.patch(
         f"/api/projects/{campaign.project_id}", json={"label_config": edited}
     ).raise_for_status()  # someone renames a class in the UI
@@ -485,7 +487,7 @@ def test_project_settings_are_put_back(campaign, labelstudio, caplog):
     with caplog.at_level(logging.WARNING):
         annotator.push(1, make_queue(sids, campaign.truth))
     project = campaign.project()
-    assert project["label_config"].strip() == label_config(CLASSES).strip()
+    assert project["label_config"].strip() == label_config(CLASSES, OTHER).strip()
     assert choices_of(project["label_config"]) == CLASSES
     assert project["maximum_annotations"] == 2
     assert "offered the choices ['kitty', 'class1', 'class2']" in caplog.text
@@ -666,7 +668,7 @@ def test_a_second_choices_field_is_not_the_label(campaign):
     queue = make_queue(sids, campaign.truth)
     campaign.annotator.push(1, queue)
     quality = '<Choices name="quality" toName="image"><Choice value="ok"/></Choices></View>'
-    edited = label_config(CLASSES).replace("</View>", quality)
+    edited = label_config(CLASSES, OTHER).replace("</View>", quality)
     campaign.http.patch(
         f"/api/projects/{campaign.project_id}", json={"label_config": edited}
     ).raise_for_status()  # someone adds an image quality field in the UI

@@ -101,3 +101,17 @@ def test_model_settings_that_would_fail_in_training_fail_at_start_up(tmp_path, o
     config = compose_config([*overrides, f"workspace={tmp_path / 'ws'}"])
     with pytest.raises(ConfigError, match=message):
         check_config(OmegaConf.to_object(config))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("labeling.max_skips=-1", "labeling.max_skips=-1: must be 0 or more"),
+        ("labeling.new_class_after=-2", "labeling.new_class_after=-2: must be 0 or more"),
+        ("labeling.other_label=' Other'", "labeling.other_label=' Other': without leading"),
+    ],
+)
+def test_open_set_settings_that_cannot_work_are_refused(tmp_path, override, message):
+    cfg = compose_config([override, f"workspace={tmp_path / 'campaign'}"])
+    with pytest.raises(ConfigError, match=message):
+        check_config(OmegaConf.to_object(cfg))

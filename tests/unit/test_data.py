@@ -192,7 +192,7 @@ def test_manifest_records_pool_and_rejects_and_survives_a_reload(tmp_path):
     manifest.save()
 
     again = Manifest.load(tmp_path / "manifest.csv")
-    assert again.counts() == {"pool": 6, "queued": 0, "labeled": 0, "rejected": 3}
+    assert again.counts() == {"pool": 6, "queued": 0, "labeled": 0, "other": 0, "rejected": 3}
     assert "nested/class0/s0-000.png" in again.samples  # id = pool-relative POSIX path
     rejected = again.samples["incoming/empty.png"]
     assert rejected.state == "rejected" and "empty.png" in rejected.reason

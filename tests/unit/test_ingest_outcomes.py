@@ -16,10 +16,12 @@ from activelearn.labeling.answers import (
     DISAGREEMENT,
     EXCLUDED,
     OPEN,
+    OTHER,
     OUTCOME,
     REMOVED,
     REQUEUED,
     SKIPPED,
+    SKIPPED_TOO_OFTEN,
     UNKNOWN_LABEL,
     Answer,
     apply_answers,
@@ -36,6 +38,7 @@ CLASSES = ["cat", "dog"]
 
 STATE = {  # the manifest state each outcome leaves
     "labeled": "labeled",
+    "other": "other",
     "rejected": "rejected",
     "back_to_pool": "pool",
     "queued_again": "queued",
@@ -48,7 +51,7 @@ def test_each_status_does_what_its_outcome_says(tmp_path):
     manifest's state after it."""
     pool, raw = tmp_path / "pool", tmp_path / "raw"
     pool.mkdir()
-    statuses = [ACCEPTED, DISAGREEMENT, UNKNOWN_LABEL, EXCLUDED, REMOVED]
+    statuses = [ACCEPTED, OTHER, DISAGREEMENT, UNKNOWN_LABEL, EXCLUDED, SKIPPED_TOO_OFTEN, REMOVED]
     statuses += [SKIPPED, DELETED, REQUEUED, OPEN]
     assert set(statuses) == set(OUTCOME)
     manifest = Manifest(tmp_path / "manifest.csv")
@@ -63,10 +66,10 @@ def test_each_status_does_what_its_outcome_says(tmp_path):
     for status in statuses:
         assert manifest.samples[f"{status}.png"].state == STATE[OUTCOME[status]], status
     assert describe_outcomes(counts) == (
-        "labeled 1, rejected 4, back to pool 2, queued again 1, still open 1"
+        "labeled 1, other 1, rejected 5, back to pool 2, queued again 1, still open 1"
     )
     again = apply_answers(answers, manifest, pool, raw, round=0)  # a rerun: applied before
-    assert describe_outcomes(again).endswith("queued again 1, still open 1, unchanged 5")
+    assert describe_outcomes(again).endswith("queued again 1, still open 1, unchanged 7")
 
 
 def test_the_report_names_its_rounds_and_each_answered_images_outcome():
@@ -88,6 +91,7 @@ def test_the_report_names_its_rounds_and_each_answered_images_outcome():
     ]
     assert report["outcomes"] == {
         "labeled": 1,
+        "other": 0,
         "rejected": 1,
         "back_to_pool": 1,
         "queued_again": 1,
@@ -106,4 +110,4 @@ def test_the_simulated_annotators_ingest_logs_what_became_of_its_answers(
     annotator = SimulatedAnnotator(cfg.data.pool_labels, CLASSES)
     with caplog.at_level(logging.INFO, logger="activelearn.rounds"):
         ingest(Round(cfg, 1, RoundState(1), Manifest.load(cfg.data.manifest), annotator))
-    assert INGEST_SUMMARY.format(requeued=0, open=0) in caplog.text
+    assert INGEST_SUMMARY.format(other=1, rejected=0, requeued=0, open=0) in caplog.text

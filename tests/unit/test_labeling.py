@@ -10,9 +10,10 @@ from activelearn.errors import ConfigError
 from activelearn.labeling.answers import (
     ACCEPTED,
     MAX_NAME_BYTES,
+    OTHER,
     REMOVED,
     SKIPPED,
-    UNKNOWN_LABEL,
+    SKIPPED_TOO_OFTEN,
     Answer,
     apply_answers,
     labeled_name,
@@ -67,11 +68,11 @@ def write_labels(tmp_path, rows, header=("path", "label"), encoding="utf-8"):
     return path
 
 
-def test_a_label_that_is_not_a_class_is_rejected_never_a_folder(tmp_path):
+def test_a_label_that_is_not_a_class_is_answered_other_never_a_class_folder(tmp_path):
     rows = [("p/0.png", "../test/cat"), ("p/1.png", ""), ("p/2.png", "Cat"), ("p/3.png", "dog ")]
     annotator = SimulatedAnnotator(write_labels(tmp_path, rows), CLASSES)
     answers = annotator.collect(0, queue([r[0] for r in rows]), tmp_path)
-    assert [a.status for a in answers] == [UNKNOWN_LABEL] * 3 + [ACCEPTED]
+    assert [a.status for a in answers] == [OTHER] * 3 + [ACCEPTED]
     assert "'../test/cat'" in answers[0].detail and "not a class" in answers[0].detail
     assert answers[3].label == "dog"  # surrounding spaces dropped
 
@@ -82,10 +83,10 @@ def test_a_label_that_is_not_a_class_is_rejected_never_a_folder(tmp_path):
         Image.new("L", (4, 4)).save(pool / sid)
         manifest.set_state(sid, "queued", round=0)
     apply_answers(answers, manifest, pool, raw, 1)
-    assert [manifest.samples[sid].state for sid, _ in rows] == ["rejected"] * 3 + ["labeled"]
-    assert [p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*~*.png")] == [
-        ("raw", "dog")
-    ]
+    assert [manifest.samples[sid].state for sid, _ in rows] == ["other"] * 3 + ["labeled"]
+    copies = sorted(p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*~*.png"))
+    assert copies[-1] == ("raw", "dog")  # the three others: known negatives, no class folder
+    assert [parts[0] for parts in copies[:3]] == ["other"] * 3
 
 
 def test_a_labels_file_from_excel_with_its_bom_and_dot_slash_paths_is_read(tmp_path):
@@ -183,3 +184,57 @@ def test_an_answered_image_removed_from_the_pool_is_rejected_not_a_crash(tmp_pat
     gone = Manifest.load(manifest.path).samples["gone.png"]
     assert (gone.state, gone.reason, gone.round) == ("rejected", NOT_IN_POOL, None)
     assert "gone.png is no longer in" in caplog.text
+
+
+def test_an_image_skipped_more_than_max_skips_times_is_excluded_with_that_reason(tmp_path):
+    """labeling.max_skips=1: the first skip sends it back to the pool, the second ends it;
+    the count survives a reload of the manifest (a round is a new process)."""
+    pool, raw = tmp_path / "pool", tmp_path / "raw"
+    pool.mkdir()
+    Image.new("L", (4, 4)).save(pool / "a.png")
+    path = tmp_path / "manifest.csv"
+    manifest = Manifest(path)
+    manifest.set_state("a.png", "queued", round=0)
+    skip = [Answer("a.png", SKIPPED, detail="task 1: cancelled (1x)")]
+    assert apply_answers(skip, manifest, pool, raw, 0, max_skips=1) == {SKIPPED: 1}
+    manifest = Manifest.load(path)
+    assert (manifest.samples["a.png"].state, manifest.samples["a.png"].skips) == ("pool", 1)
+    manifest.set_state("a.png", "queued", round=3)  # queued again, skipped again
+    assert apply_answers(skip, manifest, pool, raw, 3, max_skips=1) == {SKIPPED_TOO_OFTEN: 1}
+    sample = Manifest.load(path).samples["a.png"]
+    assert sample.state == "rejected"
+    assert "skipped 2 times (labeling.max_skips=1)" in sample.reason
+    # Without a limit (labeling.skipped=exclude decides at once, elsewhere) it comes back.
+    unlimited = Manifest(tmp_path / "other.csv")
+    for round in range(3):
+        unlimited.set_state("a.png", "queued", round=round)
+        apply_answers(skip, unlimited, pool, raw, round)
+    assert (unlimited.samples["a.png"].state, unlimited.samples["a.png"].skips) == ("pool", 3)
+
+
+def test_an_image_answered_other_leaves_the_pool_for_good_into_the_other_folder(tmp_path):
+    pool, raw, other = tmp_path / "pool", tmp_path / "raw", tmp_path / "negatives"
+    (pool / "sub").mkdir(parents=True)
+    Image.new("L", (4, 4)).save(pool / "sub" / "x.png")
+    manifest = Manifest(tmp_path / "manifest.csv")
+    manifest.set_state("sub/x.png", "queued", round=2)
+    answer = Answer("sub/x.png", OTHER, detail="task 7: answered 'Other (none of these)'")
+    apply_answers([answer], manifest, pool, raw, 2, other_dir=other)
+    sample = Manifest.load(tmp_path / "manifest.csv").samples["sub/x.png"]
+    assert (sample.state, sample.round, sample.reason) == ("other", 2, answer.detail)
+    assert [p.parent for p in other.iterdir()] == [other] and not raw.exists()
+    assert manifest.sync_pool(pool, None) == {}  # still in the pool folder: not queued again
+    assert manifest.in_state("pool") == []
+
+
+def test_a_skip_applied_twice_counts_once(tmp_path):
+    """apply_answers is idempotent: the same answers again (a rerun) add no skip."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    Image.new("L", (4, 4)).save(pool / "a.png")
+    manifest = Manifest(tmp_path / "manifest.csv")
+    manifest.set_state("a.png", "queued", round=0)
+    skip = [Answer("a.png", SKIPPED)]
+    for _ in range(3):
+        apply_answers(skip, manifest, pool, tmp_path / "raw", 0, max_skips=1)
+    assert (manifest.samples["a.png"].state, manifest.samples["a.png"].skips) == ("pool", 1)

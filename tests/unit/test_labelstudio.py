@@ -20,6 +20,7 @@ from activelearn.labeling.answers import (
     DISAGREEMENT,
     EXCLUDED,
     OPEN,
+    OTHER,
     REQUEUED,
     SKIPPED,
     UNKNOWN_LABEL,
@@ -201,3 +202,20 @@ def test_a_raw_export_is_never_overwritten(tmp_path):
     assert (first.name, second.name) == ("annotations.raw.json", "annotations.raw.2.json")
     assert first.read_bytes() == b'[{"id": 1}]'  # the earlier one untouched
     assert keep_export(tmp_path, b"[]").name == "annotations.raw.3.json"
+
+
+def test_other_is_a_choice_and_a_vote_never_a_class():
+    other = LabelingConfig().other_label
+    config = label_config(CLASSES, other)
+    assert f'<Choice value="{other}" hint=' in config  # last, after the classes
+    assert choices_of(config) == CLASSES  # neither the project upkeep's class ...
+    target = choice_targets(config)[0]
+    assert (target.choices, target.other) == (tuple(CLASSES), other)  # ... nor serving's
+    assert our_fields(config) != our_fields(label_config(CLASSES))  # a project without it
+    answered = {"id": 4, "annotations": [{"result": choice(other)}]}
+    outcome = decide(answered, "s", CLASSES, other_label=other).answer
+    assert (outcome.status, outcome.label) == (OTHER, None)
+    assert f"answered {other!r}" in outcome.detail
+    split = {"id": 5, "annotations": [{"result": choice(x)} for x in (other, "class0", other)]}
+    assert decide(split, "s", CLASSES, other_label=other).answer.status == OTHER  # 2 of 3
+    assert decide(answered, "s", CLASSES).answer.status == UNKNOWN_LABEL  # other_label=""

@@ -86,6 +86,7 @@ class LabelStudioAnnotator:
             skipped=settings.skipped,
             annotations_per_task=settings.annotations_per_task,
             on_disagreement=settings.on_disagreement,
+            other_label=settings.other_label or None,
         )
 
     def ensure_project(self) -> int:

@@ -22,12 +22,19 @@ if TYPE_CHECKING:
 # as fields added in the UI (say, an image quality Choices) answer something else.
 IMAGE_FIELD = "image"
 LABEL_FIELD = "label"
+# The hint of the "other" choice (labeling.other_label): what marks it as no class, so
+# reading a config never takes it for one, and serving never predicts it.
+OTHER_HINT = "None of the classes: the image leaves the pool"
 
 
-def label_config(class_names: Sequence[str]) -> str:
-    """Image + single Choices, one choice per class, in the given order; a choice is
-    required, so an empty submit cannot pass for an answer."""
-    choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in class_names)
+def label_config(class_names: Sequence[str], other_label: str | None = None) -> str:
+    """Image + single Choices, one choice per class, in the given order, then
+    `other_label` (if any) for an image of none of them; a choice is required, so an
+    empty submit cannot pass for an answer."""
+    lines = [f"    <Choice value={quoteattr(name)}/>" for name in class_names]
+    if other_label:
+        lines.append(f"    <Choice value={quoteattr(other_label)} hint={quoteattr(OTHER_HINT)}/>")
+    choices = "\n".join(lines)
     return (
         "<View>\n"
         f'  <Image name="{IMAGE_FIELD}" value="${IMAGE_FIELD}"/>\n'
@@ -46,7 +53,8 @@ class ChoiceTarget:
     from_name: str  # the <Choices name=...>
     to_name: str  # its (first) toName: the <Image name=...>
     image_key: str  # the task data field the image URL is in: <Image value="$key">
-    choices: tuple[str, ...]  # the labels it offers (a choice's alias, else its value)
+    choices: tuple[str, ...]  # the classes it offers (a choice's alias, else its value)
+    other: str | None = None  # its "other" choice (of no class), never a class to predict
 
 
 def parse(config: str) -> LabelInterface:
@@ -72,12 +80,22 @@ def choice_targets(config: str) -> list[ChoiceTarget]:
         to_name = control.to_name[0].strip()
         image = objects.get(to_name)
         image_key = image.value_name if image and image.value_is_variable else IMAGE_FIELD
-        targets.append(ChoiceTarget(control.name, to_name, image_key, tuple(control.labels)))
+        other = _other_choice(control)
+        classes = tuple(label for label in control.labels if label != other)
+        targets.append(ChoiceTarget(control.name, to_name, image_key, classes, other))
     return targets
 
 
+def _other_choice(control) -> str | None:
+    """The choice of a control that `label_config` marked as "other", if any."""
+    for label, attrs in (control.labels_attrs or {}).items():
+        if (getattr(attrs, "attr", None) or {}).get("hint") == OTHER_HINT:
+            return label
+    return None
+
+
 def choices_of(config: str) -> list[str]:
-    """The class choices of a labeling config (our Choices'), in order."""
+    """The class choices of a labeling config (our Choices'), in order; "other" is none."""
     ours = [t.choices for t in choice_targets(config) if t.from_name == LABEL_FIELD]
     return list(ours[0]) if ours else []
 

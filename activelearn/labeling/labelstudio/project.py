@@ -57,7 +57,7 @@ class Project:
         creating a second one. A project of another campaign with the same title never
         carries this claim.
         """
-        config = label_config(self.class_names)
+        config = label_config(self.class_names, self.settings.other_label or None)
         project_id = state.project_id
         if project_id is None:
             project_id = self._adopt_or_create(state, config)

@@ -18,6 +18,7 @@ from activelearn.labeling.answers import (
     DISAGREEMENT,
     EXCLUDED,
     OPEN,
+    OTHER,
     OUTCOME,
     REQUEUED,
     SKIPPED,
@@ -123,6 +124,7 @@ def decide(
     skipped: str = "pool",
     annotations_per_task: int = 1,
     on_disagreement: str = "requeue",
+    other_label: str | None = None,
 ) -> TaskOutcome:
     """Turn one exported task into an Answer.
 
@@ -143,6 +145,9 @@ def decide(
     task there) is decisive: its label is the answer whatever the other votes say and
     however many there are; only its own label is checked. The other votes still count
     for the agreement report. Several ground truths that disagree are rejected.
+
+    `other_label` (labeling.other_label) is a vote like a class; decided, it is an OTHER
+    answer: the image is of none of the classes.
     """
     task_id = task.get("id")
     votes: list[str] = []
@@ -157,7 +162,7 @@ def decide(
         if annotation.get("ground_truth"):
             ground_truth.append(labels[0])
     deciding = ground_truth or votes
-    known = set(class_names)
+    known = set(class_names) | ({other_label} if other_label else set())
     unknown = sorted({label for label in deciding if label not in known})
     if unknown:
         return TaskOutcome(
@@ -194,6 +199,9 @@ def decide(
     agreed = 2 * top > len(deciding) if policy == "majority" else top == len(deciding)
     if agreed:
         detail = f"task {task_id}: {top} of {len(deciding)} ({policy})"
+        if label == other_label:
+            detail = f"answered {label!r}, {detail}"
+            return TaskOutcome(Answer(sample_id, OTHER, detail=detail), votes, task_id)
         return TaskOutcome(Answer(sample_id, ACCEPTED, label, detail=detail), votes, task_id)
     summary = ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
     detail = f"task {task_id}: votes {summary} ({policy})"
@@ -276,13 +284,15 @@ def late_changes(
     changes = []
     for sample in answered:
         task = task_of.get((sample.sample_id, sample.round))
-        if task is None or sample.state not in ("labeled", "rejected"):
+        if task is None or sample.state not in ("labeled", "other", "rejected"):
             continue
         now = decide_task(task, sample.sample_id).answer
         if now.status == OPEN:
             continue
         if sample.state == "labeled":
             changed = (now.status, now.label) != (ACCEPTED, sample.label)
+        elif sample.state == "other":
+            changed = now.status != OTHER
         else:
             changed = now.status == ACCEPTED
         if changed:
@@ -362,7 +372,8 @@ def round_report(
         "answered": answered,
         "disagreements": listed[DISAGREEMENT] + listed[REQUEUED],
         "unknown_labels": listed[UNKNOWN_LABEL],
-        "skipped": listed[SKIPPED] + listed[EXCLUDED],
+        "other": listed[OTHER],
+        "skipped": listed[SKIPPED] + listed[EXCLUDED],  # labeling.max_skips applies at ingest
         "deleted": listed[DELETED],
         "open": listed[OPEN],
         "late_changes": list(late_changes),
