@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -224,3 +225,23 @@ def calibrated_weights(folder: Path, x: np.ndarray, cfg) -> str:
     path = Path(folder) / "calibrated.weights.h5"
     network.save_weights(path)
     return str(path)
+
+
+def checksums(root: Path) -> dict[str, str]:
+    """Content and permissions of every file under `root`: what "unchanged" means."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        + oct(p.stat().st_mode)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+LABEL_CONFIG = """
+<View>
+  <Image name="img" value="$picture"/>
+  <Choices name="cls" toName="img" choice="single">
+    <Choice value="class0"/><Choice value="class1"/><Choice value="class2"/>
+  </Choices>
+</View>
+"""  # a labeling config of the three CLASSES, for the ML backend's /setup and /predict

@@ -198,15 +198,7 @@ def copy_labeled(sample_id: str, label: str, pool_dir: Path, raw_dir: Path) -> b
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 earlier.replace(target)
-    if target.exists():
-        return True
-    try:
-        source = open(pool_dir / sample_id, "rb")
-    except FileNotFoundError:
-        return False
-    with source, atomic_file(target, "wb") as copy:
-        shutil.copyfileobj(source, copy)
-    return True
+    return _copy_once(pool_dir / sample_id, target)
 
 
 def promote_other(manifest: Manifest, raw_dir: str | Path, other_dir: str | Path) -> int:
@@ -230,11 +222,15 @@ def promote_other(manifest: Manifest, raw_dir: str | Path, other_dir: str | Path
 
 def copy_other(sample_id: str, pool_dir: Path, other_dir: Path) -> bool:
     """Copy a pool image answered "other" to `other_dir/`, once; False if it is gone."""
-    target = other_dir / labeled_name(sample_id)
+    return _copy_once(pool_dir / sample_id, other_dir / labeled_name(sample_id))
+
+
+def _copy_once(source_path: Path, target: Path) -> bool:
+    """`source_path` copied to `target` unless it is there; False if the source is gone."""
     if target.exists():
         return True
     try:
-        source = open(pool_dir / sample_id, "rb")
+        source = open(source_path, "rb")
     except FileNotFoundError:
         return False
     with source, atomic_file(target, "wb") as copy:

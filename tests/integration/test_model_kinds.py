@@ -28,7 +28,7 @@ from activelearn.workspace.features import FeatureCache
 from activelearn.workspace.manifest import Manifest
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.helpers import calibrated_weights, write_class_folders
+from tests.helpers import LABEL_CONFIG, calibrated_weights, write_class_folders
 
 RGB = Preprocessing((32, 32), 3)
 RECIPE = dict(batch_size=8, min_steps=20, min_epochs=1, dense_units=8, dropout=0.2)
@@ -43,14 +43,6 @@ KINDS = {
         **RECIPE,
     ),
 }
-LABEL_CONFIG = """
-<View>
-  <Image name="img" value="$picture"/>
-  <Choices name="cls" toName="img" choice="single">
-    <Choice value="class0"/><Choice value="class1"/><Choice value="class2"/>
-  </Choices>
-</View>
-"""
 
 
 @pytest.fixture(scope="module")

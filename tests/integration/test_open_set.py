@@ -49,7 +49,7 @@ def test_a_class_found_among_other_answers_is_added_without_losing_an_answer(
     state = json.loads((ws / "rounds" / "2" / "state.json").read_text())
     assert state["phases"]["train"]["answers"] == last.answers  # in the round's record
     client = MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlruns.db'}")
-    experiment = client.get_experiment_by_name(campaign_id(ws))
+    experiment = client.get_experiment_by_name(ws.name)  # named after the workspace folder
     parent = next(
         run
         for run in client.search_runs([experiment.experiment_id])

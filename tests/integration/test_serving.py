@@ -39,18 +39,10 @@ from serving.images import ImageError, ImageSource
 from serving.label_config import DEFAULT_TARGET, choice_target
 from serving.retrain import _child_environment, next_round
 from serving.settings import ServingSettings, describe
-from tests.helpers import pattern_image, write_class_folders
+from tests.helpers import LABEL_CONFIG, pattern_image, write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
 TOKEN = "secret-token-0123456789"
-LABEL_CONFIG = """
-<View>
-  <Image name="img" value="$picture"/>
-  <Choices name="cls" toName="img" choice="single">
-    <Choice value="class0"/><Choice value="class1"/><Choice value="class2"/>
-  </Choices>
-</View>
-"""
 
 
 def local(relative: str) -> str:

@@ -9,7 +9,6 @@ two short rounds keep it to a few minutes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from activelearn.rounds.state import RoundState
-from tests.helpers import write_class_folders
+from tests.helpers import checksums, write_class_folders
 
 TINY = [
     "data=folder",
@@ -45,16 +44,6 @@ def sweep_command(sweep: str, rounds: int, seeds: str, *extra: str) -> list[str]
         *(f"strategy={','.join(STRATEGIES)}", f"seed={seeds}"),
         *("data.source=source", f"hydra.sweep.dir={sweep}", *TINY, *extra),
     ]
-
-
-def checksums(root: Path) -> dict[str, str]:
-    """Content and permissions of every file under `root`."""
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        + oct(p.stat().st_mode)
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def workspace(sweep: Path, strategy: str, seed: int) -> Path:

@@ -2,7 +2,6 @@
 makes one from a labeled folder: on small generated image folders, no training."""
 
 import errno
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,17 +13,7 @@ from activelearn.data.datasets import main as datasets_main
 from activelearn.data.datasets import split_labeled
 from activelearn.data.source import take_source
 from activelearn.errors import ConfigError, SourceChanged
-from tests.helpers import write_class_folders
-
-
-def checksums(root: Path) -> dict[str, str]:
-    """Content and permissions of every file under `root`: what "unchanged" means."""
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        + oct(p.stat().st_mode)
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+from tests.helpers import checksums, write_class_folders
 
 
 @pytest.fixture
