@@ -24,6 +24,9 @@ HISTORY = EVALUATION / "history.csv"
 # Frozen-backbone features per image, by backbone and file content: run state, never
 # versioned (rebuilt when removed).
 FEATURE_CACHE = Path(".cache/features")
+# The last trained network's weights, where `model.warm_start` starts the next round:
+# run state like the feature cache, never versioned.
+WARM_START = Path(".cache/warm_start.npz")
 
 ROUNDS = Path("rounds")
 STOP_SET = ROUNDS / "stop_set.json"  # drawn from the pool once, for the stop rule
