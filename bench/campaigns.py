@@ -176,9 +176,17 @@ class Digits:
         return self.root / "data/pool"
 
 
-def load_digits_split(root: Path, seed: int, per_class: int, prep: Preprocessing) -> Digits:
-    """Write the digits as PNGs under `root` and decode every split with `preprocess`."""
-    write_digits(root, seed=seed, per_class=per_class, test_fraction=TEST_FRACTION)
+def load_digits_split(
+    root: Path, seed: int, per_class: int, prep: Preprocessing, dataset: str = "digits"
+) -> Digits:
+    """Write the digits (or `dataset`) as PNGs under `root` and decode every split with
+    `preprocess`."""
+    if dataset == "textures":
+        from bench.textures import write_textures
+
+        write_textures(root, seed=seed, per_class=per_class, test_fraction=TEST_FRACTION)
+    else:
+        write_digits(root, seed=seed, per_class=per_class, test_fraction=TEST_FRACTION)
     raw, test, pool = root / "data/raw", root / "data/test", root / "data/pool"
     class_names = class_names_of(raw, test)
     index = {name: i for i, name in enumerate(class_names)}
@@ -447,6 +455,8 @@ def check_protocol(out: Path, args: argparse.Namespace) -> None:
     """Refuse to mix rounds of different starting sets or batch sizes in one --out."""
     protocol = {"start_per_class": args.start_per_class, "batch": args.batch}
     path = out / "protocol.json"
+    if args.dataset != "digits":
+        protocol["dataset"] = args.dataset
     if args.recipes:  # a recipe's name must mean the same settings in every run of `out`
         known = json.loads(path.read_text()).get("recipes", {}) if path.exists() else {}
         if clash := [n for n, o in args.recipes.items() if known.get(n, o) != o]:
@@ -512,7 +522,7 @@ def write_summary(
 
     lo = min(x for runs in curves.values() for c in runs for x, _ in c[:1])
     lines = [
-        f"# Strategies on the digits: {args.start_per_class} labels per class to start, "
+        f"# Strategies on the {args.dataset}: {args.start_per_class} labels per class to start, "
         f"batches of {args.batch}, up to {args.budget} labels",
         "",
         f"Labels to reach each test accuracy (mean ± std over the seeds that reach it; "
@@ -713,6 +723,12 @@ def main(argv: list[str] | None = None) -> None:
         "(e.g. `today=` `aug_ema=augment.enabled=true,ema=0.99`); every strategy runs "
         "with each, as campaign `strategy@name`, the first recipe the time baseline",
     )
+    parser.add_argument(
+        "--dataset",
+        choices=("digits", "textures"),
+        default="digits",
+        help="textures: bench/textures.py's harder generated set (32x32 RGB, clutter, scale)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.recipe_entries = args.recipes or []
@@ -762,6 +778,8 @@ def main(argv: list[str] | None = None) -> None:
 def run_seeds(args: argparse.Namespace, kept: dict) -> None:
     """Every unfinished campaign of `args.seeds`, seed by seed, appending to its seed's file."""
     prep, mcfg = digits_preprocessing(), model_config()
+    if args.dataset == "textures":  # bench/textures.py: 32x32 RGB
+        prep = Preprocessing((32, 32), 3)
     for seed in args.seeds:
         todo = [
             s for s in args.strategies if not resumable(kept.get((s, seed), []), args.budget)[0]
@@ -772,7 +790,9 @@ def run_seeds(args: argparse.Namespace, kept: dict) -> None:
         writer = RowWriter(seed_file(args.out, seed))
         try:
             with tempfile.TemporaryDirectory(prefix=f"campaigns-bench-{seed}-") as tmp:
-                digits = load_digits_split(Path(tmp), seed, args.start_per_class, prep)
+                digits = load_digits_split(
+                    Path(tmp), seed, args.start_per_class, prep, args.dataset
+                )
                 log.info(
                     "seed %d: %d labeled, %d pool, %d test images",
                     seed,
@@ -799,6 +819,7 @@ def run_workers(args: argparse.Namespace) -> None:
     common = [
         *("--strategies", *args.base_strategies),
         *(("--recipes", *args.recipe_entries) if args.recipe_entries else ()),
+        *("--dataset", args.dataset),
         *("--start-per-class", str(args.start_per_class), "--batch", str(args.batch)),
         *("--budget", str(args.budget), "--out", str(args.out), "--scorer", args.scorer),
         "--worker",
