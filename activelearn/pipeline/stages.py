@@ -146,18 +146,19 @@ def train(cfg: Config) -> None:
         cache = FeatureCache(FEATURE_CACHE, classifier.backbone_key())
         features = cached_backbone_features(classifier, x, labeled_files("train"), cache)
     warm_from = None
-    if cfg.model.warm_start and WARM_START.is_file():
+    last = WARM_START / f"{round_tag((cfg.round or 0) - 1)}.npz"
+    if cfg.model.warm_start and last.is_file():
         import numpy as np
 
-        with np.load(WARM_START) as f:
+        with np.load(last) as f:
             warm_from = [f[f"arr_{i}"] for i in range(len(f.files))]
     history = classifier.fit(x, y, cfg.model, cfg.seed, features=features, warm_from=warm_from)
     tag = classifier.save(MODEL_FILE)
     if cfg.model.warm_start:
         import numpy as np
 
-        WARM_START.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(WARM_START, *classifier.network.get_weights())
+        WARM_START.mkdir(parents=True, exist_ok=True)
+        np.savez(WARM_START / f"{round_tag(cfg.round or 0)}.npz", *classifier.network.get_weights())
     EVALUATION.mkdir(exist_ok=True)
     _write_csv(HISTORY, history)
     log.info("saved %s to %s", tag, MODEL_FILE)

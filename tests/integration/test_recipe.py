@@ -128,3 +128,34 @@ def test_warm_start_starts_from_the_last_rounds_weights(data, tiny_model_cfg):
     assert warm_history[0]["loss"] < scratch_history[0]["loss"]  # started where last ended
     other = Classifier.build([*names, "extra"], PREP, cfg, seed=1)
     assert not other.warm_start(last.network.get_weights())  # another class count: fresh
+
+
+def test_the_train_stage_warm_starts_from_the_round_before(
+    data, tiny_model_cfg, tmp_path, monkeypatch, bentoml_home
+):
+    import json
+
+    from activelearn.config import Config, DataConfig
+    from activelearn.pipeline import stages
+
+    _, names, train = data
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prepared").mkdir()
+    np.savez(tmp_path / "prepared/train.npz", x=train.x, y=train.y, files=np.array(train.files))
+    (tmp_path / "prepared/classes.json").write_text(json.dumps(names))
+    started_from = []
+    real = Classifier.warm_start
+    monkeypatch.setattr(
+        Classifier, "warm_start", lambda self, w: started_from.append(w[0].copy()) or real(self, w)
+    )
+    cfg = Config(
+        data=DataConfig(image_size=[12, 12], channels=1),
+        model=replace(tiny_model_cfg, warm_start=True),
+    )
+    stages.train(replace(cfg, round=0))
+    assert started_from == []  # nothing before round 0
+    saved = np.load(tmp_path / ".cache/warm_start/round-0.npz")["arr_0"]
+    stages.train(replace(cfg, round=1))
+    stages.train(replace(cfg, round=1))  # a rerun of round 1: from round 0's weights again
+    assert len(started_from) == 2
+    assert all(np.array_equal(w, saved) for w in started_from)
