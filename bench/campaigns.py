@@ -18,6 +18,13 @@ scores the pool and selects a batch with `activelearn.scoring`'s own pieces (its
 answers the batch from the true labels, until `--budget` labels are spent. Strategy
 settings come from conf/strategy/<name>.yaml.
 
+`--recipes name=key=value,...` runs every strategy with each training recipe (settings of
+`model.` over conf/model/cnn.yaml, which holds the default recipe: spell out every option
+a baseline turns off, e.g. `previous=augment.enabled=false,ema=0,class_balanced=false,
+warm_start=false`) as campaigns `strategy@name`, and adds a table of round-to-round falls
+of test accuracy, training time against the first recipe's, and ECE. `--dataset textures`
+runs on bench/textures.py's harder generated set instead of the digits.
+
 One CSV row per round goes to `<out>/rounds/seed-<seed>.csv` as soon as the round ends,
 with the batch it queued, so a rerun skips finished campaigns and continues unfinished
 ones from their last round (rows of other code or settings are not told apart: pass a

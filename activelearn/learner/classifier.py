@@ -233,13 +233,13 @@ class Classifier:
         import keras
 
         keras.utils.set_random_seed(seed)
+        epochs = training_epochs(len(x), cfg)
+        total_steps = epochs * math.ceil(len(x) / cfg.batch_size)
         model.compile(
-            optimizer=recipe.optimizer(cfg, learning_rate),
+            optimizer=recipe.optimizer(cfg, learning_rate, total_steps),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-        epochs = training_epochs(len(x), cfg)
-        total_steps = epochs * math.ceil(len(x) / cfg.batch_size)
         points = min(HISTORY_POINTS, total_steps)
         steps_per_point = math.ceil(total_steps / points)
         augment = recipe.augmentation(cfg.augment, self.prep, seed) if pixels else None

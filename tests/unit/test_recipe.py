@@ -104,3 +104,13 @@ def test_recipe_settings_compose_and_default_to_todays_recipe():
     assert cfg.model.augment.flip is False  # digits: no flips unless asked
     with pytest.raises(Exception, match="augment"):
         compose_config(["model.augment.flips=true"])  # a typo fails when composed
+
+
+def test_weight_average_spans_at_most_the_last_third_of_a_fit():
+    from activelearn.config import ModelConfig
+    from activelearn.learner.recipe import optimizer
+
+    cfg = ModelConfig(ema=0.99)
+    assert optimizer(cfg, 1e-3, 300).ema_momentum == pytest.approx(0.99)  # the recipe's
+    assert optimizer(cfg, 1e-3, 40).ema_momentum == pytest.approx(1 - 3 / 40)  # a test's
+    assert not optimizer(ModelConfig(), 1e-3, 300).use_ema
