@@ -84,6 +84,20 @@ class DataConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Random changes to the training images only; scoring, evaluation and serving see
+    the image as it is. Each part is off at 0 / false."""
+
+    enabled: bool = False  # the switch for all of the below
+    translate: float = 0.1  # random shift, a fraction of height and width
+    zoom: float = 0.1  # random zoom in or out (a crop, or a margin), a fraction of the size
+    rotation: float = 0.03  # random rotation, a fraction of a full turn (0.03 = 11 degrees)
+    flip: bool = False  # random left-right flips (off for digits and text)
+    contrast: float = 0.0  # random contrast change, a fraction
+    brightness: float = 0.0  # random brightness change, a fraction of the value range
+
+
+@dataclass
 class ModelConfig:
     kind: ModelKind = ModelKind.cnn
     name: str = "cnn"  # the Keras model's name
@@ -110,6 +124,14 @@ class ModelConfig:
     _target_: Optional[str] = None
     params: dict[str, Any] = field(default_factory=dict)  # custom: the function's arguments
     features_layer: Optional[str] = None  # custom: layer fed to diversity; None = penultimate
+    # The training recipe's options (docs/model.md#training-recipe):
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # the training stream only
+    ema: float = 0.0  # > 0: keep the exponential moving average of the weights (momentum)
+    class_balanced: bool = False  # draw each training batch's images class by class evenly
+    warm_start: bool = False  # start from the last round's weights, not from scratch
+    # > 1: fit the softmax temperature on out-of-fold predictions of the labeled set (this
+    # many extra fits a round); 0 = no temperature scaling
+    calibration_folds: int = 0
 
 
 @dataclass

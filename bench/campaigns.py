@@ -26,6 +26,13 @@ included, plus "other" answers), the curves are accuracy on the known classes' t
 images against answers spent, and the summary adds the share of answers wasted on
 "other" per strategy and seed.
 
+`--recipes name=key=value,...` runs every strategy with each training recipe (settings of
+`model.` over conf/model/cnn.yaml, which holds the default recipe: spell out every option
+a baseline turns off, e.g. `previous=augment.enabled=false,ema=0,class_balanced=false,
+warm_start=false`) as campaigns `strategy@name`, and adds a table of round-to-round falls
+of test accuracy, training time against the first recipe's, and ECE. `--dataset textures`
+runs on bench/textures.py's harder generated set instead of the digits.
+
 One CSV row per round goes to `<out>/rounds/seed-<seed>.csv` as soon as the round ends,
 with the batch it queued, so a rerun skips finished campaigns and continues unfinished
 ones from their last round (rows of other code or settings are not told apart: pass a
@@ -114,17 +121,42 @@ COLUMNS = [
     "stop",
     "queued",
 ]
+COLUMNS += ["ece", "ece_uncalibrated", "temperature"]  # the round model's, on the test set
+DROPS = [0.01, 0.015, 0.02]  # round-to-round falls of test accuracy counted (--recipes)
 
 
 # ------------------------------------------------------------------------ configuration
 
 
-def model_config() -> ModelConfig:
-    """conf/model/cnn.yaml on the schema: the recipe the DVC train stage uses."""
+def model_config(overrides: str = "") -> ModelConfig:
+    """conf/model/cnn.yaml on the schema: the recipe the DVC train stage uses; then
+    `overrides`, comma-separated `key=value` of `model.` (a --recipes entry)."""
     merged = OmegaConf.merge(
-        OmegaConf.structured(ModelConfig), OmegaConf.load(ROOT / "conf/model/cnn.yaml")
+        OmegaConf.structured(ModelConfig),
+        OmegaConf.load(ROOT / "conf/model/cnn.yaml"),
+        OmegaConf.from_dotlist([o for o in overrides.split(",") if o]),
     )
     return OmegaConf.to_object(merged)
+
+
+def parse_recipes(entries: list[str] | None) -> dict[str, str]:
+    """--recipes `name=key=value,key=value` entries: {name: overrides} (checked now)."""
+    recipes = {}
+    for entry in entries or []:
+        name, _, overrides = entry.partition("=")
+        if not name or "@" in name:
+            raise SystemExit(f"--recipes {entry!r}: give name=key=value,... (no @ in name)")
+        try:
+            model_config(overrides)  # a misspelled setting fails now, not after hours
+        except Exception as err:
+            raise SystemExit(f"--recipes {entry!r}: {err}") from err
+        recipes[name] = overrides
+    return recipes
+
+
+def campaign_labels(strategies: list[str], recipes: dict[str, str]) -> list[str]:
+    """A campaign's name in the rows: the strategy, or `strategy@recipe` with --recipes."""
+    return [f"{s}@{r}" for s in strategies for r in recipes] if recipes else list(strategies)
 
 
 def strategy_config(name: str) -> StrategyConfig:
@@ -169,11 +201,22 @@ class Digits:
 
 
 def load_digits_split(
-    root: Path, seed: int, per_class: int, prep: Preprocessing, unknown: tuple[str, ...] = ()
+    root: Path,
+    seed: int,
+    per_class: int,
+    prep: Preprocessing,
+    unknown: tuple[str, ...] = (),
+    dataset: str = "digits",
 ) -> Digits:
-    """Write the digits as PNGs under `root` and decode every split with `preprocess`;
-    the `unknown` digits lose their seed labels and test images, not their pool images."""
-    write_digits(root, seed=seed, per_class=per_class, test_fraction=TEST_FRACTION)
+    """Write the digits (or `dataset`) as PNGs under `root` and decode every split with
+    `preprocess`; the `unknown` classes lose their seed labels and test images, not their
+    pool images."""
+    if dataset == "textures":
+        from bench.textures import write_textures
+
+        write_textures(root, seed=seed, per_class=per_class, test_fraction=TEST_FRACTION)
+    else:
+        write_digits(root, seed=seed, per_class=per_class, test_fraction=TEST_FRACTION)
     raw, test, pool = root / "data/raw", root / "data/test", root / "data/pool"
     for digit in unknown:
         for folder in (raw / digit, test / digit):
@@ -270,15 +313,18 @@ def select_from_files(
 # ---------------------------------------------------------------------------- campaigns
 
 
-def train_model(digits: Digits, x: np.ndarray, y: np.ndarray, prep, mcfg, seed: int):
-    """A fresh classifier trained from scratch, as the DVC train stage does each round."""
+def train_model(
+    digits: Digits, x: np.ndarray, y: np.ndarray, prep, mcfg, seed: int, warm_from=None
+):
+    """A fresh classifier trained from scratch, as the DVC train stage does each round
+    (from `warm_from`, the last round's weights, with model.warm_start)."""
     import keras
 
     from activelearn.learner.classifier import Classifier
 
     keras.backend.clear_session()  # each real round is a fresh process
     classifier = Classifier.build(digits.class_names, prep, mcfg, seed)
-    classifier.fit(x, y, mcfg, seed)
+    classifier.fit(x, y, mcfg, seed, warm_from=warm_from)
     return classifier
 
 
@@ -293,7 +339,12 @@ def run_campaign(
     mcfg: ModelConfig,
 ) -> None:
     """Rounds from where `done` (this campaign's rows so far) stops, up to the budget."""
-    scfg = strategy_config(strategy)
+    from activelearn.learner.metrics import expected_calibration_error
+
+    scfg = strategy_config(strategy.split("@")[0])
+    if "@" in strategy:
+        mcfg = model_config(args.recipes[strategy.split("@")[1]])
+    warm_from = None  # a resumed warm-started campaign restarts from scratch once
     position = {sid: i for i, sid in enumerate(digits.pool_ids)}
     answered_ids: list[str] = [sid for row in done for sid in row["queued"].split()]
     n = len(done)
@@ -306,9 +357,13 @@ def run_campaign(
         other_x = digits.pool_x[other] if len(other) else None
         spent = len(y) + len(other)
         start = time.perf_counter()
-        classifier = train_model(digits, x, y, prep, mcfg, seed)
+        classifier = train_model(digits, x, y, prep, mcfg, seed, warm_from)
+        if mcfg.warm_start:
+            warm_from = classifier.network.get_weights()
         trained = time.perf_counter()
         report = classifier.evaluate(digits.test_x, digits.test_y)
+        raw = classifier.predict_proba(digits.test_x, calibrated=False)
+        calibrated = classifier.predict_proba(digits.test_x)
         evaluated = time.perf_counter()
         left = args.budget - spent
         taken = set(answered_ids)
@@ -359,6 +414,9 @@ def run_campaign(
             "select_seconds": f"{end - evaluated:.3f}",
             "stop": stop,
             "queued": " ".join(queue),
+            "ece": f"{expected_calibration_error(calibrated, digits.test_y):.5f}",
+            "ece_uncalibrated": f"{expected_calibration_error(raw, digits.test_y):.5f}",
+            "temperature": f"{classifier.temperature:.4f}",
         }
         writer.write(row)
         log.info(
@@ -453,14 +511,23 @@ def check_protocol(out: Path, args: argparse.Namespace) -> None:
     if args.unknown_classes:
         protocol["unknown_classes"] = args.unknown_classes
     path = out / "protocol.json"
+    if args.dataset != "digits":
+        protocol["dataset"] = args.dataset
+    if args.recipes:  # a recipe's name must mean the same settings in every run of `out`
+        known = json.loads(path.read_text()).get("recipes", {}) if path.exists() else {}
+        if clash := [n for n, o in args.recipes.items() if known.get(n, o) != o]:
+            raise SystemExit(f"{out}: recipes {clash} were run with other settings there")
+        protocol["recipes"] = known | args.recipes
     if path.exists():
         earlier = json.loads(path.read_text())
-        if earlier != protocol:
+        if {k: v for k, v in earlier.items() if k != "recipes"} != {
+            k: v for k, v in protocol.items() if k != "recipes"
+        }:
             raise SystemExit(
                 f"{out} holds campaigns run with {earlier}, not {protocol}: "
                 "pass another --out or remove that folder"
             )
-    else:
+    if not path.exists() or args.recipes:
         path.write_text(json.dumps(protocol))
 
 
@@ -517,7 +584,7 @@ def write_summary(
 
     lo = min(x for runs in curves.values() for c in runs for x, _ in c[:1])
     lines = [
-        f"# Strategies on the digits: {args.start_per_class} labels per class to start, "
+        f"# Strategies on the {args.dataset}: {args.start_per_class} labels per class to start, "
         f"batches of {args.batch}, up to {args.budget} labels",
         "",
         f"Labels to reach each test accuracy (mean ± std over the seeds that reach it; "
@@ -584,6 +651,8 @@ def write_summary(
             f"({train.sum() / seconds.sum():.0%}); evaluation and selection "
             f"{(seconds - train).mean():.2f} s. This run: {wall_seconds / 60:.1f} min."
         )
+    if args.recipes:
+        lines += ["", *recipe_table(campaigns, args)]
     lines += ["", f"Figure: {figure}", ""]
     markdown = "\n".join(lines)
     (out / "summary.md").write_text(markdown)
@@ -643,6 +712,62 @@ def open_set_lines(
             f"{len(better)} of {len(seeds)} (per seed, {default} / {other}: "
             + ", ".join(f"{s}: {a:.4f} / {b:.4f}" for s, (a, b) in auc.items())
             + ")."
+        )
+    return lines
+
+
+def recipe_table(campaigns: dict[tuple[str, int], list[dict]], args) -> list[str]:
+    """Per campaign label: round-to-round drops of test accuracy over all seeds, the
+    largest, training seconds a round against the first recipe's, and ECE before/after
+    temperature scaling at 50, 100 and 200 labels (mean over seeds)."""
+    head = " | ".join(f"drops > {d * 100:g}" for d in DROPS)
+    lines = [
+        "Round-to-round falls of test accuracy (pairs of consecutive rounds, all seeds), "
+        "training time a round against the first recipe's, and the test ECE before -> "
+        "after temperature scaling (mean over seeds):",
+        "",
+        f"| campaign | pairs | {head} | largest fall | train s/round | ratio | "
+        "ECE 50 | ECE 100 | ECE 200 |",
+        "|---" * (8 + len(DROPS)) + "|",
+    ]
+    trains = {
+        name: float(np.mean([float(r["train_seconds"]) for r in rows]))
+        for name in args.strategies
+        if (rows := [r for (n, _), rs in campaigns.items() if n == name for r in rs])
+    }
+    for label in args.strategies:
+        runs = [
+            [r for r in rows if int(r["labels"]) <= args.budget]
+            for (name, _), rows in campaigns.items()
+            if name == label
+        ]
+        if not runs:
+            continue
+        falls = [
+            float(a["accuracy"]) - float(b["accuracy"])
+            for rows in runs
+            for a, b in zip(rows, rows[1:], strict=False)
+        ]
+        train = trains[label]
+        first = f"{label.split('@')[0]}@{next(iter(args.recipes))}" if args.recipes else label
+        base_train = trains.get(first, train)
+        ece = []
+        for at in (50, 100, 200):
+            pairs = [
+                (float(r["ece_uncalibrated"]), float(r["ece"]))
+                for rows in runs
+                for r in rows
+                if int(r["labels"]) == at and r.get("ece")
+            ]
+            ece.append(
+                f"{np.mean([p[0] for p in pairs]):.3f} -> {np.mean([p[1] for p in pairs]):.3f}"
+                if pairs
+                else "-"
+            )
+        counts = " | ".join(str(sum(f > d + 1e-9 for f in falls)) for d in DROPS)
+        lines.append(
+            f"| {label} | {len(falls)} | {counts} | {max([0, *falls]) * 100:.1f} | "
+            f"{train:.2f} | {train / base_train:.2f} | {' | '.join(ece)} |"
         )
     return lines
 
@@ -727,10 +852,27 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="write the summary of the rounds already in --out, run nothing",
     )
+    parser.add_argument(
+        "--recipes",
+        nargs="+",
+        metavar="NAME=KEY=VALUE,...",
+        help="training recipes to compare, each `name=` + comma-separated model settings "
+        "(e.g. `today=` `aug_ema=augment.enabled=true,ema=0.99`); every strategy runs "
+        "with each, as campaign `strategy@name`, the first recipe the time baseline",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=("digits", "textures"),
+        default="digits",
+        help="textures: bench/textures.py's harder generated set (32x32 RGB, clutter, scale)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.strategies:
         args.strategies = OPEN_SET_STRATEGIES if args.unknown_classes else DEFAULT_STRATEGIES
+    args.recipe_entries = args.recipes or []
+    args.recipes = parse_recipes(args.recipes)
+    args.base_strategies = list(dict.fromkeys(args.strategies))
     # Each campaign once: a seed's file must have one writer.
     args.strategies = list(dict.fromkeys(args.strategies))
     args.seeds = list(dict.fromkeys(args.seeds))
@@ -742,6 +884,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing: one model per round
     for strategy in args.strategies:
         strategy_config(strategy)  # fail now on a misspelled name, not after hours
+    args.strategies = campaign_labels(args.strategies, args.recipes)
     if args.compare_scorers:
         compare_scorers(args, digits_preprocessing(), model_config())
         return
@@ -774,6 +917,8 @@ def main(argv: list[str] | None = None) -> None:
 def run_seeds(args: argparse.Namespace, kept: dict) -> None:
     """Every unfinished campaign of `args.seeds`, seed by seed, appending to its seed's file."""
     prep, mcfg = digits_preprocessing(), model_config()
+    if args.dataset == "textures":  # bench/textures.py: 32x32 RGB
+        prep = Preprocessing((32, 32), 3)
     for seed in args.seeds:
         todo = [
             s for s in args.strategies if not resumable(kept.get((s, seed), []), args.budget)[0]
@@ -785,7 +930,12 @@ def run_seeds(args: argparse.Namespace, kept: dict) -> None:
         try:
             with tempfile.TemporaryDirectory(prefix=f"campaigns-bench-{seed}-") as tmp:
                 digits = load_digits_split(
-                    Path(tmp), seed, args.start_per_class, prep, tuple(args.unknown_classes)
+                    Path(tmp),
+                    seed,
+                    args.start_per_class,
+                    prep,
+                    tuple(args.unknown_classes),
+                    args.dataset,
                 )
                 log.info(
                     "seed %d: %d labeled, %d pool, %d test images",
@@ -811,7 +961,9 @@ def run_workers(args: argparse.Namespace) -> None:
     threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"}
     common = [
-        *("--strategies", *args.strategies),
+        *("--strategies", *args.base_strategies),
+        *(("--recipes", *args.recipe_entries) if args.recipe_entries else ()),
+        *("--dataset", args.dataset),
         *("--start-per-class", str(args.start_per_class), "--batch", str(args.batch)),
         *("--budget", str(args.budget), "--out", str(args.out), "--scorer", args.scorer),
         *(("--unknown-classes", *args.unknown_classes) if args.unknown_classes else ()),

@@ -128,6 +128,16 @@ def make_config(ws: Path, tiny_model_cfg, **campaign) -> Config:
     )
 
 
+# conf/model/cnn.yaml's recipe options off, as the schema's defaults (tiny_model_cfg) have
+# them: a command-line round then trains what a `make_config` round trains.
+PREVIOUS_RECIPE = [
+    "model.augment.enabled=false",
+    "model.ema=0",
+    "model.class_balanced=false",
+    "model.warm_start=false",
+]
+
+
 def run_cli_round(ws: Path, n: int, kill_at: str | None = None, *extra: str) -> int:
     """`python -m activelearn round=N` on the test workspace, optionally killed at a point."""
     env = os.environ | {VARIABLE: kill_at or ""}
@@ -145,6 +155,7 @@ def run_cli_round(ws: Path, n: int, kill_at: str | None = None, *extra: str) -> 
         "model.dropout=0.1",
         "model.min_steps=40",
         "model.min_epochs=2",
+        *PREVIOUS_RECIPE,  # as make_config's ModelConfig: the runs are compared with it
         "strategy.name=margin",
         "strategy.batch_size=6",
         "strategy.candidates=30",

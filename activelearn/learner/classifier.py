@@ -26,7 +26,7 @@ from tqdm import tqdm
 from activelearn.config import ModelConfig
 from activelearn.data.images import Preprocessing
 from activelearn.errors import UnreadableModel
-from activelearn.learner import networks
+from activelearn.learner import networks, recipe
 from activelearn.learner.metrics import classification_report
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,11 @@ class Classifier:
         prep: Preprocessing,
         version: str,
         features_layer: str | None = None,
+        temperature: float = 1.0,
     ):
         self.network = network
+        # the softmax temperature every prediction is scaled by (model.calibration_folds)
+        self.temperature = float(temperature)
         self.class_names = list(class_names)
         self.prep = prep
         self.version = version
@@ -140,54 +143,109 @@ class Classifier:
         cfg: ModelConfig,
         seed: int,
         features: np.ndarray | None = None,
+        warm_from: list[np.ndarray] | None = None,
     ) -> list[dict]:
         """Train from scratch on (x, y); returns the history at up to HISTORY_POINTS points.
 
         With a frozen backbone only the head trains, on `features` (the backbone's output
         for x, from the feature cache) or on features computed here; with
         `cfg.finetune_layers` > 0 the top of the backbone then trains too, on the pixels,
-        at a tenth of the learning rate.
+        at a tenth of the learning rate. `warm_from` (the last round's weights, with
+        `cfg.warm_start`) is where training starts when its shapes fit this network.
+        With `cfg.calibration_folds` > 1 the softmax temperature is then fitted on
+        out-of-fold predictions of (x, y).
         """
         if len(y) == 0:
             raise ValueError("no labeled images to train on: add images to the labeled folder")
+        if warm_from is not None and cfg.warm_start:
+            self.warm_start(warm_from)
         if self.backbone is None:
-            return self._train(self.network, x, y, cfg, seed, cfg.learning_rate)
-        if features is None:
-            features = self.backbone_features(x)
-        history = self._train(self.head, features, y, cfg, seed, cfg.learning_rate)
-        if cfg.finetune_layers > 0:
-            networks.unfreeze_top(self.backbone, cfg.finetune_layers)
-            history += self._train(self.network, x, y, cfg, seed, cfg.learning_rate / 10)
-            self.backbone.trainable = False  # the weights changed: later keys differ
-            self._backbone_key = self._cached_passes = self._head_passes = None
+            history = self._train(self.network, x, y, cfg, seed, cfg.learning_rate, pixels=True)
+        else:
+            if features is None:
+                features = self.backbone_features(x)
+            history = self._train(self.head, features, y, cfg, seed, cfg.learning_rate)
+            if cfg.finetune_layers > 0:
+                networks.unfreeze_top(self.backbone, cfg.finetune_layers)
+                history += self._train(
+                    self.network, x, y, cfg, seed, cfg.learning_rate / 10, pixels=True
+                )
+                self.backbone.trainable = False  # the weights changed: later keys differ
+                self._backbone_key = self._cached_passes = self._head_passes = None
+        self.temperature = 1.0
+        if cfg.calibration_folds > 1 and len(y) >= 2 * cfg.calibration_folds:
+            self.temperature = self._calibrate(x, y, cfg, seed, features)
         return history
 
-    def _train(self, model, x, y, cfg: ModelConfig, seed: int, learning_rate: float) -> list:
+    def warm_start(self, weights: list[np.ndarray]) -> bool:
+        """Start from `weights` (another network's of the same build); False, and the
+        fresh weights kept, when they do not fit (another number of classes, layers)."""
+        own = self.network.get_weights()
+        if len(own) != len(weights) or any(
+            a.shape != b.shape for a, b in zip(own, weights, strict=True)
+        ):
+            log.warning("warm start skipped: the last round's network has another shape")
+            return False
+        self.network.set_weights(weights)
+        return True
+
+    def _calibrate(self, x, y, cfg: ModelConfig, seed: int, features) -> float:
+        """The temperature fitted on out-of-fold predictions of the labeled set: each fold
+        is predicted by a network of the same build trained with the same recipe on the
+        other folds (from scratch; with a backbone, a head on its features). The test set
+        is never touched."""
+        import keras
+
+        inputs = x if self.backbone is None else features
+        oof = np.zeros((len(y), len(self.class_names)), np.float32)
+        for i, held in enumerate(recipe.folds(y, cfg.calibration_folds, seed)):
+            rest = np.setdiff1d(np.arange(len(y)), held)
+            fold_seed = seed + 7919 * (i + 1)
+            keras.utils.set_random_seed(fold_seed)
+            if self.backbone is None:
+                model = networks.build_network(len(self.class_names), self.prep, cfg)
+            else:
+                model = networks.build_head(inputs.shape[-1], len(self.class_names), cfg)
+            self._train(
+                model,
+                inputs[rest],
+                y[rest],
+                cfg,
+                fold_seed,
+                cfg.learning_rate,
+                pixels=self.backbone is None,
+            )
+            oof[held] = np.asarray(model.predict_on_batch(inputs[held]))
+        temperature = recipe.fit_temperature(oof, y)
+        log.info("temperature %.3f from %d folds", temperature, cfg.calibration_folds)
+        return temperature
+
+    def _train(
+        self, model, x, y, cfg: ModelConfig, seed: int, learning_rate: float, pixels=False
+    ) -> list:
         """The project's recipe: Adam, at least `min_steps` steps and `min_epochs` epochs.
 
         The data are shuffled and repeated as one stream, so a tiny labeled set gets its
         floor of optimizer steps without paying Keras's per-epoch overhead each time.
+        The recipe's options (`recipe`) shape the stream and the optimizer; augmentation
+        applies to `pixels` only (not to a head trained on backbone features).
         """
         import keras
-        import tensorflow as tf
 
         keras.utils.set_random_seed(seed)
+        epochs = training_epochs(len(x), cfg)
+        total_steps = epochs * math.ceil(len(x) / cfg.batch_size)
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
+            optimizer=recipe.optimizer(cfg, learning_rate, total_steps),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-        epochs = training_epochs(len(x), cfg)
-        total_steps = epochs * math.ceil(len(x) / cfg.batch_size)
         points = min(HISTORY_POINTS, total_steps)
         steps_per_point = math.ceil(total_steps / points)
-        stream = (
-            tf.data.Dataset.from_tensor_slices((x, y))
-            .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-            .repeat()
-            .batch(cfg.batch_size)
-            .prefetch(2)
-        )
+        augment = recipe.augmentation(cfg.augment, self.prep, seed) if pixels else None
+        if cfg.augment.enabled and not pixels:
+            log.info("model.augment: not applied to a head trained on backbone features")
+        stream = recipe.training_stream(x, y, cfg, seed, augment)
         log.info("training on %d images: %d epochs, %d steps", len(x), epochs, total_steps)
         started, clock = time.perf_counter(), []
 
@@ -218,13 +276,18 @@ class Classifier:
             for i in range(points)
         ]
 
-    def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities, shape [n, classes]."""
+    def predict_proba(
+        self, x: np.ndarray, batch_size: int = 256, calibrated: bool = True
+    ) -> np.ndarray:
+        """Class probabilities, shape [n, classes], scaled by the model's temperature
+        unless `calibrated` is False."""
         if len(x) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         if len(x) <= batch_size:  # one batch: skip predict()'s per-call set-up (~150 ms)
-            return np.asarray(self.network.predict_on_batch(x))
-        return np.asarray(self.network.predict(x, batch_size=batch_size, verbose=0))
+            probas = np.asarray(self.network.predict_on_batch(x))
+        else:
+            probas = np.asarray(self.network.predict(x, batch_size=batch_size, verbose=0))
+        return recipe.with_temperature(probas, self.temperature) if calibrated else probas
 
     def predict_with_features(
         self, x: np.ndarray, mc_samples: int = 0, seed: int | None = None
@@ -250,18 +313,19 @@ class Classifier:
             self._head_passes = _Passes(self.head, self.features_layer)
         return self._predict(self._head_passes, features, mc_samples, seed)
 
-    @staticmethod
-    def _predict(passes, x, mc_samples, seed):
+    def _predict(self, passes, x, mc_samples, seed):
         x = np.asarray(x, np.float32)
+        t = self.temperature
         if mc_samples <= 0:
             features, probas = passes.deterministic(x)
-            return probas.numpy(), features.numpy()
+            return recipe.with_temperature(probas.numpy(), t), features.numpy()
         hidden = passes.head(x)
         features, _ = passes.deterministic_tail(hidden)
         if seed is not None:
             passes.reseed(seed)
         samples = [passes.stochastic_tail(hidden) for _ in range(mc_samples)]
-        return np.stack([p.numpy() for p in samples], axis=-1), features.numpy()
+        stacked = np.stack([p.numpy() for p in samples], axis=-1)
+        return recipe.with_temperature(stacked, t), features.numpy()
 
     def _passes(self) -> _Passes:
         if getattr(self, "_cached_passes", None) is None:
@@ -284,6 +348,7 @@ class Classifier:
             "class_names": self.class_names,
             "preprocessing": self.prep.to_dict(),
             "features_layer": self.features_layer,
+            "temperature": self.temperature,
         }
         with bentoml.models.create(
             tag, labels={"framework": "keras"}, metadata=metadata, _model_store=store
@@ -324,6 +389,7 @@ class Classifier:
             Preprocessing.from_dict(meta["preprocessing"]),
             bento_model.tag.version,
             meta.get("features_layer"),  # None in models saved before it was recorded
+            meta.get("temperature", 1.0),  # 1 in models saved before calibration
         )
         if _content(path) == content:  # not replaced while it was read
             _remember(content, classifier)

@@ -55,3 +55,30 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def expected_calibration_error(probas: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: the gap between confidence and accuracy, averaged over
+    `bins` equal-width confidence bins weighted by how many predictions fall in each."""
+    probas, y_true = np.asarray(probas), np.asarray(y_true)
+    if len(y_true) == 0:
+        return 0.0
+    confidence = probas.max(axis=1)
+    correct = probas.argmax(axis=1) == y_true
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            gap += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(gap)
+
+
+def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:
+    """{class: share of its test images predicted right}, for the classes tested."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return {
+        name: float((y_pred[y_true == i] == i).mean())
+        for i, name in enumerate(class_names)
+        if (y_true == i).any()
+    }

@@ -29,6 +29,7 @@ from activelearn.workspace.layout import (
     MODEL_FILE,
     PARAMS,
     PREPARED,
+    WARM_START,
     round_tag,
 )
 
@@ -144,8 +145,20 @@ def train(cfg: Config) -> None:
 
         cache = FeatureCache(FEATURE_CACHE, classifier.backbone_key())
         features = cached_backbone_features(classifier, x, labeled_files("train"), cache)
-    history = classifier.fit(x, y, cfg.model, cfg.seed, features=features)
+    warm_from = None
+    last = WARM_START / f"{round_tag((cfg.round or 0) - 1)}.npz"
+    if cfg.model.warm_start and last.is_file():
+        import numpy as np
+
+        with np.load(last) as f:
+            warm_from = [f[f"arr_{i}"] for i in range(len(f.files))]
+    history = classifier.fit(x, y, cfg.model, cfg.seed, features=features, warm_from=warm_from)
     tag = classifier.save(MODEL_FILE)
+    if cfg.model.warm_start:
+        import numpy as np
+
+        WARM_START.mkdir(parents=True, exist_ok=True)
+        np.savez(WARM_START / f"{round_tag(cfg.round or 0)}.npz", *classifier.network.get_weights())
     EVALUATION.mkdir(exist_ok=True)
     _write_csv(HISTORY, history)
     log.info("saved %s to %s", tag, MODEL_FILE)
@@ -154,14 +167,30 @@ def train(cfg: Config) -> None:
 def evaluate(cfg: Config) -> dict:
     """Score the model on the fixed test set; write metrics, report and confusion plot."""
     from activelearn.learner.classifier import Classifier
-    from activelearn.learner.metrics import classification_report
+    from activelearn.learner.metrics import (
+        classification_report,
+        expected_calibration_error,
+        per_class_accuracy,
+    )
+    from activelearn.learner.recipe import with_temperature
 
     classifier = Classifier.load(MODEL_FILE)
     x, y = _arrays("test")
     _, y_train = _arrays("train")
-    predicted = classifier.predict_proba(x).argmax(axis=1)
+    raw = classifier.predict_proba(x, calibrated=False)
+    probas = with_temperature(raw, classifier.temperature)
+    predicted = probas.argmax(axis=1)
     names = classifier.class_names
     report = classification_report(y, predicted, names)
+    # Diagnostics, reported only (nothing is fitted on the test set): calibration, each
+    # class's accuracy, and each test image's prediction, to compare with the last round's.
+    report["class_accuracy"] = per_class_accuracy(y, predicted, names)
+    report["test_predictions"] = {  # file: [actual, predicted] class indices
+        name: [int(a), int(p)]
+        for name, a, p in zip(
+            labeled_files("test") or map(str, range(len(y))), y, predicted, strict=True
+        )
+    }
     metrics = {
         key: report[key]
         for key in (
@@ -172,7 +201,13 @@ def evaluate(cfg: Config) -> dict:
             "macro_recall",
             "macro_f1",
         )
-    } | {"test_images": int(len(y)), "labeled_images": int(len(y_train))}
+    } | {
+        "test_images": int(len(y)),
+        "labeled_images": int(len(y_train)),
+        "ece": expected_calibration_error(probas, y),
+        "ece_uncalibrated": expected_calibration_error(raw, y),
+        "temperature": classifier.temperature,
+    }
     EVALUATION.mkdir(exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=2))
     (EVALUATION / "report.json").write_text(json.dumps(report, indent=2))

@@ -205,6 +205,9 @@ def train(r: Round) -> TrainResult:
     if not sum(counts.values()):
         return TrainResult(labeled=0, cold_start=True, answers=answers, not_labeled=wasted)
     repro_seconds = repro(Path.cwd())
+    from activelearn.tracking.diagnostics import keep_predictions
+
+    keep_predictions(EVALUATION / "report.json", r.dir)
     with HISTORY.open() as f:
         fit_seconds = list(csv.DictReader(f))[-1].get("seconds")  # none from older versions
     return TrainResult(
@@ -380,7 +383,26 @@ def round_metrics(r: Round, queue: list[QueueItem]) -> dict[str, float]:
         metrics["stop_agreement"] = selected.agreement
     if (r.dir / NEW_CLASSES).exists():
         metrics["new_class_candidates"] = len(json.loads((r.dir / NEW_CLASSES).read_text()))
+    if test:
+        metrics |= diagnostics(r, test)
     return metrics | {f"labeled_{c}": n for c, n in trained.per_class.items()}
+
+
+def diagnostics(r: Round, test: dict) -> dict[str, float]:
+    """Drop against the last trained round, flipped test images, per-class accuracy, ECE."""
+    from activelearn.tracking.diagnostics import round_diagnostics
+
+    earlier = (RoundState.load(n) for n in range(r.n - 1, -1, -1))
+    previous = next((s for s in earlier if s.train is not None and s.train.metrics), None)
+    classes_file = PREPARED / "classes.json"
+    names = json.loads(classes_file.read_text()) if classes_file.is_file() else []
+    return round_diagnostics(
+        r.dir,
+        round_dir(previous.round) if previous is not None else None,
+        test,
+        previous.train.metrics if previous is not None else None,
+        names,
+    )
 
 
 def track(r: Round) -> TrackResult:
@@ -398,9 +420,16 @@ def track(r: Round) -> TrackResult:
             r.n, cfg, queue, campaign_curve(Path.cwd()), campaign_curve(Path.cwd(), "answers")
         )
         figures += discovery.new_class_grids(r.dir, preprocessing(cfg))
+        flips = [r.dir / "flipped.json"] if (r.dir / "flipped.json").is_file() else []
         tracker.log_artifacts(
             run_id,
-            [r.dir / "queue.jsonl", r.dir / "queue_summary.json", r.dir / NEW_CLASSES, *figures],
+            [
+                r.dir / "queue.jsonl",
+                r.dir / "queue_summary.json",
+                r.dir / NEW_CLASSES,
+                *figures,
+                *flips,
+            ],
         )
         version = None
         test = r.state.train.metrics

@@ -24,6 +24,10 @@ HISTORY = EVALUATION / "history.csv"
 # Frozen-backbone features per image, by backbone and file content: run state, never
 # versioned (rebuilt when removed).
 FEATURE_CACHE = Path(".cache/features")
+# Each round's trained weights (`round-N.npz`), where `model.warm_start` starts the next
+# round (a rerun of round N still starts from round N-1's): run state like the feature
+# cache, never versioned.
+WARM_START = Path(".cache/warm_start")
 
 ROUNDS = Path("rounds")
 STOP_SET = ROUNDS / "stop_set.json"  # drawn from the pool once, for the stop rule

@@ -319,3 +319,37 @@ def test_backbone_mc_dropout_samples_the_head_and_finetuning_moves_the_backbone(
     model.fit(train.x, train.y, cfg, seed=0)
     assert model.backbone_key() != before  # its top layers trained: other features
     assert not model.backbone.trainable  # frozen again for scoring and saving
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_kind_trains_with_the_whole_recipe_and_reloads_the_same(
+    kind, tmp_path, images, bentoml_home
+):
+    """Augmentation (not applied to a backbone's head on cached features), EMA, balanced
+    batches, warm start and out-of-fold calibration (heads on features for a backbone)."""
+    from activelearn.config import AugmentConfig
+    from activelearn.learner import classifier as model_module
+
+    root, names, _ = images
+    cfg = replace(
+        KINDS[kind],
+        augment=AugmentConfig(enabled=True),
+        ema=0.9,
+        class_balanced=True,
+        warm_start=True,
+        calibration_folds=2,
+    )
+    prep = prep_of(cfg)
+    train = load_labeled(root / "train", names, prep)
+    last = Classifier.build(names, prep, cfg, seed=0)
+    last.fit(train.x, train.y, cfg, seed=0)
+    classifier = Classifier.build(names, prep, cfg, seed=1, version="round-1")
+    classifier.fit(train.x, train.y, cfg, seed=1, warm_from=last.network.get_weights())
+    assert classifier.temperature != 1.0
+    x = np.stack([preprocess(f, prep) for f in sorted((root / "pool").rglob("*.png"))])
+    expected = classifier.predict_proba(x)
+    classifier.save(tmp_path / "model.bentomodel")
+    model_module._IN_MEMORY.clear()
+    loaded = Classifier.load(tmp_path / "model.bentomodel")
+    np.testing.assert_allclose(loaded.predict_proba(x), expected, atol=1e-6)
+    assert loaded.temperature == pytest.approx(classifier.temperature)

@@ -145,7 +145,15 @@ def test_three_round_campaign_end_to_end(reference):
         "queue.png",
         "learning_curve.png",
         "model",
+        "flipped.json",  # the test images whose prediction changed since round 0
     } <= artifacts
+    diagnostics = child.data.metrics  # reported only, from the evaluate stage's predictions
+    assert {"test_ece", "test_ece_uncalibrated", "temperature", "accuracy_drop"} <= set(diagnostics)
+    assert {"flipped_to_wrong", "flipped_to_right"} <= set(diagnostics)
+    assert any(key.startswith("class_accuracy_") for key in diagnostics)
+    before = next(s for s in states if s.round == 0).train.metrics["accuracy"]
+    after = next(s for s in states if s.round == 1).train.metrics["accuracy"]
+    assert diagnostics["accuracy_drop"] == pytest.approx(before - after)
 
 
 def test_round_tag_brings_back_that_rounds_data_and_model(reference):

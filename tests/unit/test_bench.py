@@ -121,3 +121,33 @@ def test_the_sweep_model_gives_back_what_was_measured_on_this_machine(sweep_benc
     assert now["sequential"] == pytest.approx(120.0) and now["parallel"] == pytest.approx(80.0)
     more = sweep_bench.predict(seq, par, jobs=6, cores_now=2, n_jobs=2, cores=16)
     assert more["parallel"] < now["parallel"] and more["sequential"] < now["sequential"]
+
+
+def test_recipes_name_campaigns_and_count_their_falls(campaigns):
+    import argparse
+
+    recipes = campaigns.parse_recipes(["today=", "aug=augment.enabled=true,ema=0.99"])
+    assert recipes == {"today": "", "aug": "augment.enabled=true,ema=0.99"}
+    assert campaigns.model_config(recipes["aug"]).augment.enabled
+    labels = campaigns.campaign_labels(["hybrid"], recipes)
+    assert labels == ["hybrid@today", "hybrid@aug"]
+    with pytest.raises(SystemExit):
+        campaigns.parse_recipes(["bad=augment.enabld=true"])
+    rows = {
+        ("hybrid@today", 0): rounds(campaigns, "hybrid@today", 0, [20, 30, 40, 50]),
+        ("hybrid@aug", 0): rounds(campaigns, "hybrid@aug", 0, [20, 30, 40, 50]),
+    }
+    for (label, _), rs in rows.items():
+        accuracy = [0.80, 0.78, 0.84, 0.825] if label.endswith("today") else [0.8, 0.81, 0.82, 0.83]
+        for r, a in zip(rs, accuracy, strict=True):
+            r |= {"accuracy": str(a), "train_seconds": "2" if "today" in label else "3"}
+            r |= {"ece": "0.05", "ece_uncalibrated": "0.1"}
+    args = argparse.Namespace(strategies=labels, recipes=recipes, budget=50)
+    table = campaigns.recipe_table(rows, args)
+    today = next(line for line in table if line.startswith("| hybrid@today"))
+    aug = next(line for line in table if line.startswith("| hybrid@aug"))
+    # falls of 2 and 1.5 points: > 1 twice, > 1.5 once (2.0), > 2 never
+    assert today.split(" | ")[1:6] == ["3", "2", "1", "0", "2.0"]
+    assert aug.split(" | ")[1:6] == ["3", "0", "0", "0", "0.0"]
+    assert " 1.50 " in aug  # its training time against the first recipe's
+    assert "0.100 -> 0.050" in aug
