@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +258,35 @@ LABEL_CONFIG = """
   </Choices>
 </View>
 """  # a labeling config of the three CLASSES, for the ML backend's /setup and /predict
+
+
+def wait_for_model(client, timeout: float = 30.0) -> dict:
+    """/health once the model file has been loaded or refused (it loads in the background)."""
+    deadline = time.monotonic() + timeout
+    while (health := client.get("/health").json())["model_state"] == "loading":
+        assert time.monotonic() < deadline, f"model still loading after {timeout} s"
+        time.sleep(0.05)
+    return health
+
+
+@contextmanager
+def serving_client(model_path: Path, root: Path, scratch: Path, timeout: float = 60.0):
+    """A test client of the ML backend serving `model_path` for the images under `root`
+    (pool in `root/pool`), its model loaded; its own files in `scratch`."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.settings import ServingSettings
+
+    settings = ServingSettings(
+        model_path=model_path,
+        document_root=root,
+        pool_dir=root / "pool",
+        batch_size=4,
+        retrain_log=scratch / "retrain.log",
+        retrain_cwd=scratch,
+        annotation_counts=scratch / "annotations.json",
+    )
+    with TestClient(create_app(settings)) as client:
+        wait_for_model(client, timeout)
+        yield client

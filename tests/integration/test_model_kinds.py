@@ -11,12 +11,10 @@ comparison trivially equal); `weights: null` where only the cost matters.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from activelearn.config import ModelConfig, ModelKind, StrategyConfig
 from activelearn.data.images import Preprocessing, class_names_of, load_labeled, preprocess
@@ -26,9 +24,7 @@ from activelearn.learner.classifier import Classifier
 from activelearn.scoring.select import score_and_select
 from activelearn.workspace.features import FeatureCache
 from activelearn.workspace.manifest import Manifest
-from serving.app import create_app
-from serving.settings import ServingSettings
-from tests.helpers import LABEL_CONFIG, calibrated_weights, write_class_folders
+from tests.helpers import LABEL_CONFIG, calibrated_weights, serving_client, write_class_folders
 
 RGB = Preprocessing((32, 32), 3)
 RECIPE = dict(batch_size=8, min_steps=20, min_epochs=1, dense_units=8, dropout=0.2)
@@ -110,20 +106,7 @@ def test_each_kind_goes_through_a_round_and_serves_what_it_scored(
         assert item.predicted == names[int(probas.argmax())]
         assert item.confidence == pytest.approx(float(probas.max()), abs=1e-5)
 
-    settings = ServingSettings(
-        model_path=path,
-        document_root=root,
-        pool_dir=root / "pool",
-        batch_size=4,
-        retrain_log=tmp_path / "retrain.log",
-        retrain_cwd=tmp_path,
-        annotation_counts=tmp_path / "annotations.json",
-    )
-    with TestClient(create_app(settings)) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/health").json()["model_state"] == "loading":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    with serving_client(path, root, tmp_path) as client:
         tasks = [
             {"id": i + 1, "data": {"picture": f"/data/local-files/?d={f.relative_to(root)}"}}
             for i, f in enumerate(pool_files)

@@ -2,21 +2,17 @@
 the averaged, balanced, calibrated model saves, exports and serves the same predictions,
 and warm start starts from the last round's weights."""
 
-import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from activelearn.config import AugmentConfig
 from activelearn.data.images import Preprocessing, class_names_of, load_labeled, preprocess
 from activelearn.learner import classifier as model
 from activelearn.learner.classifier import Classifier
 from activelearn.learner.recipe import augmentation, training_stream
-from serving.app import create_app
-from serving.settings import ServingSettings
-from tests.helpers import write_class_folders
+from tests.helpers import serving_client, write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
 AUGMENT = AugmentConfig(enabled=True, translate=0.2, zoom=0.2, rotation=0.05, contrast=0.2)
@@ -91,20 +87,7 @@ def test_averaged_balanced_calibrated_model_saves_exports_and_serves_the_same(
     assert np.allclose(probas, expected, atol=1e-6)
 
     model._IN_MEMORY.clear()
-    settings = ServingSettings(
-        model_path=path,
-        document_root=root,
-        pool_dir=root / "pool",
-        batch_size=4,
-        retrain_log=root / "retrain.log",
-        retrain_cwd=root,
-        annotation_counts=root / "annotations.json",
-    )
-    with TestClient(create_app(settings)) as client:
-        for _ in range(600):
-            if client.get("/health").json()["model_state"] != "loading":
-                break
-            time.sleep(0.05)
+    with serving_client(path, root, root) as client:
         tasks = [
             {"id": i + 1, "data": {"image": f"/data/local-files/?d={f.relative_to(root)}"}}
             for i, f in enumerate(files)

@@ -39,7 +39,7 @@ from serving.images import ImageError, ImageSource
 from serving.label_config import DEFAULT_TARGET, choice_target
 from serving.retrain import _child_environment, next_round
 from serving.settings import ServingSettings, describe
-from tests.helpers import LABEL_CONFIG, pattern_image, write_class_folders
+from tests.helpers import LABEL_CONFIG, pattern_image, wait_for_model, write_class_folders
 
 PREP = Preprocessing((12, 12), 1)
 TOKEN = "secret-token-0123456789"
@@ -148,15 +148,6 @@ def client(world, label_studio, foreign):
     with TestClient(app) as test_client:
         wait_for_model(test_client)
         yield test_client
-
-
-def wait_for_model(client, timeout: float = 30.0) -> dict:
-    """/health once the model file has been loaded or refused (it loads in the background)."""
-    deadline = time.monotonic() + timeout
-    while (health := client.get("/health").json())["model_state"] == "loading":
-        assert time.monotonic() < deadline, f"model still loading after {timeout} s"
-        time.sleep(0.05)
-    return health
 
 
 def predict(client, urls, label_config=LABEL_CONFIG, key="picture", **kwargs):
