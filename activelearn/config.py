@@ -124,7 +124,7 @@ class ModelConfig:
     _target_: Optional[str] = None
     params: dict[str, Any] = field(default_factory=dict)  # custom: the function's arguments
     features_layer: Optional[str] = None  # custom: layer fed to diversity; None = penultimate
-    # The training recipe's options (docs/model.md#training-recipe):
+    # The training recipe's options (docs/models.md#the-training-recipe):
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # the training stream only
     ema: float = 0.0  # > 0: keep the exponential moving average of the weights (momentum)
     class_balanced: bool = False  # draw each training batch's images class by class evenly
