@@ -100,7 +100,10 @@ DEFAULT_STRATEGIES = [
 DEFAULT_STRATEGY = "hybrid"  # conf/config.yaml's strategy
 OPEN_SET_STRATEGIES = ["random", "hybrid_closed_set", "hybrid"]
 # Strategies of the benchmark that are a conf/strategy file with other parameters.
-VARIANTS = {"hybrid_closed_set": ("hybrid", {"known_class_weighting": False})}
+VARIANTS = {
+    "hybrid_closed_set": ("hybrid", {"known_class_weighting": False}),
+    "hybrid_max_logit": ("hybrid", {"known_class_prior": "max_logit"}),  # from round 0
+}
 BASELINE = "random"
 TEST_FRACTION = 0.2
 TARGETS = [0.9, 0.95]
@@ -692,7 +695,7 @@ def open_set_lines(
     if DEFAULT_STRATEGY not in by_seed:
         return lines
     default = DEFAULT_STRATEGY
-    for other in (BASELINE, "hybrid_closed_set"):
+    for other in (BASELINE, "hybrid_closed_set", "hybrid_max_logit"):
         if other not in by_seed:
             continue
         seeds = sorted(set(by_seed[default]) & set(by_seed[other]))

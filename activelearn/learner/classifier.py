@@ -313,6 +313,17 @@ class Classifier:
             self._head_passes = _Passes(self.head, self.features_layer)
         return self._predict(self._head_passes, features, mc_samples, seed)
 
+    def logits_from_features(self, features: np.ndarray) -> np.ndarray | None:
+        """The logits (the softmax's input, over the temperature) of rows of the features
+        layer's output, [n, classes]; None when the softmax does not read that layer."""
+        weights = networks.softmax_weights(
+            self.head if self.head is not None else self.network, self.features_layer
+        )
+        if weights is None:
+            return None
+        kernel, bias = weights
+        return (np.asarray(features, np.float32) @ kernel + bias) / self.temperature
+
     def _predict(self, passes, x, mc_samples, seed):
         x = np.asarray(x, np.float32)
         t = self.temperature

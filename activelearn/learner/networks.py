@@ -176,6 +176,28 @@ def _penultimate(network) -> str:
     return network.layers[-2].name
 
 
+def softmax_weights(network, features_layer: str):
+    """(kernel, bias) of the last layer when it is a softmax Dense reading `features_layer`
+    directly (dropout between is fine: it is off at inference), so that
+    `features @ kernel + bias` are the logits; None for any other shape."""
+    import keras
+
+    last = network.layers[-1]
+    if not isinstance(last, keras.layers.Dense) or last.activation is not keras.activations.softmax:
+        return None
+    layer = last
+    while True:
+        inbound = layer._inbound_nodes[0].input_tensors if layer._inbound_nodes else []
+        if len(inbound) != 1:
+            return None
+        layer = inbound[0]._keras_history.operation
+        if layer.name == features_layer:
+            kernel, bias = last.get_weights()
+            return np.asarray(kernel), np.asarray(bias)
+        if not isinstance(layer, keras.layers.Dropout):
+            return None
+
+
 def backbone_of(network):
     """(backbone, head) of a `kind: backbone` network, or (None, None)."""
     names = {layer.name for layer in network.layers}

@@ -210,6 +210,7 @@ def select_candidates(
         pool_confidence=pool_confidence,
         candidates=cfg.candidates,
         other_features=_labeled_features(classifier, other_x, plan.cold),
+        logits=None if plan.cold else classifier.logits_from_features(chosen["features"]),
         **plan.params,
     )
 

@@ -11,6 +11,11 @@ campaign has once people answer "other". Here it is a nearest-neighbour distance
 the model's feature space: a candidate nearer to the "other" answers than to the labeled
 images is more likely another "other". No extra model, nothing to train, and without any
 "other" answer every candidate weighs 1: the strategies behave exactly as without it.
+
+Before the first "other" answer a campaign that expects a dirty pool can weigh by a prior
+instead (`max_logit_known_probability`): the model's largest logit, which stays low on
+images of no class (Hendrycks et al., "Scaling out-of-distribution detection", ICML
+2022), split into a high and a low group as LfOSA splits its max activations.
 """
 
 from __future__ import annotations
@@ -46,6 +51,29 @@ def known_class_probability(
     with np.errstate(invalid="ignore", divide="ignore"):
         chance = np.where(total > 0, d_other / total, 0.5)
     return np.where(np.isfinite(chance), chance, 0.5)
+
+
+def max_logit_known_probability(logits: np.ndarray, min_rows: int = 20) -> np.ndarray:
+    """The chance each candidate belongs to a known class judged by its largest logit
+    alone, in [0, 1], shape ``[n]``: a two-component Gaussian mixture over the candidates'
+    max logits, and each one's posterior of the higher component. Unlike the softmax's
+    top probability, the max logit keeps how strongly the image looks like *any* class,
+    so an image torn between two known classes (a high margin score, worth an answer)
+    still scores high, and one like none of them scores low. 1 everywhere with fewer than
+    ``min_rows`` finite rows or no spread; 0.5 for a row with NaN/inf logits.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    logits = np.asarray(logits, np.float64)
+    top = logits.max(axis=1) if logits.size else np.zeros(len(logits))
+    finite = np.isfinite(top)
+    if finite.sum() < min_rows or np.ptp(top[finite]) == 0:
+        return np.ones(len(logits))
+    mixture = GaussianMixture(2, random_state=0).fit(top[finite, None])
+    high = int(np.argmax(mixture.means_[:, 0]))
+    chance = np.full(len(logits), 0.5)
+    chance[finite] = mixture.predict_proba(top[finite, None])[:, high]
+    return chance
 
 
 def _mean_nearest(points: np.ndarray, references: np.ndarray, n_neighbors: int) -> np.ndarray:

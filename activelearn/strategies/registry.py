@@ -24,7 +24,10 @@ from activelearn.strategies._inputs import (
 )
 from activelearn.strategies.clusters import cluster_then_top, typiclust
 from activelearn.strategies.measures import MEASURES, mean_confidence, random
-from activelearn.strategies.open_set import known_class_probability
+from activelearn.strategies.open_set import (
+    known_class_probability,
+    max_logit_known_probability,
+)
 from activelearn.strategies.selectors import kcenter_greedy, ranked_batch, top_k
 
 if TYPE_CHECKING:
@@ -59,6 +62,7 @@ class _Pool:
     candidates: int | None
     classes: int | None = None  # how many classes the model tells apart; None: no model
     other_features: np.ndarray | None = None  # embeddings of the images answered "other"
+    logits: np.ndarray | None = None  # the model's logits of the pool, when it has them
 
 
 def _select_top_k(scores, k, rng, pool: _Pool):
@@ -109,6 +113,7 @@ def _select_hybrid(
     min_cluster_size=5,
     n_neighbors=20,
     known_class_weighting=True,
+    known_class_prior=None,
 ):
     """TypiClust picks the whole batch while fewer than ``typical_per_class`` labels per
     class are known on average (``typical_per_class * classes`` in all; the selector sees
@@ -128,6 +133,10 @@ def _select_hybrid(
     when the others run out (cluster-margin would otherwise give a block of them a
     cluster, and take its best). Without "other" answers, or with False, the picks are the same
     as without it.
+
+    ``known_class_prior="max_logit"``: weigh from round 0, before any "other" answer, by
+    ``max_logit_known_probability`` (for a pool known to hold images of no class); the
+    answers replace it once there are some.
     """
     labeled = 0 if pool.labeled_features is None else len(pool.labeled_features)
     if pool.confidence is None or labeled < typical_per_class * (pool.classes or 0):
@@ -136,10 +145,15 @@ def _select_hybrid(
         share = float(np.clip(1 - pool.confidence, 0, 1))
     typical_pool, typical_ok, margin_scores, likely_known = pool, None, scores, None
     others = pool.other_features
-    if known_class_weighting and others is not None and len(others) and labeled:
+    answered = others is not None and len(others) and labeled
+    known = None
+    if known_class_weighting and answered:
         known = known_class_probability(pool.features, pool.labeled_features, others)
         covering = np.concatenate([pool.labeled_features, others])
         typical_pool = replace(pool, labeled_features=covering)
+    elif known_class_weighting and known_class_prior is not None:
+        known = _known_class_prior(known_class_prior, pool)
+    if known is not None:
         typical_ok = likely_known = known >= 0.5
         margin_scores = np.where(scores == INVALID_SCORE, scores, scores * known)
     diverse = typiclust(
@@ -159,6 +173,27 @@ def _select_hybrid(
     uncertain = rest[_select_cluster_margin(margin_scores[rest], k - len(diverse), rng, rest_pool)]
     parts = [diverse, uncertain] if share >= 0.5 else [uncertain, diverse]
     return np.concatenate(parts).astype(np.intp)
+
+
+KNOWN_CLASS_PRIORS = ("max_logit",)
+
+
+def _known_class_prior(name: str, pool: _Pool) -> np.ndarray | None:
+    """The hybrid's ``known_class_prior`` for each candidate; None without a model."""
+    if name not in KNOWN_CLASS_PRIORS:
+        raise ValueError(
+            f"known_class_prior={name!r}; choose one of {', '.join(KNOWN_CLASS_PRIORS)} "
+            "or null (weigh only once images were answered other)"
+        )
+    if pool.confidence is None:
+        return None  # no model yet: typical images of the pixels, as without it
+    if pool.logits is None:
+        raise ValueError(
+            f"known_class_prior={name} needs the model's logits: its last layer must be "
+            "a softmax Dense reading the features layer (model.features_layer); or set "
+            "strategy.params.known_class_prior=null"
+        )
+    return max_logit_known_probability(pool.logits)
 
 
 SELECTORS: Mapping[str, Callable[..., np.ndarray]] = MappingProxyType(
@@ -217,6 +252,7 @@ def select_batch(
     pool_confidence: float | None = None,
     candidates: int | None = None,
     other_features: np.ndarray | None = None,
+    logits: np.ndarray | None = None,
     **params: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pick the next batch of ``k`` pool samples with the named strategy.
@@ -235,6 +271,8 @@ def select_batch(
         candidates: how many best-scored samples cluster-margin clusters (default 10 * k).
         other_features: embeddings of the images people answered "other" (of no class);
             the hybrid weighs candidates by their chance of being of a known class.
+        logits: the model's logits of the pool ``[n, classes]`` (the softmax's input),
+            for the hybrid's ``known_class_prior``.
         **params: override the strategy's selector parameters; see ``selector_params``.
 
     Returns:
@@ -289,7 +327,9 @@ def select_batch(
     if pool_confidence is None and probas is not None:
         pool_confidence = mean_confidence(probas)
     classes = probas.shape[1] if probas is not None else None
-    pool = _Pool(features, labeled_features, pool_confidence, candidates, classes, other_features)
+    pool = _Pool(
+        features, labeled_features, pool_confidence, candidates, classes, other_features, logits
+    )
     indices = SELECTORS[strategy.selector](scores, k, rng, pool, **params)
     return np.asarray(indices, dtype=np.intp), scores
 
@@ -330,5 +370,12 @@ def _dry_run(name: str, params: dict) -> None:
         probas = probas.mean(axis=-1)
     features = rng.normal(size=(10, 4))
     select_batch(
-        name, probas, 2, rng, features=features[:8], labeled_features=features[8:], **params
+        name,
+        probas,
+        2,
+        rng,
+        features=features[:8],
+        labeled_features=features[8:],
+        logits=rng.normal(size=(8, 3)),
+        **params,
     )

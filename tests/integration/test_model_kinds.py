@@ -232,6 +232,16 @@ def test_custom_model_without_dropout_says_so_for_mc_dropout(images):
     assert probas.shape == (2, 3, 4) and features.shape == (2, 6)  # penultimate: the dropout
 
 
+def test_no_logits_when_the_softmax_does_not_read_the_features_layer(images):
+    _, names, _ = images
+    model = Classifier.build(names, RGB, KINDS["custom"], seed=0)
+    flatten = next(layer.name for layer in model.network.layers if "flatten" in layer.name)
+    earlier = Classifier(model.network, names, RGB, "v", features_layer=flatten)
+    features = earlier.predict_with_features(np.zeros((2, 32, 32, 3), np.float32))[1]
+    assert earlier.logits_from_features(features) is None
+    assert model.logits_from_features(np.zeros((2, 6))).shape == (2, 3)
+
+
 def test_custom_model_errors_name_the_setting(images):
     _, names, _ = images
     base = KINDS["custom"]
@@ -331,6 +341,10 @@ def test_every_kind_trains_with_the_whole_recipe_and_reloads_the_same(
     assert classifier.temperature != 1.0
     x = np.stack([preprocess(f, prep) for f in sorted((root / "pool").rglob("*.png"))])
     expected = classifier.predict_proba(x)
+    probas, features = classifier.predict_with_features(x)
+    logits = classifier.logits_from_features(features)  # the open-set prior's input
+    softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(softmax / softmax.sum(axis=1, keepdims=True), probas, atol=1e-5)
     classifier.save(tmp_path / "model.bentomodel")
     model_module._IN_MEMORY.clear()
     loaded = Classifier.load(tmp_path / "model.bentomodel")

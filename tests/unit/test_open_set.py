@@ -1,5 +1,6 @@
-"""Open-set pools: the known-class weighting of the hybrid on planted features, and that
-without any "other" answer the hybrid picks exactly what it picked before."""
+"""Open-set pools: the known-class weighting of the hybrid on planted features, its
+max-logit prior before any "other" answer, and that without either the hybrid picks
+exactly what it picked before."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import numpy as np
 import pytest
 
 from activelearn import strategies as st
-from activelearn.strategies.open_set import known_class_probability
+from activelearn.config import StrategyConfig
+from activelearn.errors import StrategyError
+from activelearn.strategies.open_set import known_class_probability, max_logit_known_probability
+from activelearn.strategies.registry import check_strategy
 
 KNOWN_CENTRES = np.array([[0.0, 0.0], [10.0, 0.0]])
 UNKNOWN_CENTRE = np.array([5.0, 9.0])
@@ -30,6 +34,14 @@ def planted(seed: int = 0):
     others = UNKNOWN_CENTRE + rng.normal(scale=0.8, size=(3, 2))
     is_known = np.arange(80) < 40
     return probas, features, labeled, others, is_known
+
+
+def planted_logits(probas, is_known, seed: int = 0):
+    """Logits giving `probas`: strong evidence for some known class on the known images,
+    weak for every class on the rest (the same softmax can come from either)."""
+    rng = np.random.default_rng(seed)
+    strength = np.where(is_known, 6.0, 0.5) + rng.normal(scale=0.3, size=len(probas))
+    return np.log(probas) + strength[:, None]
 
 
 def test_known_class_probability_is_high_near_labeled_images_low_near_other_answers():
@@ -82,3 +94,48 @@ def test_without_other_answers_the_hybrid_picks_exactly_what_it_did_before(seed)
             now = st.select_batch("hybrid", probas, 10, seed, other_features=others, **kwargs)
             np.testing.assert_array_equal(now[0], before[0])
             np.testing.assert_array_equal(now[1], before[1])
+
+
+def test_max_logit_prior_separates_strong_from_weak_evidence_and_needs_enough_rows():
+    probas, _, _, _, is_known = planted()
+    logits = planted_logits(probas, is_known)
+    chance = max_logit_known_probability(logits)
+    assert chance[is_known].min() > 0.5 > chance[~is_known].max()
+    np.testing.assert_array_equal(max_logit_known_probability(logits[:10]), 1.0)  # too few
+    np.testing.assert_array_equal(max_logit_known_probability(np.ones((50, 3))), 1.0)
+    logits[0] = np.nan
+    assert max_logit_known_probability(logits)[0] == 0.5
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_max_logit_prior_puts_known_class_candidates_first_before_any_other_answer(seed):
+    probas, features, labeled, _, is_known = planted(seed)
+    logits = planted_logits(probas, is_known, seed)
+    kwargs = dict(features=features, labeled_features=labeled, pool_confidence=0.5)
+    prior = st.select_batch(
+        "hybrid", probas, 8, seed, logits=logits, known_class_prior="max_logit", **kwargs
+    )[0]
+    assert is_known[prior].all()
+    default = st.select_batch("hybrid", probas, 8, seed, logits=logits, **kwargs)[0]
+    assert (~is_known[default]).sum() >= 4  # off by default: logits alone change nothing
+    np.testing.assert_array_equal(default, st.select_batch("hybrid", probas, 8, seed, **kwargs)[0])
+
+
+def test_the_max_logit_prior_names_what_it_needs():
+    probas, features, labeled, _, _ = planted()
+    with pytest.raises(ValueError, match="needs the model's logits.*known_class_prior=null"):
+        st.select_batch(
+            "hybrid",
+            probas,
+            8,
+            0,
+            features=features,
+            labeled_features=labeled,
+            known_class_prior="max_logit",
+        )
+    # Before the first model (no probabilities) it has nothing to weigh: typical images.
+    cold = st.select_batch("hybrid", None, 8, 0, features=features, known_class_prior="max_logit")
+    assert len(cold[0]) == 8
+    with pytest.raises(StrategyError, match="known_class_prior='energy'.*max_logit"):
+        check_strategy(StrategyConfig(params={"known_class_prior": "energy"}))
+    check_strategy(StrategyConfig(params={"known_class_prior": "max_logit"}))
