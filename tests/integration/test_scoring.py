@@ -210,6 +210,35 @@ def test_strategy_params_reach_the_selector_but_not_the_cold_starts(
     assert "typical_per_class" not in seen[-1] and len(cold.queue) == 4
 
 
+def test_the_candidates_logits_reach_the_hybrids_max_logit_prior(
+    tmp_path, classifier, pool, monkeypatch
+):
+    from activelearn import strategies
+
+    seen = []
+    select_batch = strategies.select_batch
+
+    def spy(*args, **kwargs):
+        seen.append((args[1], kwargs))
+        return select_batch(*args, **kwargs)
+
+    monkeypatch.setattr(strategies, "select_batch", spy)
+    model, labeled_x = classifier
+    pool_dir, manifest = pool
+    cfg = StrategyConfig(
+        name="hybrid", batch_size=4, candidates=20, params={"known_class_prior": "max_logit"}
+    )
+    result = score_and_select(
+        model, manifest, pool_dir, cfg, tmp_path / "r", labeled_x=labeled_x, prep=PREP, seed=0
+    )
+    probas, kwargs = seen[-1]
+    logits = kwargs["logits"]
+    assert kwargs["known_class_prior"] == "max_logit" and len(result.queue) == 4
+    assert logits.shape == probas.shape and len(logits) >= 20  # one row per candidate
+    softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(softmax / softmax.sum(axis=1, keepdims=True), probas, atol=1e-5)
+
+
 def test_hybrid_weighs_its_mix_by_the_whole_pools_confidence(
     tmp_path, classifier, pool, monkeypatch
 ):
