@@ -58,6 +58,13 @@ class ModelKind(StrEnum):
     custom = "custom"  # your own: `model._target_` builds it, the project trains it
 
 
+class Interpolation(StrEnum):
+    """How augmentation resamples shifted, zoomed and rotated pixels."""
+
+    bilinear = "bilinear"  # smooth, and blurs fine detail (textures, thin strokes)
+    nearest = "nearest"  # moves pixels and keeps their values
+
+
 class Engine(StrEnum):
     """Where the pool is scored."""
 
@@ -95,6 +102,7 @@ class AugmentConfig:
     flip: bool = False  # random left-right flips (off for digits and text)
     contrast: float = 0.0  # random contrast change, a fraction
     brightness: float = 0.0  # random brightness change, a fraction of the value range
+    interpolation: Interpolation = Interpolation.bilinear  # how moved pixels are resampled
 
 
 @dataclass

@@ -32,17 +32,23 @@ def augmentation(cfg: AugmentConfig, prep: Preprocessing, seed: int):
     import keras
     from keras import layers
 
-    steps = []
+    steps, how = [], str(cfg.interpolation)
     if cfg.flip:
         steps.append(layers.RandomFlip("horizontal", seed=seed))
     if cfg.rotation > 0:
-        steps.append(layers.RandomRotation(cfg.rotation, fill_mode="nearest", seed=seed + 1))
+        steps.append(
+            layers.RandomRotation(
+                cfg.rotation, fill_mode="nearest", interpolation=how, seed=seed + 1
+            )
+        )
     if cfg.zoom > 0:
-        steps.append(layers.RandomZoom(cfg.zoom, fill_mode="nearest", seed=seed + 2))
+        steps.append(
+            layers.RandomZoom(cfg.zoom, fill_mode="nearest", interpolation=how, seed=seed + 2)
+        )
     if cfg.translate > 0:
         steps.append(
             layers.RandomTranslation(
-                cfg.translate, cfg.translate, fill_mode="nearest", seed=seed + 3
+                cfg.translate, cfg.translate, fill_mode="nearest", interpolation=how, seed=seed + 3
             )
         )
     value_range = VALUE_RANGES.get(prep.scaling)

@@ -61,6 +61,17 @@ def test_augmentation_changes_training_batches_and_never_reaches_the_model(
     assert np.allclose(loaded.predict_proba(pool), first, atol=1e-6)
 
 
+def test_nearest_interpolation_moves_pixels_and_bilinear_blends_them():
+    """Fine textures survive `interpolation: nearest`: every augmented value is one of the
+    image's own; bilinear makes new in-between values (a blur)."""
+    stripes = np.zeros((1, 12, 12, 1), np.float32)
+    stripes[:, :, ::2] = 1.0  # a one-pixel period
+    for how, kept in (("nearest", True), ("bilinear", False)):
+        layers = augmentation(AugmentConfig(enabled=True, interpolation=how), PREP, seed=3)
+        out = np.concatenate([np.asarray(layers(stripes, training=True)) for _ in range(5)])
+        assert np.isin(out, [0.0, 1.0]).all() == kept, how
+
+
 def test_averaged_balanced_calibrated_model_saves_exports_and_serves_the_same(
     data, tiny_model_cfg, bentoml_home
 ):

@@ -25,7 +25,14 @@ def test_defaults_are_the_demo():
 
 
 @pytest.mark.parametrize(
-    "override", ["model.dropuot=0.5", "data.channels=three", "strategy=nonexistent", "sed=1"]
+    "override",
+    [
+        "model.dropuot=0.5",
+        "data.channels=three",
+        "strategy=nonexistent",
+        "sed=1",
+        "model.augment.interpolation=cubic",
+    ],
 )
 def test_bad_override_fails_at_composition(override):
     with pytest.raises(ConfigCompositionException):
