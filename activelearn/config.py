@@ -97,12 +97,12 @@ class AugmentConfig:
 
     enabled: bool = False  # the switch for all of the below
     translate: float = 0.1  # random shift, a fraction of height and width
-    zoom: float = 0.1  # random zoom in or out (a crop, or a margin), a fraction of the size
-    rotation: float = 0.03  # random rotation, a fraction of a full turn (0.03 = 11 degrees)
+    zoom: float = 0.0  # random zoom in or out (a crop, or a margin), a fraction of the size
+    rotation: float = 0.0  # random rotation, a fraction of a full turn (0.03 = 11 degrees)
     flip: bool = False  # random left-right flips (off for digits and text)
     contrast: float = 0.0  # random contrast change, a fraction
     brightness: float = 0.0  # random brightness change, a fraction of the value range
-    interpolation: Interpolation = Interpolation.bilinear  # how moved pixels are resampled
+    interpolation: Interpolation = Interpolation.nearest  # how moved pixels are resampled
 
 
 @dataclass

@@ -106,6 +106,9 @@ class GivesNaNFor:
         probas[(x == self.image).all(axis=(1, 2, 3))] = np.nan
         return probas, features
 
+    def logits_from_features(self, features):
+        return self.model.logits_from_features(features)
+
 
 def test_a_sample_the_model_gives_nan_for_is_queued_last_without_a_prediction(
     tmp_path, classifier, pool
