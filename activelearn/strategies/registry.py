@@ -188,7 +188,7 @@ def _known_class_prior(name: str, pool: _Pool) -> np.ndarray | None:
     if pool.confidence is None:
         return None  # no model yet: typical images of the pixels, as without it
     if pool.logits is None:
-        raise ValueError(
+        raise StrategyError(
             f"known_class_prior={name} needs the model's logits: its last layer must be "
             "a softmax Dense reading the features layer (model.features_layer); or set "
             "strategy.params.known_class_prior=null"

@@ -123,7 +123,7 @@ def test_the_max_logit_prior_puts_known_class_candidates_first_before_any_other_
 
 def test_the_max_logit_prior_names_what_it_needs():
     probas, features, labeled, _, _ = planted()
-    with pytest.raises(ValueError, match="needs the model's logits.*known_class_prior=null"):
+    with pytest.raises(StrategyError, match="needs the model.s logits.*known_class_prior=null"):
         st.select_batch(
             "hybrid",
             probas,
