@@ -27,6 +27,16 @@ pytest_plugins = ["tests.labelstudio_server"]
 CLASSES = ["cat", "dog"]
 
 
+def labelstudio_labeling(labelstudio, title: str, tmp_path: Path) -> LabelingConfig:
+    """The test server's project `title`, its state file in the workspace's rounds/."""
+    return LabelingConfig(
+        kind="labelstudio",
+        url=labelstudio.url,
+        project_title=title,
+        state_file=str(tmp_path / "rounds" / "labelstudio.json"),
+    )
+
+
 def test_label_studio_reports_each_outcome_and_logs_the_same_summary(
     labelstudio, tmp_path, monkeypatch, caplog
 ):
@@ -35,12 +45,7 @@ def test_label_studio_reports_each_outcome_and_logs_the_same_summary(
     pool = labelstudio.new_pool_dir("pool-outcomes")
     samples = ["labeled.png", "rejected.png", "pool.png", "requeued.png", "open.png"]
     cfg = queued_workspace(tmp_path, monkeypatch, pool, samples)
-    cfg.labeling = LabelingConfig(
-        kind="labelstudio",
-        url=labelstudio.url,
-        project_title="outcomes",
-        state_file=str(tmp_path / "rounds" / "labelstudio.json"),
-    )
+    cfg.labeling = labelstudio_labeling(labelstudio, "outcomes", tmp_path)
     annotator = LabelStudioAnnotator(cfg.labeling, CLASSES, pool, token=labelstudio.token)
     annotator.push(0, [QueueItem(sid, 1, "cat", 0.5, 0.5) for sid in samples])
     headers = {"Authorization": f"Token {labelstudio.token}"}
@@ -112,12 +117,7 @@ def test_an_image_answered_other_in_label_studio_leaves_the_pool_and_is_never_qu
     pool = labelstudio.new_pool_dir("pool-other")
     samples = ["negative.png", "cat.png", "skipped.png"]
     cfg = queued_workspace(tmp_path, monkeypatch, pool, samples)
-    cfg.labeling = LabelingConfig(
-        kind="labelstudio",
-        url=labelstudio.url,
-        project_title="other answer",
-        state_file=str(tmp_path / "rounds" / "labelstudio.json"),
-    )
+    cfg.labeling = labelstudio_labeling(labelstudio, "other answer", tmp_path)
     other = cfg.labeling.other_label
     annotator = LabelStudioAnnotator(cfg.labeling, CLASSES, pool, token=labelstudio.token)
     annotator.push(0, [QueueItem(sid, 1, "cat", 0.5, 0.5) for sid in samples])
